@@ -1,0 +1,194 @@
+"""The `fedrouter` command: subcommands dispatch to the packages; nothing imports this module.
+
+    fedrouter models prepare                      base model folder from the GGUF; embedder check
+    fedrouter release build --out DIR ...         a release from existing PEFT adapters + examples
+    fedrouter release inspect DIR                 the manifest as a table
+    fedrouter route "prompt" --release DIR        which adapter a prompt goes to
+    fedrouter serve --release DIR                 the routed OpenAI-compatible gateway
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"error: {flag} expects NAME=PATH, got {v!r}")
+        if name in out:
+            raise SystemExit(f"error: {flag} {name} is given twice")
+        out[name] = path
+    return out
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from training.base_model import default_base_path, is_prepared, prepare_base_model
+
+    console = Console()
+    out = Path(args.out) if args.out else default_base_path()
+    if is_prepared(out) and not args.force:
+        console.print(f"base model: [green]ready[/] at {out}")
+    else:
+        with console.status("preparing the base model from its GGUF (once, ~1 min)"):
+            started = time.monotonic()
+            prepare_base_model(out, force=args.force)
+        console.print(f"base model: [green]prepared[/] at {out} in {time.monotonic() - started:.0f} s")
+    from router.embed import DEFAULT_EMBEDDER, SentenceTransformerEmbedder
+
+    started = time.monotonic()
+    emb = SentenceTransformerEmbedder(DEFAULT_EMBEDDER)
+    emb.embed(["a first prompt"])
+    console.print(f"embedder: [green]ready[/] {DEFAULT_EMBEDDER} ({emb.info.dim}-d, loaded offline in {time.monotonic() - started:.1f} s)")
+
+
+def cmd_release_build(args: argparse.Namespace) -> None:
+    from router.build import build_release
+    from router.embed import make_embedder
+
+    embedder = make_embedder(args.embedder_kind, args.embedder)
+    release = build_release(
+        args.out, base_model=args.base, base_name=args.base_name,
+        adapters=_pairs(args.adapter, "--adapter"), examples=_pairs(args.examples, "--examples"),
+        embedder=embedder, threshold=args.threshold, fallback=args.fallback, release_id=args.release_id,
+    )
+    print(f"wrote release {release.id} to {release.path} ({len(release.manifest.adapters)} adapters)")
+
+
+def cmd_release_inspect(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from router.release import load_release
+
+    rel = load_release(args.release)
+    m = rel.manifest
+    if args.json:
+        print(json.dumps(m.to_dict(), indent=2))
+        return
+    console = Console()
+    head = Table(show_header=False, box=None)
+    for k, v in [
+        ("release", f"{m.release_id}  ({rel.path})"), ("created", m.created),
+        ("base model", f"{m.base_model.name}  ({m.base_model.path})"),
+        ("embedder", f"{m.embedder.name}  ({m.embedder.kind}, {m.embedder.dim}-d, {m.embedder.metric})"),
+        ("lora", f"r={m.lora.r} alpha={m.lora.alpha} targets={','.join(m.lora.targets)}"),
+        ("routing", f"threshold={m.routing.threshold} fallback={m.routing.fallback}"),
+        ("training", json.dumps(m.training)[:200]),
+    ]:
+        head.add_row(f"[bold]{k}[/]", escape(str(v)))
+    console.print(head)
+    clusters = Table(title="clusters")
+    for col in ("id", "adapter", "path", "size"):
+        clusters.add_column(col)
+    for c in sorted(m.clusters, key=lambda c: c.id):
+        clusters.add_row(str(c.id), c.adapter, c.path, str(c.size))
+    console.print(clusters)
+
+
+def cmd_route(args: argparse.Namespace) -> None:
+    from router.embed import load_embedder
+    from router.release import load_release
+    from router.router import Router
+
+    rel = load_release(args.release)
+    router = Router(rel, load_embedder(rel.manifest.embedder))
+    for text, r in zip(args.prompt, router.route_batch(args.prompt)):
+        adapter = r.adapter or f"{rel.manifest.base_model.name} (base: below threshold {rel.manifest.routing.threshold})"
+        print(f"{adapter}\tscore={r.score:.4f}\tmargin={r.margin:.4f}\tcluster={r.cluster}\t{text[:60]!r}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import logging
+
+    import uvicorn
+
+    from serving.app import create_app
+    from serving.settings import GatewaySettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides = {k: v for k, v in {
+        "release": args.release, "host": args.host, "port": args.port, "backends": args.backend or None,
+        "vllm_port": args.vllm_port, "vllm_args": args.vllm_arg or None, "admin_token": args.admin_token,
+        "vllm_log": args.vllm_log,
+    }.items() if v is not None}
+    settings = GatewaySettings(**overrides)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fedrouter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="prepare the default models").add_subparsers(dest="action", required=True)
+    prep = models.add_parser("prepare", help="turn the GGUF into an HF folder (once) and check the embedder")
+    prep.add_argument("--out", help="folder for the base model (default: ~/.cache/fedrouter/models/...)")
+    prep.add_argument("--force", action="store_true", help="prepare again even if the folder exists")
+    prep.set_defaults(fn=cmd_models_prepare)
+
+    release = sub.add_parser("release", help="build or inspect a release").add_subparsers(dest="action", required=True)
+    build = release.add_parser("build", help="a release from existing PEFT adapters and example prompts")
+    build.add_argument("--out", required=True, help="the release folder to create, e.g. runs/mine/releases/v1")
+    build.add_argument("--base", required=True, help="base model folder or name, as vLLM and PEFT load it")
+    build.add_argument("--base-name", help="public name of the base model (default: the folder's name)")
+    build.add_argument("--adapter", action="append", required=True, metavar="NAME=PATH", help="a PEFT adapter folder")
+    build.add_argument("--examples", action="append", required=True, metavar="NAME=FILE.jsonl",
+                       help="example prompts of that adapter's task (JSONL with a 'prompt' field)")
+    build.add_argument("--embedder", default=None, help="embedder model name or folder (default: all-MiniLM-L6-v2)")
+    build.add_argument("--embedder-kind", default="sentence-transformers", choices=["sentence-transformers", "base-llm", "hash"])
+    build.add_argument("--threshold", type=float, default=0.0, help="cosine below which the fallback applies")
+    build.add_argument("--fallback", default="base", choices=["base", "nearest"])
+    build.add_argument("--release-id", help="default: the --out folder's name")
+    build.set_defaults(fn=cmd_release_build)
+    inspect = release.add_parser("inspect", help="print a release's manifest")
+    inspect.add_argument("release")
+    inspect.add_argument("--json", action="store_true", help="the raw manifest")
+    inspect.set_defaults(fn=cmd_release_inspect)
+
+    route = sub.add_parser("route", help="show where prompts are routed")
+    route.add_argument("prompt", nargs="+")
+    route.add_argument("--release", required=True)
+    route.set_defaults(fn=cmd_route)
+
+    serve = sub.add_parser("serve", help="the routed OpenAI-compatible gateway in front of vLLM")
+    serve.add_argument("--release", help="release folder or `latest` link (or FEDROUTER_RELEASE)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--backend", action="append", metavar="URL",
+                       help="a running vLLM OpenAI server (repeat for replicas); default: start and supervise one")
+    serve.add_argument("--vllm-port", type=int, help="port of the supervised vLLM (default 8100)")
+    serve.add_argument("--vllm-arg", action="append", metavar="ARG", help="extra argument for the supervised vLLM")
+    serve.add_argument("--vllm-log", help="file for vLLM's output")
+    serve.add_argument("--admin-token", help="bearer token for /admin routes (or FEDROUTER_ADMIN_TOKEN)")
+    serve.set_defaults(fn=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from router.release import ReleaseError
+
+    try:
+        args.fn(args)
+    except (ReleaseError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

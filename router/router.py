@@ -1,0 +1,57 @@
+"""Routing: text -> the adapter whose task cluster is nearest, or "no match" below the threshold.
+
+The router knows nothing about generation or HTTP. It owns a release's centroids (as an index)
+and its embedder, and answers `route(text)` / `route_batch(texts)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from router.embed import Embedder
+from router.index import CentroidIndex
+from router.release import Release
+
+
+@dataclass(frozen=True)
+class Route:
+    adapter: str | None  # None: below the threshold with fallback "base" -> the base model
+    cluster: int  # nearest cluster id, also when it was not taken
+    score: float  # cosine similarity to that cluster's centroid
+    margin: float  # score minus the second-best cluster's score (inf with one cluster)
+
+
+class Router:
+    def __init__(self, release: Release, embedder: Embedder, nlist: int = 0):
+        if embedder.info.dim != release.manifest.embedder.dim:
+            raise ValueError(
+                f"embedder gives {embedder.info.dim}-d vectors, release {release.id} expects {release.manifest.embedder.dim}"
+            )
+        self.release = release
+        self.embedder = embedder
+        self.index = CentroidIndex(release.centroids, nlist=nlist)
+        by_id = {c.id: c.adapter for c in release.manifest.clusters}
+        self._adapter_of = [by_id[i] for i in range(len(by_id))]
+        self._threshold = release.manifest.routing.threshold
+        self._fallback = release.manifest.routing.fallback
+
+    def route(self, text: str) -> Route:
+        return self.route_batch([text])[0]
+
+    def route_batch(self, texts: Sequence[str]) -> list[Route]:
+        return self.route_vectors(self.embedder.embed(texts))
+
+    def route_vectors(self, vectors: np.ndarray) -> list[Route]:
+        """vectors [N, dim], L2-normalised -> one Route each."""
+        if len(vectors) == 0:
+            return []
+        scores, ids = self.index.search(vectors, k=2)  # [N, 2]
+        routes = []
+        for s, i in zip(scores.tolist(), ids.tolist()):
+            margin = s[0] - s[1] if i[1] >= 0 else float("inf")
+            take = s[0] >= self._threshold or self._fallback == "nearest"
+            routes.append(Route(self._adapter_of[i[0]] if take else None, i[0], s[0], margin))
+        return routes

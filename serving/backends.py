@@ -1,0 +1,144 @@
+"""The vLLM side: an HTTP client for one OpenAI server and a pool of replicas.
+
+Requests go to the healthy replica with the fewest requests in flight. A request that no replica
+accepted (connection refused: it was never delivered) is retried on another replica, and for up
+to `connect_retry_s` while every replica is down, so a backend restart loses nothing. Errors
+after delivery are not retried: generation is not idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import httpx
+
+from serving.errors import BackendUnavailable
+
+
+@dataclass
+class Backend:
+    url: str
+    client: httpx.AsyncClient
+    inflight: int = 0
+    healthy: bool = True
+    served: set[str] = field(default_factory=set)  # model names this replica serves
+
+
+class BackendPool:
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        request_timeout_s: float = 600.0,
+        connect_retry_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests inject a fake vLLM here
+    ):
+        if not urls:
+            raise ValueError("at least one backend URL is needed")
+        timeout = httpx.Timeout(request_timeout_s, connect=5.0)
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        self.backends = [
+            Backend(u.rstrip("/"), httpx.AsyncClient(base_url=u.rstrip("/"), timeout=timeout, limits=limits, transport=transport))
+            for u in urls
+        ]
+        self._connect_retry_s = connect_retry_s
+        self._rr = itertools.count()
+        self.on_error = lambda backend: None  # metrics hook
+
+    def _pick(self, exclude: set[str]) -> Backend | None:
+        candidates = [b for b in self.backends if b.url not in exclude and b.healthy] or [
+            b for b in self.backends if b.url not in exclude
+        ]
+        if not candidates:
+            return None
+        turn = next(self._rr)  # round-robin among equally loaded replicas
+        return min(candidates, key=lambda b: (b.inflight, (self.backends.index(b) - turn) % len(self.backends)))
+
+    @asynccontextmanager
+    async def _deliver(self, send) -> AsyncIterator[httpx.Response]:
+        """Run `send(backend)` on a replica that accepts the connection; retry undelivered requests."""
+        deadline = time.monotonic() + self._connect_retry_s
+        tried: set[str] = set()
+        last_error: Exception | None = None
+        while True:
+            backend = self._pick(tried)
+            if backend is None:
+                if time.monotonic() >= deadline:
+                    raise BackendUnavailable(f"no vLLM backend is reachable ({last_error})")
+                await asyncio.sleep(0.25)
+                tried.clear()
+                continue
+            backend.inflight += 1
+            try:
+                try:
+                    response = await send(backend.client)
+                except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                    backend.healthy = False
+                    self.on_error(backend.url)
+                    tried.add(backend.url)
+                    last_error = e
+                    continue
+                except httpx.HTTPError as e:
+                    self.on_error(backend.url)
+                    raise BackendUnavailable(f"vLLM backend {backend.url} failed: {type(e).__name__}") from e
+                backend.healthy = True
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+            finally:
+                backend.inflight -= 1
+
+    @asynccontextmanager
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None, *, stream: bool = False):
+        """A response from some replica, usable inside the `async with` (streamed if asked)."""
+
+        async def send(client: httpx.AsyncClient) -> httpx.Response:
+            req = client.build_request(method, path, json=body)
+            return await client.send(req, stream=stream)
+
+        async with self._deliver(send) as response:
+            yield response
+
+    async def each(self, method: str, path: str, body: dict[str, Any] | None = None) -> list[httpx.Response]:
+        """Send to every replica (adapter registration); raises BackendUnavailable if one is down."""
+        out = []
+        for b in self.backends:
+            try:
+                out.append(await b.client.request(method, path, json=body))
+            except httpx.HTTPError as e:
+                self.on_error(b.url)
+                raise BackendUnavailable(f"vLLM backend {b.url} is unreachable: {type(e).__name__}") from e
+        return out
+
+    async def refresh(self) -> None:
+        """Ask every replica what it serves and whether it is up."""
+        for b in self.backends:
+            try:
+                r = await b.client.get("/v1/models", timeout=5.0)
+                r.raise_for_status()
+                b.served = {m["id"] for m in r.json().get("data", [])}
+                b.healthy = True
+            except (httpx.HTTPError, ValueError, KeyError):
+                b.healthy = False
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            await self.refresh()
+            if all(b.healthy for b in self.backends):
+                return
+            if time.monotonic() > deadline:
+                down = [b.url for b in self.backends if not b.healthy]
+                raise BackendUnavailable(f"vLLM backends not ready after {timeout_s:.0f} s: {down}")
+            await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        for b in self.backends:
+            await b.client.aclose()

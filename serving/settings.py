@@ -1,0 +1,34 @@
+"""Gateway settings: one typed object, read once from arguments and `FEDROUTER_*` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FEDROUTER_", extra="ignore")
+
+    release: Path | None = None  # release folder (or a `latest` link) to serve
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Attach mode: running vLLM OpenAI servers (several = replicas). Empty: start and supervise one.
+    backends: list[str] = Field(default_factory=list)
+    # Supervised mode: where vLLM listens, extra arguments for it, how long its start may take.
+    vllm_host: str = "127.0.0.1"
+    vllm_port: int = 8100
+    vllm_args: list[str] = Field(default_factory=list)
+    vllm_start_timeout_s: float = 900.0
+    vllm_kv_cache_gib: int = 2  # VLLM_CPU_KVCACHE_SPACE when the environment does not set it
+    vllm_log: Path | None = None  # vLLM's output; default: a temporary file named at start
+    # Requests
+    request_timeout_s: float = 600.0  # one generation, end to end
+    connect_retry_s: float = 30.0  # keep retrying a request no backend accepted (restart window)
+    max_inflight: int = 512  # above this, 429
+    # Routing
+    embed_device: str = "cpu"
+    max_batch: int = 64  # most prompts embedded in one forward pass
+    # Admin routes are off unless a token is set.
+    admin_token: str | None = None

