@@ -121,6 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from serving.settings import GatewaySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "faiss.loader", "sentence_transformers"):  # per-request and load chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     overrides = {k: v for k, v in {
         "release": args.release, "host": args.host, "port": args.port, "backends": args.backend or None,
         "vllm_port": args.vllm_port, "vllm_args": args.vllm_arg or None, "admin_token": args.admin_token,

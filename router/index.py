@@ -49,4 +49,6 @@ class CentroidIndex:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries must be [N, {self.dim}], got {list(q.shape)}")
-        return self._index.search(q, k)
+        scores, ids = self._index.search(q, k)
+        scores[ids < 0] = -np.inf  # faiss pads with -FLT_MAX; say "none" the way `nearest` does
+        return scores, ids

@@ -1,0 +1,169 @@
+"""The gateway's own logic against a fake vLLM (an httpx transport); the real one is in
+tests/integration."""
+
+import json
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from router.build import build_release
+from router.embed import HashEmbedder
+from serving.app import create_app
+from serving.settings import GatewaySettings
+from tests.tiny import write_examples
+
+
+class FakeVLLM:
+    """Answers like vLLM's OpenAI server: echoes the model it was asked for."""
+
+    def __init__(self, base: str = "base"):
+        self.served = {base}
+        self.base = base
+        self.requests: list[dict] = []
+        self.down = False
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        path = request.url.path
+        if path == "/v1/models":
+            data = [{"id": m, "parent": None if m == self.base else self.base} for m in sorted(self.served)]
+            return httpx.Response(200, json={"object": "list", "data": data})
+        body = json.loads(request.content)
+        if path == "/v1/load_lora_adapter":
+            self.served.add(body["lora_name"])
+            return httpx.Response(200, text="ok")
+        self.requests.append(body)
+        if body["model"] not in self.served:
+            return httpx.Response(404, json={"error": {"message": "not found", "type": "NotFoundError", "code": 404}})
+        if body.get("max_tokens", 1) < 0:
+            return httpx.Response(400, json={"error": {"message": "max_tokens must be at least 0", "type": "BadRequestError", "param": "max_tokens", "code": 400}})
+        if body.get("stream"):
+            chunks = [{"model": body["model"], "choices": [{"text": t}]} for t in ("a", "b")]
+            sse = "".join(f"data: {json.dumps(c, separators=(',', ':'))}\n\n" for c in chunks) + "data: [DONE]\n\n"
+            return httpx.Response(200, text=sse, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json={"id": "x", "model": body["model"], "choices": [{"text": "ok"}]})
+
+
+@pytest.fixture
+def vllm():
+    return FakeVLLM()
+
+
+@pytest.fixture
+def client(tmp_path, fake_adapters, vllm):
+    release = build_release(
+        tmp_path / "v1", base_model="base", adapters=fake_adapters, examples=write_examples(tmp_path / "ex"),
+        embedder=HashEmbedder(256),
+    )
+    settings = GatewaySettings(release=release.path, backends=["http://fake-vllm"], connect_retry_s=0.2)
+    app = create_app(settings, embedder=HashEmbedder(256), transport=httpx.MockTransport(vllm))
+    with TestClient(app) as c:
+        yield c
+
+
+def chat(client, model, text="What is the capital of Italy?", **extra):
+    return client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": text}], **extra})
+
+
+def test_adapters_are_registered_under_versioned_names(client, vllm):
+    assert {"math@v1", "geo@v1", "sentiment@v1"} <= vllm.served
+
+
+def test_auto_routes_and_reports(client, vllm):
+    r = chat(client, "auto")
+    assert r.status_code == 200
+    assert r.json()["model"] == "geo" and vllm.requests[-1]["model"] == "geo@v1"
+    assert r.headers["x-fedrouter-adapter"] == "geo" and r.headers["x-fedrouter-release"] == "v1"
+    assert 0 < float(r.headers["x-fedrouter-score"]) <= 1
+
+
+def test_auto_routes_on_last_user_message_and_text_parts(client, vllm):
+    messages = [
+        {"role": "user", "content": "What is the capital of Italy?"},
+        {"role": "assistant", "content": "Rome"},
+        {"role": "user", "content": [{"type": "text", "text": "Review: I loved this movie, it was wonderful. Sentiment?"}]},
+    ]
+    r = client.post("/v1/chat/completions", json={"model": "auto", "messages": messages})
+    assert r.json()["model"] == "sentiment"
+
+
+def test_explicit_adapter_and_base(client, vllm):
+    assert chat(client, "math").json()["model"] == "math" and vllm.requests[-1]["model"] == "math@v1"
+    r = client.post("/v1/completions", json={"model": "base", "prompt": "hello"})
+    assert r.json()["model"] == "base" and "x-fedrouter-score" not in r.headers
+
+
+def test_completions_auto_routes_on_prompt(client):
+    r = client.post("/v1/completions", json={"model": "auto", "prompt": ["Compute 7 times 8."]})
+    assert r.headers["x-fedrouter-adapter"] == "math"
+
+
+def test_stream_rewrites_model_in_every_chunk(client):
+    with client.stream("POST", "/v1/completions", json={"model": "auto", "prompt": "Compute 7 times 8.", "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["x-fedrouter-adapter"] == "math"
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert [json.loads(e)["model"] for e in events[:-1]] == ["math", "math"]
+
+
+@pytest.mark.parametrize(
+    "body, status, param",
+    [
+        (b"{not json", 400, None),
+        (b"[1, 2]", 400, None),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400, "model"),
+        (json.dumps({"model": "auto", "messages": "hi"}).encode(), 400, "messages"),
+        (json.dumps({"model": "auto", "messages": [{"role": "system", "content": "x"}]}).encode(), 400, "model"),
+        (json.dumps({"model": "/etc/passwd", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "model"),
+        (json.dumps({"model": "math@v1", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "model"),
+    ],
+)
+def test_bad_input_gets_openai_shaped_4xx(client, body, status, param):
+    r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert err["message"] and err["type"] and err["param"] == param
+
+
+def test_completions_prompt_validation(client):
+    assert client.post("/v1/completions", json={"model": "auto", "prompt": 5}).status_code == 400
+    r = client.post("/v1/completions", json={"model": "auto", "prompt": ["a", "b"]})
+    assert r.status_code == 400 and "one prompt per request" in r.json()["error"]["message"]
+    assert client.post("/v1/completions", json={"model": "auto", "prompt": [1, 2, 3]}).status_code == 400
+    assert client.post("/v1/completions", json={"model": "math", "prompt": [1, 2, 3]}).status_code == 200
+
+
+def test_backend_validation_errors_pass_through(client):
+    r = chat(client, "math", max_tokens=-1)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+
+
+def test_backend_down_is_503(client, vllm):
+    vllm.down = True
+    r = chat(client, "auto")
+    assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+    assert client.get("/health").status_code == 503
+
+
+def test_models_lists_auto_base_and_adapters(client):
+    data = client.get("/v1/models").json()["data"]
+    assert [m["id"] for m in data] == ["auto", "base", "math", "geo", "sentiment"]
+    assert all(m["parent"] == "base" for m in data[2:])
+    assert not any("@" in m["id"] for m in data)
+
+
+def test_health_and_metrics(client):
+    assert client.get("/health").json()["release"] == "v1"
+    chat(client, "auto")
+    chat(client, "nope")
+    text = client.get("/metrics").text
+    assert 'fedrouter_requests_total{adapter="geo",selection="auto",status="200"} 1.0' in text
+    assert 'fedrouter_requests_total{adapter="-",selection="explicit",status="404"} 1.0' in text
+    assert "fedrouter_routing_seconds_count 1.0" in text
+
+
+def test_unknown_route_is_openai_shaped_404(client):
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"

@@ -1,0 +1,150 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from router.build import build_release
+from router.embed import HashEmbedder
+from router.release import CENTROIDS, MANIFEST, ReleaseError, load_release, next_release_dir, write_release
+from tests.tiny import TASK_EXAMPLES, write_examples
+
+
+@pytest.fixture
+def release(tmp_path, fake_adapters):
+    examples = write_examples(tmp_path / "examples")
+    return build_release(
+        tmp_path / "releases" / "v1", base_model="tiny-base", adapters=fake_adapters, examples=examples,
+        embedder=HashEmbedder(64),
+    )
+
+
+def edit_manifest(release, change):
+    m = json.loads((release.path / MANIFEST).read_text())
+    change(m)
+    (release.path / MANIFEST).write_text(json.dumps(m))
+
+
+def problems_of(path, **kw):
+    with pytest.raises(ReleaseError) as e:
+        load_release(path, **kw)
+    return "\n".join(e.value.problems)
+
+
+def test_build_writes_a_valid_release_and_points_latest(release, tmp_path):
+    assert release.id == "v1"
+    assert list(release.manifest.adapters) == list(TASK_EXAMPLES)
+    assert release.centroids.shape == (3, 64) and release.centroids.dtype == np.float32
+    latest = tmp_path / "releases" / "latest"
+    assert latest.is_symlink() and load_release(latest).path == release.path
+    assert release.manifest.embedder.kind == "hash" and release.manifest.lora.r == 8
+    assert [p.name for p in (tmp_path / "releases").iterdir() if p.name.startswith(".")] == []
+
+
+def test_next_release_dir(tmp_path):
+    assert next_release_dir(tmp_path).name == "v1"
+    (tmp_path / "v1").mkdir(), (tmp_path / "v12").mkdir(), (tmp_path / "vx").mkdir()
+    assert next_release_dir(tmp_path).name == "v13"
+
+
+def test_write_refuses_existing_folder(release, fake_adapters):
+    with pytest.raises(FileExistsError):
+        write_release(release.path, release.manifest, release.centroids, fake_adapters)
+
+
+def test_failed_write_leaves_nothing_behind(release, tmp_path, fake_adapters):
+    bad = np.ones((3, 64), np.float32)  # not normalised: validation fails before the rename
+    with pytest.raises(ReleaseError):
+        write_release(tmp_path / "releases" / "v2", release.manifest, bad, fake_adapters)
+    assert sorted(p.name for p in (tmp_path / "releases").iterdir()) == ["latest", "v1"]
+    assert os.readlink(tmp_path / "releases" / "latest") == "v1"
+
+
+def test_missing_folder_and_manifest(tmp_path):
+    assert "not a folder" in problems_of(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    assert f"missing {MANIFEST}" in problems_of(tmp_path / "empty")
+
+
+def test_manifest_not_json(release):
+    (release.path / MANIFEST).write_text("{oops")
+    assert "not valid JSON" in problems_of(release.path)
+
+
+def test_manifest_missing_field(release):
+    edit_manifest(release, lambda m: m.pop("embedder"))
+    assert "does not follow the schema" in problems_of(release.path) and "embedder" in problems_of(release.path)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m["clusters"][0].update(adapter="auto"), "'auto' is not a safe name"),
+        (lambda m: m["clusters"][0].update(adapter="a b;rm"), "'a b;rm' is not a safe name"),
+        (lambda m: m["clusters"][0].update(adapter="tiny-base"), "is the base model's name"),
+        (lambda m: m["clusters"][0].update(path="../../etc"), "leaves the release folder"),
+        (lambda m: m["clusters"][0].update(path="/etc"), "must be relative"),
+        (lambda m: m["clusters"][1].update(id=5), "cluster ids must be 0..K-1"),
+        (lambda m: m["routing"].update(fallback="random"), "routing.fallback 'random'"),
+        (lambda m: m["routing"].update(threshold=2), "outside [-1, 1]"),
+        (lambda m: m["lora"].update(r=4), "rank 8 is above the release's lora.r 4"),
+        (lambda m: m.update(format_version=99), "format_version 99"),
+        (lambda m: m.update(release_id="../v1"), "release_id '../v1'"),
+        (lambda m: m["embedder"].update(dim=32), "shape [3, 64], expected [K=3, dim=32]"),
+    ],
+)
+def test_each_bad_manifest_names_its_problem(release, change, message):
+    edit_manifest(release, change)
+    assert message in problems_of(release.path)
+
+
+def test_all_problems_are_reported_at_once(release):
+    edit_manifest(release, lambda m: (m["routing"].update(fallback="x"), m["clusters"][0].update(adapter="auto")))
+    problems = problems_of(release.path)
+    assert "fallback" in problems and "'auto'" in problems
+
+
+def test_missing_adapter_weights(release):
+    (release.path / "adapters" / "geo" / "adapter_model.safetensors").unlink()
+    assert "adapter 'geo': missing adapter_model.safetensors" in problems_of(release.path)
+
+
+def test_rank_above_serving_limit(release):
+    assert "above the serving limit 4" in problems_of(release.path, max_lora_rank=4)
+
+
+def test_base_and_embedder_mismatch(release):
+    assert "base model is 'tiny-base', the server runs 'other'" in problems_of(release.path, expect_base="other")
+    assert "embedder is 'hash-64'" in problems_of(release.path, expect_embedder="all-MiniLM-L6-v2")
+
+
+@pytest.mark.parametrize(
+    "centroids, message",
+    [
+        (np.ones((2, 64), np.float32), "shape [2, 64]"),
+        (np.ones((3, 64), np.float64) / 8, "dtype float64"),
+        (np.ones((3, 64), np.float32), "not L2-normalised"),
+        (np.full((3, 64), np.nan, np.float32), "NaN"),
+    ],
+)
+def test_bad_centroids(release, centroids, message):
+    np.save(release.path / CENTROIDS, centroids)
+    assert message in problems_of(release.path)
+
+
+def test_missing_centroids(release):
+    (release.path / CENTROIDS).unlink()
+    assert f"missing {CENTROIDS}" in problems_of(release.path)
+
+
+def test_build_rejects_mismatched_examples(tmp_path, fake_adapters):
+    examples = write_examples(tmp_path / "ex", {"math": ["1+1?"]})
+    with pytest.raises(ValueError, match="every adapter needs examples"):
+        build_release(tmp_path / "v1", base_model="b", adapters=fake_adapters, examples=examples, embedder=HashEmbedder())
+
+
+def test_build_names_bad_jsonl_line(tmp_path, fake_adapters):
+    examples = write_examples(tmp_path / "ex")
+    examples["geo"].write_text('{"prompt": "ok"}\n{"response": "no prompt"}\n')
+    with pytest.raises(ValueError, match=r"geo.jsonl:2: missing a non-empty string field 'prompt'"):
+        build_release(tmp_path / "v1", base_model="b", adapters=fake_adapters, examples=examples, embedder=HashEmbedder())
