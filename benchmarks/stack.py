@@ -1,0 +1,102 @@
+"""A serving stack for benchmarks: the default base model (SmolLM2-135M), LoRA adapters, a release,
+and a supervised gateway, started as a user would start it (`fedrouter serve`)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine() -> dict:
+    import torch
+
+    try:
+        import vllm
+
+        vllm_version = vllm.__version__
+    except ImportError:
+        vllm_version = None
+    return {
+        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "torch": torch.__version__, "vllm": vllm_version, "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def random_adapters(base: Path, folder: Path, names: list[str], r: int = 8) -> dict[str, Path]:
+    """Random LoRAs on the base model (cached): what is measured here is serving, not quality."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = {}
+    for i, name in enumerate(names):
+        path = folder / name
+        if not (path / "adapter_model.safetensors").exists():
+            torch.manual_seed(i)
+            model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
+            peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"]))
+            with torch.no_grad():
+                for pname, p in peft_model.named_parameters():
+                    if "lora_B" in pname:
+                        p.normal_(0, 0.01)
+            peft_model.save_pretrained(path)
+        out[name] = path
+    return out
+
+
+@dataclass
+class Running:
+    url: str  # the gateway
+    vllm_url: str  # the vLLM server it supervises
+    start_s: float  # from `fedrouter serve` to a healthy gateway (vLLM start included)
+
+
+@contextmanager
+def gateway(release: Path, log_dir: Path, extra: list[str] = ()) -> Iterator[Running]:
+    """Start `fedrouter serve` with a supervised vLLM, as a user would."""
+    port, vllm_port = free_port(), free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "fedrouter.cli", "serve", "--release", str(release), "--port", str(port),
+           "--vllm-port", str(vllm_port), "--vllm-log", str(log_dir / "vllm.log"), *extra]
+    started = time.monotonic()
+    with open(log_dir / "gateway.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"gateway exited:\n{(log_dir / 'gateway.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - started > 900:
+                raise TimeoutError("gateway did not start in 900 s")
+            time.sleep(0.5)
+        yield Running(url, f"http://127.0.0.1:{vllm_port}", time.monotonic() - started)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
