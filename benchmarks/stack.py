@@ -52,7 +52,7 @@ def random_adapters(base: Path, folder: Path, names: list[str], r: int = 8) -> d
         path = folder / name
         if not (path / "adapter_model.safetensors").exists():
             torch.manual_seed(i)
-            model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
             peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"]))
             with torch.no_grad():
                 for pname, p in peft_model.named_parameters():

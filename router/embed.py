@@ -81,7 +81,7 @@ class BaseLLMEmbedder:
         self._tok = AutoTokenizer.from_pretrained(name)
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
-        self._model = AutoModel.from_pretrained(name, torch_dtype=torch.float32).to(device).eval()
+        self._model = AutoModel.from_pretrained(name, dtype=torch.float32).to(device).eval()
         self._device, self._batch_size, self._max_length = device, batch_size, max_length
         self.info = EmbedderInfo(kind="base-llm", name=name, dim=int(self._model.config.hidden_size))
 

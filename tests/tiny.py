@@ -78,7 +78,7 @@ def make_tiny_llama(out: Path, seed: int = 0) -> Path:
         vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True, torch_dtype="bfloat16",
+        tie_word_embeddings=True, dtype="bfloat16",
     )
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # larger weights than the default init: sharper, more varied greedy outputs
@@ -96,7 +96,7 @@ def make_lora(base: Path, out: Path, seed: int, r: int = 8) -> Path:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                         init_lora_weights=False)
     peft_model = get_peft_model(model, config)

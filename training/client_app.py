@@ -1,0 +1,118 @@
+"""The Flower ClientApp: a data owner's side of every strategy. Its data never leaves it.
+
+Two messages:
+- "query": embed the training prompts, cluster them locally, reply with the local centroids and
+  their sample counts (FedRouter; other strategies ask for one cluster, or one per task label).
+- "train": for every global cluster the server names, start from the adapter it sends, train on
+  this client's samples of that cluster, reply with the LoRA tensors and the example count.
+Only LoRA tensors, centroids, counts and training losses travel.
+
+The client's settings arrive in each message ("config"); its partition comes from the node config
+(`partition-id`, and optionally `data-path`: its own JSONL file under the deployment engine).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from training.clustering import local_clusters
+from training.config import TrainConfig
+from training.data.scenarios import ClientData, load_client_file, scenario_from_config
+
+app = ClientApp()
+
+
+@lru_cache(maxsize=1)
+def _embedder(kind: str, name: str):
+    from router.embed import make_embedder
+
+    return make_embedder(kind, name)
+
+
+@lru_cache(maxsize=1)
+def _model(base: str, r: int, alpha: int, targets: str):
+    """The base model with one LoRA slot, loaded once per process (Ray actors live across rounds)."""
+    from training.model import load_base, load_tokenizer, with_lora
+
+    return with_lora(load_base(base), r, alpha, targets.split(",")), load_tokenizer(base)
+
+
+def client_data(cfg: TrainConfig, context: Context) -> tuple[int, ClientData]:
+    pid = int(context.node_config.get("partition-id", 0))
+    path = context.node_config.get("data-path")
+    if path:  # deployment: this node's own file
+        return pid, load_client_file(str(path))
+    scenario = scenario_from_config(cfg)
+    if pid >= len(scenario.clients):
+        raise ValueError(f"partition-id {pid} but the scenario has {len(scenario.clients)} clients")
+    return pid, scenario.clients[pid]
+
+
+def _embed_train(cfg: TrainConfig, data: ClientData) -> np.ndarray:
+    return _embedder(cfg.embedder_kind, cfg.embedder).embed([s["prompt"] for s in data.train])  # [N, dim]
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    cfg = TrainConfig.from_record(dict(msg.content["config"]))
+    mode = str(msg.content["plan"]["mode"])
+    pid, data = client_data(cfg, context)
+    emb = _embed_train(cfg, data)
+    if mode == "kmeans":
+        centroids, labels, counts = local_clusters(emb, cfg.k_local, cfg.seed + pid)
+        names = [f"local{i}" for i in range(len(centroids))]
+    elif mode == "task":  # oracle: the true task labels are the clusters
+        names = sorted({s["task"] for s in data.train})
+        labels = np.array([names.index(s["task"]) for s in data.train])
+        counts = np.bincount(labels, minlength=len(names))
+        centroids = np.stack([emb[labels == i].mean(0) for i in range(len(names))])
+    else:  # "one": the whole client is one cluster
+        labels = np.zeros(len(emb), np.int64)
+        counts, centroids, names = np.array([len(emb)]), emb.mean(0, keepdims=True), ["all"]
+    from router.embed import l2_normalize
+
+    centroids = l2_normalize(centroids)
+    # Remembered for the train rounds: which local cluster each sample belongs to.
+    context.state["local"] = ArrayRecord({"labels": Array(labels.astype(np.int64))})
+    content = RecordDict({
+        "local": ArrayRecord({"centroids": Array(centroids.astype(np.float32)), "counts": Array(counts.astype(np.int64))}),
+        "info": ConfigRecord({"partition": pid, "names": names, "train_size": len(data.train)}),
+    })
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    cfg = TrainConfig.from_record(dict(msg.content["config"]))
+    plan = msg.content["plan"]
+    pid, data = client_data(cfg, context)
+    labels = context.state["local"]["labels"].numpy()
+    local_to_global = dict(zip(plan["local_ids"], plan["global_ids"]))
+    if str(plan["mode"]) == "floral":  # K adaptors of rank r held as one LoRA of rank K·r
+        from training.floral import floral_client_round
+
+        k = cfg.k_global
+        model, tok = _model(cfg.base_model, cfg.lora_r * k, cfg.lora_alpha * k, cfg.lora_targets)
+        return floral_client_round(msg, context, cfg, data, model, tok, pid)
+
+    from training.model import lora_state, set_lora_state, train_steps
+
+    model, tok = _model(cfg.base_model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
+    records, metrics = {}, {}
+    for gid in sorted(set(local_to_global.values())):
+        local_ids = [l for l, g in local_to_global.items() if g == gid]
+        samples = [s for s, l in zip(data.train, labels) if int(l) in local_ids]
+        if not samples:
+            continue
+        set_lora_state(model, msg.content[f"lora/{gid}"].to_torch_state_dict())
+        seed = cfg.seed * 1000 + int(plan["round"]) * 100 + pid * 10 + gid
+        loss = train_steps(model, tok, samples, cfg.local_steps, cfg.batch_size, cfg.lr, seed)
+        records[f"lora/{gid}"] = ArrayRecord(lora_state(model))
+        metrics[f"n/{gid}"] = len(samples)
+        metrics[f"loss/{gid}"] = loss
+    content = RecordDict({**records, "metrics": MetricRecord(metrics), "info": ConfigRecord({"partition": pid})})
+    return Message(content=content, reply_to=msg)

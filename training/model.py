@@ -1,0 +1,126 @@
+"""The base model with LoRA: load, train a few steps, generate, move LoRA tensors in and out.
+
+Prompts are formatted with the tokenizer's chat template (as vLLM's chat endpoint will format
+them when serving); the loss covers the answer tokens only; batches are padded to their longest
+sequence; forward passes run under bf16 autocast on CPU.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+from typing import Sequence
+
+import torch
+
+LOSS_IGNORE = -100
+
+
+@lru_cache(maxsize=2)
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(path: str) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def with_lora(model: torch.nn.Module, r: int, alpha: float, targets: list[str], seed: int = 0):
+    """A PeftModel with one fresh adapter (B = 0: it starts as the base model)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def lora_state(peft_model) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone().float() for k, v in get_peft_model_state_dict(peft_model).items()}
+
+
+def set_lora_state(peft_model, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(peft_model, state)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"LoRA tensors do not fit the model: unexpected {unexpected[:3]}")
+
+
+def prompt_text(tok, prompt: str) -> str:
+    if tok.chat_template:
+        return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    return prompt + "\n"
+
+
+def make_batch(tok, samples: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """Right-padded input ids with labels on the answer tokens (+ end of turn) only."""
+    seqs, labels = [], []
+    for s in samples:
+        p = tok(prompt_text(tok, s["prompt"]), add_special_tokens=False)["input_ids"]
+        a = tok(s["response"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        seqs.append(p + a)
+        labels.append([LOSS_IGNORE] * len(p) + a)
+    width = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+    lab = torch.full((len(seqs), width), LOSS_IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (x, y) in enumerate(zip(seqs, labels)):
+        ids[i, : len(x)], lab[i, : len(y)], mask[i, : len(x)] = torch.tensor(x), torch.tensor(y), 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": lab}
+
+
+def train_steps(model, tok, samples: list[dict], steps: int, batch_size: int, lr: float, seed: int,
+                params: list[torch.nn.Parameter] | None = None) -> float:
+    """`steps` AdamW steps on batches drawn from `samples`; returns the mean loss."""
+    if not samples or steps <= 0:
+        return float("nan")
+    rng = random.Random(seed)
+    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    model.train()
+    order: list[dict] = []
+    losses = []
+    for _ in range(steps):
+        if len(order) < batch_size:
+            extra = list(samples)
+            rng.shuffle(extra)
+            order += extra * max(1, batch_size // len(extra) + 1)
+        batch, order = order[:batch_size], order[batch_size:]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(**make_batch(tok, batch)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+    model.eval()
+    return sum(losses) / len(losses)
+
+
+@torch.inference_mode()
+def generate(model, tok, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32) -> list[str]:
+    """Greedy answers, batched with left padding."""
+    out: list[str] = []
+    tok.padding_side = "left"
+    try:
+        for i in range(0, len(prompts), batch_size):
+            texts = [prompt_text(tok, p) for p in prompts[i : i + batch_size]]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                gen = model.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+            out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tok.padding_side = "right"
+    return [o.strip() for o in out]

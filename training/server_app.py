@@ -1,0 +1,202 @@
+"""The Flower ServerApp: one harness for every strategy, ending in a release.
+
+1. query: every client reports its local centroids and counts (never its data);
+2. plan: the strategy turns them into global clusters and a cluster per local cluster;
+3. rounds: each client trains the adapters of its clusters; the server averages LoRA tensors
+   within each cluster, weighted by examples (clustered FL regroups clients after round 1);
+4. export: adapters + centroids + manifest -> runs/<run>/releases/v<N>, `latest` updated.
+
+`flwr run .` reads the settings from pyproject's [tool.flwr.app.config]; `fedrouter train` passes
+them directly (`server_app_for`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from training.aggregate import aggregate_by_cluster, weighted_average
+from training.config import TrainConfig
+from training.strategies import LocalClusters, Plan, make_plan, query_mode, regroup_clients
+
+Report = Callable[[str, dict], None]  # (event, data): progress display hook
+
+
+def _ask(grid: Grid, nodes: dict[int, int], kind: str, contents: dict[int, RecordDict]) -> dict[int, Message]:
+    """Send one message per partition, wait for all replies; a client's error stops the run."""
+    messages = [Message(content=contents[pid], dst_node_id=nodes[pid], message_type=kind) for pid in contents]
+    replies = list(grid.send_and_receive(messages))
+    out = {}
+    for reply in replies:
+        if reply.has_error():
+            raise RuntimeError(f"a client failed in {kind}: {reply.error.reason}")
+        out[int(reply.content["info"]["partition"])] = reply
+    missing = set(contents) - set(out)
+    if missing:
+        raise RuntimeError(f"no {kind} reply from partitions {sorted(missing)}")
+    return out
+
+
+def _wait_for_nodes(grid: Grid, n: int, timeout_s: float = 300.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= n:
+            return nodes
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(nodes)} of {n} clients connected after {timeout_s:.0f} s")
+        time.sleep(1.0)
+
+
+def _initial_lora(cfg: TrainConfig, base: str, rank_factor: int) -> dict[str, torch.Tensor]:
+    from training.model import load_base, lora_state, with_lora
+
+    r = cfg.lora_r * rank_factor
+    return lora_state(with_lora(load_base(base), r, cfg.lora_alpha * rank_factor, cfg.target_modules, cfg.seed))
+
+
+def _flat(state: dict[str, torch.Tensor]) -> np.ndarray:
+    return torch.cat([state[k].flatten() for k in sorted(state)]).numpy()
+
+
+def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: None):
+    """The whole run; returns the written Release."""
+    from router.embed import make_embedder
+    from training.base_model import prepare_base_model
+
+    base = cfg.base_model or str(prepare_base_model())
+    cfg.base_model = base  # clients load the same folder
+    started = time.monotonic()
+    node_ids = _wait_for_nodes(grid, cfg.num_clients)
+
+    # 1. query: we learn which node holds which partition from the replies
+    mode = query_mode(cfg.strategy)
+    config = ConfigRecord(cfg.to_record())
+    probe = {i: RecordDict({"config": config, "plan": ConfigRecord({"mode": mode})}) for i in range(len(node_ids))}
+    by_index = _ask(grid, dict(enumerate(node_ids)), "query", probe)
+    nodes = {pid: reply.metadata.src_node_id for pid, reply in by_index.items()}
+    local = {
+        pid: LocalClusters(r.content["local"]["centroids"].numpy(), r.content["local"]["counts"].numpy(),
+                           list(r.content["info"]["names"]))
+        for pid, r in by_index.items()
+    }
+    report("query", {"clients": len(local), "local_clusters": sum(len(l.names) for l in local.values())})
+
+    # 2. plan, and the adapters every cluster starts from
+    rank_factor = cfg.k_global if cfg.strategy == "floral" else 1
+    resume = _load_resume(cfg)
+    if resume is not None:
+        plan = make_plan(cfg.strategy, local, cfg.k_global, cfg.seed, resume.centroids, resume.names)
+        adapters = dict(enumerate(resume.states))
+    else:
+        plan = make_plan(cfg.strategy, local, cfg.k_global, cfg.seed)
+        init = _initial_lora(cfg, base, rank_factor)
+        adapters = {g: init for g in range(len(plan.names))}
+    report("plan", {"clusters": len(plan.names), "assign": plan.assign})
+
+    # 3. rounds
+    mixtures: dict[int, np.ndarray] = {}
+    history = []
+    for rnd in range(1, cfg.rounds + 1):
+        t0 = time.monotonic()
+        contents = {}
+        for pid, mapping in plan.assign.items():
+            record = {"config": config, "plan": ConfigRecord({
+                "mode": plan.train_mode, "round": rnd, "local_ids": list(mapping), "global_ids": list(mapping.values()),
+            })}
+            for g in set(mapping.values()):
+                record[f"lora/{g}"] = ArrayRecord(adapters[g])
+            contents[pid] = RecordDict(record)
+        replies = _ask(grid, nodes, "train", contents)
+        updates, losses = [], []
+        for pid, reply in replies.items():
+            m = reply.content["metrics"]
+            for key in reply.content.array_records:
+                if key.startswith("lora/"):
+                    g = int(key.split("/")[1])
+                    updates.append((g, reply.content[key].to_torch_state_dict(), int(m[f"n/{g}"])))
+                    losses.append(float(m[f"loss/{g}"]))
+            if "mixture" in reply.content:
+                mixtures[pid] = reply.content["mixture"]["logits"].numpy()
+        previous = adapters
+        adapters = {**adapters, **aggregate_by_cluster(updates)}
+        if cfg.strategy == "clustered" and rnd == 1 and resume is None:
+            deltas = {pid: _flat(adapters[plan.assign[pid][0]]) - _flat(previous[plan.assign[pid][0]]) for pid in plan.assign}
+            plan, sources = regroup_clients(plan, local, deltas, cfg.k_global, cfg.seed)
+            adapters = {g: weighted_average([adapters[s] for s in src], [1.0] * len(src)) for g, src in sources.items()}
+        history.append({"round": rnd, "loss": float(np.mean(losses)) if losses else None, "seconds": time.monotonic() - t0})
+        report("round", history[-1])
+
+    # 4. release
+    embedder = make_embedder(cfg.embedder_kind, cfg.embedder)
+    release = _export(cfg, plan, local, adapters, mixtures, embedder, base, history, time.monotonic() - started)
+    report("release", {"path": str(release.path), "id": release.id})
+    return release
+
+
+def _export(cfg, plan: Plan, local, adapters, mixtures, embedder, base, history, seconds):
+    from training.export import export_release
+
+    training = {"strategy": cfg.strategy, "rounds": cfg.rounds, "scenario": cfg.scenario, "tasks": cfg.task_list,
+                "local_steps": cfg.local_steps, "num_clients": cfg.num_clients, "seed": cfg.seed,
+                "seconds": round(seconds, 1), "history": history, "resumed_from": cfg.resume or None,
+                "config": cfg.to_record()}
+    if plan.train_mode == "floral":
+        from training.floral import export_mixture
+
+        pids = sorted(mixtures)
+        named = {f"client{p}": export_mixture(adapters[0], mixtures[p], cfg.lora_r) for p in pids}
+        ranks = {n: cfg.lora_r * cfg.k_global for n in named}
+        centroids = np.stack([local[p].centroids[0] for p in pids])
+        training["client_adapters"] = {str(p): f"client{p}" for p in pids}
+        training["mixtures"] = {str(p): torch.softmax(torch.tensor(mixtures[p]), 0).tolist() for p in pids}
+        sizes = [int(local[p].counts.sum()) for p in pids]
+        return export_release(cfg, embedder, base, named, ranks, centroids, list(named), sizes, training)
+    named = {plan.names[g]: adapters[g] for g in range(len(plan.names))}
+    if cfg.strategy in ("local", "clustered", "fedavg"):
+        training["client_adapters"] = {str(p): plan.names[m[0]] for p, m in plan.assign.items()}
+    return export_release(cfg, embedder, base, named, {n: cfg.lora_r for n in named}, plan.centroids,
+                          plan.names, plan.sizes(local), training)
+
+
+class _Resume:
+    def __init__(self, centroids, names, states):
+        self.centroids, self.names, self.states = centroids, names, states
+
+
+def _load_resume(cfg: TrainConfig) -> _Resume | None:
+    if not cfg.resume:
+        return None
+    from safetensors.torch import load_file
+
+    from router.release import ADAPTER_WEIGHTS, load_release
+
+    rel = load_release(cfg.resume)
+    clusters = sorted(rel.manifest.clusters, key=lambda c: c.id)
+    states = [load_file(str(rel.path / c.path / ADAPTER_WEIGHTS)) for c in clusters]
+    return _Resume(rel.centroids, [c.adapter for c in clusters], states)
+
+
+def server_app_for(cfg: TrainConfig, report: Report = lambda e, d: None) -> ServerApp:
+    """A ServerApp with settings given in code (fedrouter train) instead of run_config."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_federation(grid, cfg, report)
+
+    return app
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = TrainConfig.from_record(dict(context.run_config))
+    run_federation(grid, cfg, lambda e, d: print(f"[fedrouter] {e}: {d}", flush=True))
