@@ -5,6 +5,9 @@
     fedrouter release inspect DIR                 the manifest as a table
     fedrouter route "prompt" --release DIR        which adapter a prompt goes to
     fedrouter serve --release DIR                 the routed OpenAI-compatible gateway
+    fedrouter train --out runs/NAME ...           federated training (Flower simulation) -> a release
+    fedrouter eval --release DIR                  scores per task with routing as the gateway routes
+    fedrouter demo                                train -> serve -> retrain -> hot reload, explained
 """
 
 from __future__ import annotations
@@ -126,11 +129,83 @@ def cmd_serve(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in {
         "release": args.release, "host": args.host, "port": args.port, "backends": args.backend or None,
         "vllm_port": args.vllm_port, "vllm_args": args.vllm_arg or None, "admin_token": args.admin_token,
-        "vllm_log": args.vllm_log,
+        "vllm_log": args.vllm_log, "watch": args.watch or None,
     }.items() if v is not None}
     settings = GatewaySettings(**overrides)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def _train_config(args: argparse.Namespace):
+    from dataclasses import fields
+
+    from training.config import TrainConfig
+
+    values: dict = {}
+    if args.resume:
+        from router.release import load_release
+
+        rel = load_release(Path(args.resume) / "releases" / "latest" if (Path(args.resume) / "releases").is_dir() else args.resume)
+        values.update(rel.manifest.training.get("config", {}))  # same settings unless overridden
+        values["resume"] = str(rel.path)
+        values.setdefault("out", str(rel.path.parent.parent))
+    for key in ("strategy", "out", "scenario", "tasks", "held_out", "data_dir", "num_clients", "rounds",
+                "local_steps", "base_model", "seed"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        key = key.replace("-", "_")
+        if not sep or key not in types:
+            raise SystemExit(f"error: --set expects KEY=VALUE with KEY one of {', '.join(types)}; got {item!r}")
+        values[key] = {"int": int, "float": float}.get(types[key], str)(raw)
+    if "out" not in values:
+        raise SystemExit("error: --out runs/NAME is needed (or --resume runs/NAME)")
+    return TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from training.run import train
+
+    train(_train_config(args))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from router.release import load_release
+    from training.config import TrainConfig
+    from training.data.scenarios import scenario_from_config
+    from training.evaluate import evaluate_release, markdown_table, plot
+
+    rel = load_release(args.release)
+    values = dict(rel.manifest.training.get("config", {}))
+    for key in ("scenario", "tasks", "held_out", "data_dir", "num_clients", "seed"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    if not values.get("tasks") and not values.get("data_dir"):
+        raise SystemExit("error: this release records no training data; give --scenario/--tasks or --data-dir")
+    cfg = TrainConfig(**{**values, "out": values.get("out", "runs/eval")})
+    console = Console()
+    with console.status(f"evaluating release {rel.id} on {cfg.scenario} ({cfg.tasks})"):
+        result = evaluate_release(rel.path, scenario_from_config(cfg))
+    out = Path(args.out) if args.out else rel.path.parent.parent / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{rel.id}-{cfg.scenario}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown_table(result)
+    stem.with_suffix(".md").write_text(table + "\n")
+    plot(result, stem.with_suffix(".png"), f"release {rel.id} ({result['strategy']}, {cfg.scenario})")
+    console.print(table)
+    console.print(f"routing agrees with the best adapter per task on {result['routing_agrees_with_oracle']:.0%} of prompts")
+    console.print(f"wrote {stem}.json, .md, .png")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from fedrouter.demo import main as demo
+
+    demo()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +252,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--vllm-arg", action="append", metavar="ARG", help="extra argument for the supervised vLLM")
     serve.add_argument("--vllm-log", help="file for vLLM's output")
     serve.add_argument("--admin-token", help="bearer token for /admin routes (or FEDROUTER_ADMIN_TOKEN)")
+    serve.add_argument("--watch", action="store_true", help="reload when the release path (a `latest` link) changes")
     serve.set_defaults(fn=cmd_serve)
+    train = sub.add_parser("train", help="federated training on the Flower simulation engine -> a release")
+    train.add_argument("--out", help="run folder: releases go to OUT/releases/v<N>")
+    train.add_argument("--resume", metavar="RUN_OR_RELEASE", help="continue from a run's latest release (next version)")
+    train.add_argument("--strategy", choices=["fedrouter", "fedavg", "local", "clustered", "floral", "oracle"])
+    train.add_argument("--scenario", choices=["single", "dual", "iid", "generalization"])
+    train.add_argument("--tasks", help="comma-separated task names (see training/data)")
+    train.add_argument("--held-out", dest="held_out", help="tasks nobody trains on")
+    train.add_argument("--data-dir", dest="data_dir", help="your own data: one JSONL per client")
+    train.add_argument("--clients", dest="num_clients", type=int)
+    train.add_argument("--rounds", type=int)
+    train.add_argument("--local-steps", dest="local_steps", type=int)
+    train.add_argument("--base", dest="base_model", help="base model folder (default: prepared SmolLM2-135M)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of training/config.py")
+    train.set_defaults(fn=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a release on a scenario, routing as the gateway does")
+    ev.add_argument("--release", required=True)
+    ev.add_argument("--scenario", choices=["single", "dual", "iid", "generalization"])
+    ev.add_argument("--tasks")
+    ev.add_argument("--held-out", dest="held_out")
+    ev.add_argument("--data-dir", dest="data_dir")
+    ev.add_argument("--clients", dest="num_clients", type=int)
+    ev.add_argument("--seed", type=int)
+    ev.add_argument("--out", help="folder for eval JSON/markdown/PNG (default: <run>/eval)")
+    ev.set_defaults(fn=cmd_eval)
+
+    demo = sub.add_parser("demo", help="the whole loop on the default models (what `make demo` runs)")
+    demo.set_defaults(fn=cmd_demo)
     return p
 
 

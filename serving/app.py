@@ -10,20 +10,23 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from router.embed import Embedder, load_embedder
+from router.embed import Embedder
 from router.release import load_release
 from serving.backends import BackendPool
 from serving.errors import install_error_handlers
 from serving.metrics import GatewayMetrics
 from serving.openai_routes import build_openai_router
-from serving.registry import Registry, ServedRelease, register_adapters
+from serving.admin_routes import build_admin_router
+from serving.registry import Registry, register_adapters
+from serving.reload import Reloader
 from serving.settings import GatewaySettings
-from serving.supervisor import VLLMSupervisor
+from serving.supervisor import VLLMSupervisor, vllm_lora_rank
 
 log = logging.getLogger("fedrouter.serving")
 
@@ -51,31 +54,50 @@ def create_app(
     )
     pool.on_error = lambda url: metrics.backend_errors.labels(url).inc()
 
-    async def install(rel) -> None:
-        base_backend = await register_adapters(pool, rel)
-        emb = embedder or await asyncio.to_thread(load_embedder, rel.manifest.embedder, settings.embed_device)
-        registry.install(ServedRelease(rel, emb, base_backend, metrics, settings.max_batch))
+    max_rank = vllm_lora_rank(release.manifest.lora.r) if supervisor is not None else None
+    reloader = Reloader(registry, pool, metrics, max_batch=settings.max_batch, max_lora_rank=max_rank,
+                        drain_timeout_s=settings.drain_timeout_s, embed_device=settings.embed_device, embedder=embedder)
 
-    async def watch_vllm() -> None:
-        """Restart vLLM if it dies, with the current release's adapters."""
-        assert supervisor is not None
+    async def keep_backends() -> None:
+        """Restart a dead supervised vLLM; re-register the current adapters in any replica that lost them."""
         while True:
             await asyncio.sleep(1.0)
-            if supervisor.alive():
-                continue
-            log.error("vLLM exited unexpectedly; restarting it\n%s", supervisor.log_tail(15))
-            supervisor.restarts += 1
             try:
-                supervisor.start(registry.current.release)
-                await asyncio.to_thread(supervisor.wait_healthy, settings.vllm_start_timeout_s)
-                await register_adapters(pool, registry.current.release)
-                log.info("vLLM is back")
+                if supervisor is not None and not supervisor.alive():
+                    log.error("vLLM exited unexpectedly; restarting it\n%s", supervisor.log_tail(15))
+                    supervisor.restarts += 1
+                    supervisor.start(registry.current.release)
+                    await asyncio.to_thread(supervisor.wait_healthy, settings.vllm_start_timeout_s)
+                    log.info("vLLM is back")
+                await pool.refresh()
+                wanted = set(registry.current.adapters.values())
+                if any(b.healthy and not wanted <= b.served for b in pool.backends):
+                    log.warning("a vLLM replica lost release %s's adapters; registering them again", registry.current.id)
+                    await register_adapters(pool, registry.current.release)
+            except asyncio.CancelledError:
+                raise
             except Exception:
-                log.exception("restarting vLLM failed; trying again")
+                log.exception("keeping the backends up failed; trying again")
+
+    async def watch_release() -> None:
+        """--watch: reload when the release path (typically `releases/latest`) points elsewhere."""
+        assert settings.release is not None
+        seen = Path(settings.release).resolve()
+        while True:
+            await asyncio.sleep(settings.watch_interval_s)
+            now = Path(settings.release).resolve()
+            if now == seen or not now.is_dir():
+                continue
+            seen = now
+            try:
+                log.info("watch: %s now points at %s", settings.release, now)
+                await reloader.load(now)
+            except Exception as e:
+                log.error("watch: release %s refused: %s", now, getattr(e, "message", e))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        watcher = None
+        tasks: list[asyncio.Task] = []
         try:
             if supervisor is not None:
                 started = time.monotonic()
@@ -84,20 +106,22 @@ def create_app(
                 await asyncio.to_thread(supervisor.wait_healthy, settings.vllm_start_timeout_s)
                 log.info("vLLM is ready in %.1f s", time.monotonic() - started)
             await pool.wait_ready(settings.vllm_start_timeout_s)
-            await install(release)
+            await reloader.install_first(release)
             log.info(
                 "serving release %s: %d adapters (%s) on base %s",
                 release.id, len(release.manifest.adapters), ", ".join(release.manifest.adapters),
                 release.manifest.base_model.name,
             )
-            if supervisor is not None:
-                watcher = asyncio.create_task(watch_vllm())
+            tasks.append(asyncio.create_task(keep_backends()))
+            if settings.watch:
+                tasks.append(asyncio.create_task(watch_release()))
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            for t in tasks:
+                t.cancel()
                 with suppress(asyncio.CancelledError):
-                    await watcher
+                    await t
+            await reloader.close()
             with suppress(Exception):
                 await registry.current.batcher.close()
             await pool.close()
@@ -105,9 +129,12 @@ def create_app(
                 supervisor.stop()
 
     app = FastAPI(title="fedrouter gateway", lifespan=lifespan)
-    app.state.registry, app.state.pool, app.state.metrics, app.state.supervisor = registry, pool, metrics, supervisor
+    app.state.registry, app.state.pool, app.state.metrics = registry, pool, metrics
+    app.state.supervisor, app.state.reloader = supervisor, reloader
     install_error_handlers(app)
     app.include_router(build_openai_router(registry, pool, metrics, settings.max_inflight))
+    if settings.admin_token:
+        app.include_router(build_admin_router(registry, reloader, settings.admin_token))
 
     @app.get("/health")
     async def health() -> Response:

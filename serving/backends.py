@@ -1,9 +1,10 @@
 """The vLLM side: an HTTP client for one OpenAI server and a pool of replicas.
 
-Requests go to the healthy replica with the fewest requests in flight. A request that no replica
-accepted (connection refused: it was never delivered) is retried on another replica, and for up
-to `connect_retry_s` while every replica is down, so a backend restart loses nothing. Errors
-after delivery are not retried: generation is not idempotent.
+Requests go to the healthy replica with the fewest requests in flight. A request whose replica
+refused the connection or died before answering is sent again, to another replica or, while all
+are down, to the first that comes back within `connect_retry_s`: a backend restart loses nothing.
+Non-streaming answers are read whole inside the retry; a stream is retried only until its
+headers arrive, since after that the client has seen part of it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import Any, AsyncIterator
 import httpx
 
 from serving.errors import BackendUnavailable
+
+# Failures before any byte of the answer reached the client: the request was not delivered, or
+# its replica died before answering. Inference has no side effects, so sending it again is safe.
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 @dataclass
@@ -77,7 +82,7 @@ class BackendPool:
             try:
                 try:
                     response = await send(backend.client)
-                except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                except _RETRYABLE as e:
                     backend.healthy = False
                     self.on_error(backend.url)
                     tried.add(backend.url)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from serving.backends import BackendPool
 from serving.errors import BadRequest, GatewayError, Overloaded
@@ -59,6 +59,14 @@ def prompt_text(body: dict[str, Any]) -> Callable[[], str | None]:
     raise BadRequest("'prompt' must be a string or a list of strings", "prompt")
 
 
+async def _finally(chunks: AsyncIterator[bytes], done: Callable[[], None]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        done()
+
+
 def build_openai_router(registry: Registry, pool: BackendPool, metrics: GatewayMetrics, max_inflight: int) -> APIRouter:
     api = APIRouter()
     inflight = 0
@@ -75,8 +83,16 @@ def build_openai_router(registry: Registry, pool: BackendPool, metrics: GatewayM
             selection = "auto" if body.get("model") == AUTO else "explicit"
             target = await registry.resolve(body.get("model"), text_of(body))
             adapter = target.public
-            response = await forward(pool, path, body, target)
+            try:
+                response = await forward(pool, path, body, target)
+            except BaseException:
+                target.done()
+                raise
             status = response.status_code
+            if isinstance(response, StreamingResponse):
+                response.body_iterator = _finally(response.body_iterator, target.done)
+            else:
+                target.done()
             return response
         except GatewayError as e:
             status = e.status

@@ -31,8 +31,7 @@ async def forward(pool: BackendPool, path: str, body: dict[str, Any], target: Ta
     headers = routing_headers(target)
     if body.get("stream"):
         return await _forward_stream(pool, path, body, target, headers)
-    async with pool.request("POST", path, body) as r:
-        await r.aread()
+    async with pool.request("POST", path, body) as r:  # read whole inside the pool's retry
         if r.status_code != 200:
             return _backend_error(r, headers)
         try:

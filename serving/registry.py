@@ -7,9 +7,10 @@ request's `model` ("auto", an adapter, or the base model) into a `Target`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from router.batcher import MicroBatcher
@@ -31,6 +32,12 @@ class Target:
     backend: str  # the name vLLM knows
     release_id: str
     route: Route | None  # set when model="auto"
+    served: ServedRelease | None = field(default=None, repr=False, compare=False)
+
+    def done(self) -> None:
+        """The request is answered: its release may be retired once none are left."""
+        if self.served is not None:
+            self.served.release_lease()
 
 
 class ServedRelease:
@@ -48,6 +55,26 @@ class ServedRelease:
             return self.router.route_batch(texts)
 
         self.batcher: MicroBatcher[Route] = MicroBatcher(route_batch, max_batch=max_batch)
+        self.inflight = 0  # requests resolved against this release and not yet answered
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def acquire(self) -> None:
+        self.inflight += 1
+        self._idle.clear()
+
+    def release_lease(self) -> None:
+        self.inflight -= 1
+        if self.inflight <= 0:
+            self._idle.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until no request uses this release; False if some were still running at the timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     @property
     def id(self) -> str:
@@ -78,6 +105,14 @@ class Registry:
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' must be a non-empty string: 'auto', an adapter name or the base model", "model")
         served = self.current  # one snapshot: the whole request uses one release
+        served.acquire()  # before any await, so a swap cannot retire it under this request
+        try:
+            return await self._resolve(served, model, text)
+        except BaseException:
+            served.release_lease()
+            raise
+
+    async def _resolve(self, served: ServedRelease, model: str, text: Callable[[], str | None]) -> Target:
         if model == AUTO:
             prompt = text()
             if prompt is None:
@@ -86,12 +121,12 @@ class Registry:
             route = await served.batcher.submit(prompt)
             self._metrics.routing_seconds.observe(time.perf_counter() - started)
             if route.adapter is None:
-                return Target(served.base_public, served.base_backend, served.id, route)
-            return Target(route.adapter, served.adapters[route.adapter], served.id, route)
+                return Target(served.base_public, served.base_backend, served.id, route, served)
+            return Target(route.adapter, served.adapters[route.adapter], served.id, route, served)
         if model == served.base_public:
-            return Target(model, served.base_backend, served.id, None)
+            return Target(model, served.base_backend, served.id, None, served)
         if model in served.adapters:
-            return Target(model, served.adapters[model], served.id, None)
+            return Target(model, served.adapters[model], served.id, None, served)
         raise ModelNotFound(model, served.public_models())
 
 
@@ -104,18 +139,41 @@ async def register_adapters(pool: BackendPool, release: Release) -> str:
     """
     await pool.refresh()
     names = {backend_adapter_name(n, release.id): str(release.adapter_dir(n)) for n in release.manifest.adapters}
-    for b in pool.backends:
-        for name, path in names.items():
-            if name in b.served:
-                continue
-            r = await b.client.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
-            if r.status_code != 200:
-                raise BackendUnavailable(
-                    f"vLLM at {b.url} refused adapter {name!r} ({r.status_code}: {r.text[:300]}); "
-                    "start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora"
-                )
+    loaded: list[tuple[object, str]] = []
+    try:
+        for b in pool.backends:
+            for name, path in names.items():
+                if name in b.served:
+                    continue
+                r = await b.client.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+                if r.status_code != 200:
+                    raise BackendUnavailable(
+                        f"vLLM at {b.url} refused adapter {name!r} ({r.status_code}: {r.text[:300]}); "
+                        "start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora"
+                    )
+                loaded.append((b, name))
+    except Exception:
+        for b, name in loaded:  # leave the backends as they were
+            await _unload(b, name)
+        raise
     await pool.refresh()
     return _base_name(pool, release.manifest.base_model.name)
+
+
+async def unregister_adapters(pool: BackendPool, release: Release) -> None:
+    """Unload a retired release's adapters from every replica (best effort)."""
+    for b in pool.backends:
+        for n in release.manifest.adapters:
+            await _unload(b, backend_adapter_name(n, release.id))
+
+
+async def _unload(backend, name: str) -> None:
+    try:
+        r = await backend.client.post("/v1/unload_lora_adapter", json={"lora_name": name})
+        if r.status_code not in (200, 404):
+            log.warning("vLLM at %s kept adapter %s (%s: %s)", backend.url, name, r.status_code, r.text[:200])
+    except Exception as e:  # a backend that is down has nothing loaded anyway
+        log.warning("could not unload %s from %s: %s", name, backend.url, e)
 
 
 def _base_name(pool: BackendPool, wanted: str) -> str:

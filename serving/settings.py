@@ -25,10 +25,13 @@ class GatewaySettings(BaseSettings):
     vllm_log: Path | None = None  # vLLM's output; default: a temporary file named at start
     # Requests
     request_timeout_s: float = 600.0  # one generation, end to end
-    connect_retry_s: float = 30.0  # keep retrying a request no backend accepted (restart window)
+    connect_retry_s: float = 180.0  # keep retrying a request no backend answered (covers a vLLM restart)
     max_inflight: int = 512  # above this, 429
     # Routing
     embed_device: str = "cpu"
     max_batch: int = 64  # most prompts embedded in one forward pass
-    # Admin routes are off unless a token is set.
-    admin_token: str | None = None
+    # Hot reload
+    admin_token: str | None = None  # bearer token of /admin routes; unset: the routes do not exist
+    watch: bool = False  # follow the release path (a `latest` link) and reload when it changes
+    watch_interval_s: float = 2.0
+    drain_timeout_s: float = 600.0  # how long a retired release waits for its requests before unloading

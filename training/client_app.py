@@ -103,14 +103,20 @@ def train(msg: Message, context: Context) -> Message:
 
     model, tok = _model(cfg.base_model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
     records, metrics = {}, {}
+    groups = {}
     for gid in sorted(set(local_to_global.values())):
         local_ids = [l for l, g in local_to_global.items() if g == gid]
-        samples = [s for s, l in zip(data.train, labels) if int(l) in local_ids]
+        groups[gid] = [s for s, l in zip(data.train, labels) if int(l) in local_ids]
+    total = sum(len(g) for g in groups.values())
+    for gid, samples in groups.items():
         if not samples:
             continue
+        # The round's step budget is the client's, shared by its clusters in proportion to their
+        # samples: every strategy spends the same compute per client and round.
+        steps = max(1, round(cfg.local_steps * len(samples) / total))
         set_lora_state(model, msg.content[f"lora/{gid}"].to_torch_state_dict())
         seed = cfg.seed * 1000 + int(plan["round"]) * 100 + pid * 10 + gid
-        loss = train_steps(model, tok, samples, cfg.local_steps, cfg.batch_size, cfg.lr, seed)
+        loss = train_steps(model, tok, samples, steps, cfg.batch_size, cfg.lr, seed)
         records[f"lora/{gid}"] = ArrayRecord(lora_state(model))
         metrics[f"n/{gid}"] = len(samples)
         metrics[f"loss/{gid}"] = loss

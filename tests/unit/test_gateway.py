@@ -34,6 +34,9 @@ class FakeVLLM:
         if path == "/v1/load_lora_adapter":
             self.served.add(body["lora_name"])
             return httpx.Response(200, text="ok")
+        if path == "/v1/unload_lora_adapter":
+            self.served.discard(body["lora_name"])
+            return httpx.Response(200, text="ok")
         self.requests.append(body)
         if body["model"] not in self.served:
             return httpx.Response(404, json={"error": {"message": "not found", "type": "NotFoundError", "code": 404}})
@@ -51,13 +54,18 @@ def vllm():
     return FakeVLLM()
 
 
-@pytest.fixture
-def client(tmp_path, fake_adapters, vllm):
-    release = build_release(
-        tmp_path / "v1", base_model="base", adapters=fake_adapters, examples=write_examples(tmp_path / "ex"),
+def make_release(folder, fake_adapters, base="base"):
+    return build_release(
+        folder, base_model=base, adapters=fake_adapters, examples=write_examples(folder.parent / "ex"),
         embedder=HashEmbedder(256),
     )
-    settings = GatewaySettings(release=release.path, backends=["http://fake-vllm"], connect_retry_s=0.2)
+
+
+@pytest.fixture
+def client(tmp_path, fake_adapters, vllm):
+    release = make_release(tmp_path / "releases" / "v1", fake_adapters)
+    settings = GatewaySettings(release=release.path, backends=["http://fake-vllm"], connect_retry_s=0.2,
+                               admin_token="secret", drain_timeout_s=5)
     app = create_app(settings, embedder=HashEmbedder(256), transport=httpx.MockTransport(vllm))
     with TestClient(app) as c:
         yield c
@@ -167,3 +175,58 @@ def test_health_and_metrics(client):
 def test_unknown_route_is_openai_shaped_404(client):
     r = client.get("/v1/nothing")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+ADMIN = {"authorization": "Bearer secret"}
+
+
+def test_admin_routes_refuse_missing_or_wrong_token(client):
+    assert client.post("/admin/reload", json={"release": "x"}).status_code == 401
+    assert client.post("/admin/reload", json={"release": "x"}, headers={"authorization": "Bearer nope"}).status_code == 401
+    assert client.get("/admin/release").status_code == 401
+    assert client.get("/admin/release", headers=ADMIN).json()["release"] == "v1"
+
+
+def test_admin_routes_absent_without_token(tmp_path, fake_adapters, vllm):
+    release = make_release(tmp_path / "releases" / "v1", fake_adapters)
+    app = create_app(GatewaySettings(release=release.path, backends=["http://fake"]), embedder=HashEmbedder(256),
+                     transport=httpx.MockTransport(vllm))
+    with TestClient(app) as c:
+        assert c.post("/admin/reload", json={"release": "x"}, headers=ADMIN).status_code == 404
+
+
+def test_reload_swaps_then_unloads_the_old_adapters(client, vllm, tmp_path, fake_adapters):
+    v2 = make_release(tmp_path / "releases" / "v2", fake_adapters)
+    r = client.post("/admin/reload", json={"release": str(v2.path)}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "switched" and r.json()["previous"] == "v1"
+    resp = chat(client, "auto")
+    assert resp.headers["x-fedrouter-release"] == "v2" and vllm.requests[-1]["model"] == "geo@v2"
+    import time
+
+    for _ in range(50):  # the old release is retired in the background once drained
+        if "geo@v1" not in vllm.served:
+            break
+        time.sleep(0.05)
+    assert "geo@v1" not in vllm.served and "geo@v2" in vllm.served
+    # rollback re-registers v1 and serves it again
+    r = client.post("/admin/rollback", headers=ADMIN)
+    assert r.json()["release"] == "v1" and chat(client, "auto").headers["x-fedrouter-release"] == "v1"
+    assert "geo@v1" in vllm.served
+
+
+def test_bad_release_is_refused_and_the_good_one_keeps_serving(client, tmp_path, fake_adapters):
+    bad = make_release(tmp_path / "releases" / "v3", fake_adapters)
+    (bad.path / "centroids.npy").unlink()
+    r = client.post("/admin/reload", json={"release": str(bad.path)}, headers=ADMIN)
+    assert r.status_code == 400 and "still serving v1" in r.json()["error"]["message"]
+    assert "missing centroids.npy" in r.json()["error"]["message"]
+    other_base = make_release(tmp_path / "other" / "v4", fake_adapters, base="another-base")
+    r = client.post("/admin/reload", json={"release": str(other_base.path)}, headers=ADMIN)
+    assert r.status_code == 400 and "base model" in r.json()["error"]["message"]
+    assert client.post("/admin/reload", json={"release": 5}, headers=ADMIN).status_code == 400
+    assert chat(client, "auto").headers["x-fedrouter-release"] == "v1"
+
+
+def test_rollback_without_previous_is_409(client):
+    r = client.post("/admin/rollback", headers=ADMIN)
+    assert r.status_code == 409 and r.json()["error"]["message"] == "no previous release to roll back to"

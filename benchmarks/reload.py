@@ -1,0 +1,119 @@
+"""Hot reload under load: how long a swap takes, what it costs the requests in flight, and
+whether any is lost.
+
+Default models: SmolLM2-135M under vLLM, all-MiniLM-L6-v2 routing, 3 LoRA adapters per release.
+8 clients send routed chat requests back to back (16 new tokens each); after a steady phase the
+gateway is asked to reload release v2 (`POST /admin/reload`); traffic goes on, then stops.
+
+    python -m benchmarks.reload [--clients 8] [--steady-s 20]
+
+Writes benchmarks/results/reload.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks.gateway_overhead import PROBES, TASKS, percentile
+from benchmarks.stack import RESULTS, gateway, machine, random_adapters
+
+TOKEN = "bench-token"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--steady-s", type=float, default=20.0, help="traffic before and after the reload")
+    ap.add_argument("--work", default="runs/bench")
+    args = ap.parse_args()
+
+    from router.build import build_release
+    from router.embed import SentenceTransformerEmbedder
+    from training.base_model import prepare_base_model
+
+    work = Path(args.work) / "reload"
+    base = prepare_base_model()
+    adapters = random_adapters(base, work / "adapters", list(TASKS))
+    examples = work / "examples"
+    examples.mkdir(parents=True, exist_ok=True)
+    for task, prompts in TASKS.items():
+        (examples / f"{task}.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    embedder = SentenceTransformerEmbedder()
+    for rid in ("v1", "v2"):
+        if not (work / "releases" / rid).exists():
+            build_release(work / "releases" / rid, base_model=str(base), adapters=adapters,
+                          examples={t: examples / f"{t}.jsonl" for t in TASKS}, embedder=embedder)
+
+    os.environ["FEDROUTER_ADMIN_TOKEN"] = TOKEN
+    rows: list[tuple[float, float, int, str | None]] = []  # (sent, done, status, release)
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client(url: str, i: int) -> None:
+        rng = random.Random(i)
+        with httpx.Client(timeout=300) as c:
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    r = c.post(f"{url}/v1/chat/completions", json={
+                        "model": "auto", "messages": [{"role": "user", "content": rng.choice(PROBES)}], "max_tokens": 16})
+                    row = (sent, time.monotonic(), r.status_code, r.headers.get("x-fedrouter-release"))
+                except httpx.HTTPError:
+                    row = (sent, time.monotonic(), 0, None)
+                with lock:
+                    rows.append(row)
+
+    with gateway(work / "releases" / "v1", work / "logs") as stack:
+        threads = [threading.Thread(target=client, args=(stack.url, i), daemon=True) for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        time.sleep(args.steady_s)
+        asked = time.monotonic()
+        r = httpx.post(f"{stack.url}/admin/reload", json={"release": str((work / "releases" / "v2").resolve())},
+                       headers={"authorization": f"Bearer {TOKEN}"}, timeout=300)
+        answered = time.monotonic()
+        r.raise_for_status()
+        time.sleep(args.steady_s)
+        stop.set()
+        for t in threads:
+            t.join()
+        unloaded = not any(m["id"].endswith("@v1") for m in httpx.get(f"{stack.vllm_url}/v1/models").json()["data"])
+
+    def lat(sel) -> dict:
+        xs = [(d - s) * 1000 for s, d, st, _ in rows if sel(s, d)]
+        return {"n": len(xs), "p50_ms": round(statistics.median(xs), 1) if xs else None,
+                "p99_ms": round(percentile(xs, 99), 1) if xs else None}
+
+    result = {
+        "benchmark": "reload", "machine": machine(),
+        "settings": {"base": "SmolLM2-135M-Instruct", "adapters_per_release": len(TASKS), "clients": args.clients,
+                     "max_tokens": 16, "steady_s": args.steady_s},
+        "reload_request_to_switch_s": round(answered - asked, 3),
+        "switch_s_reported": r.json().get("switch_s"),
+        "requests": len(rows),
+        "failed_requests": sum(1 for row in rows if row[2] != 200),
+        "responses_by_release": {rel: sum(1 for row in rows if row[3] == rel) for rel in ("v1", "v2")},
+        "sent_after_switch_answered_by_v1": sum(1 for s, _, _, rel in rows if s > answered and rel == "v1"),
+        "old_adapters_unloaded": unloaded,
+        "latency": {
+            "before": lat(lambda s, d: d < asked),
+            "in_flight_during_swap": lat(lambda s, d: s <= answered and d >= asked),
+            "after": lat(lambda s, d: s > answered),
+        },
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "reload.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

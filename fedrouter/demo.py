@@ -1,0 +1,174 @@
+"""`fedrouter demo` (`make demo`): the whole loop on the default models, explained as it runs.
+
+federate (Flower simulation) -> release v1 -> vLLM + gateway -> routed answers, scored
+-> retrain on new data -> release v2 -> hot reload under traffic -> shut down.
+What exists already (releases of an earlier run) is reused.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+RUN = Path("runs/demo")
+TOKEN = "demo-admin-token"
+console = Console()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _step(n: int, text: str) -> None:
+    console.rule(f"[bold]{n}. {text}")
+
+
+def _train(args: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "fedrouter.cli", "train", *args], check=True)
+
+
+def _start_gateway(release: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "FEDROUTER_ADMIN_TOKEN": TOKEN}
+    cmd = [sys.executable, "-m", "fedrouter.cli", "serve", "--release", str(release), "--port", str(port),
+           "--vllm-port", str(_free_port()), "--vllm-log", str(log.with_name("vllm.log"))]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    started = time.monotonic()
+    with console.status("starting vLLM with every adapter of the release, then the gateway (~30-60 s)"):
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the gateway exited; see {log}:\n{log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    console.print(f"gateway up on http://127.0.0.1:{port} in {time.monotonic() - started:.0f} s (logs: {log.parent})")
+    return proc
+
+
+def _ask(client: httpx.Client, url: str, model: str, prompt: str) -> httpx.Response:
+    return client.post(f"{url}/v1/chat/completions", json={
+        "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 12, "temperature": 0})
+
+
+def _score_table(url: str, samples: list[dict], title: str) -> float:
+    from training.evaluate import score
+
+    table = Table(title=title, show_lines=False)
+    for col in ("prompt", "routed to", "score", "answer", "expected", "ok", "base ok"):
+        table.add_column(col, overflow="fold")
+    right = base_right = 0
+    with httpx.Client(timeout=120) as client:
+        base = _base(url, client)
+        for s in samples:
+            r = _ask(client, url, "auto", s["prompt"])
+            answer = r.json()["choices"][0]["message"]["content"].strip()
+            ok = score(answer, s["response"], "exact") == 1.0
+            b = _ask(client, url, base, s["prompt"])
+            base_ok = score(b.json()["choices"][0]["message"]["content"], s["response"], "exact") == 1.0
+            right, base_right = right + ok, base_right + base_ok
+            table.add_row(s["prompt"][:48], r.headers["x-fedrouter-adapter"], r.headers["x-fedrouter-score"], answer[:24],
+                          s["response"], "[green]yes[/]" if ok else "[red]no[/]", "yes" if base_ok else "no")
+    console.print(table)
+    console.print(f"routed adapters: {right}/{len(samples)} right; the base model alone: {base_right}/{len(samples)}")
+    return right / len(samples)
+
+
+def _base(url: str, client: httpx.Client) -> str:
+    return next(m["id"] for m in client.get(f"{url}/v1/models").json()["data"] if m["parent"] is None)
+
+
+class _Traffic(threading.Thread):
+    def __init__(self, url: str, prompts: list[str]):
+        super().__init__(daemon=True)
+        self.url, self.prompts, self.stop, self.seen = url, prompts, threading.Event(), Counter()
+
+    def run(self) -> None:
+        def worker(i: int) -> None:
+            rng = random.Random(i)
+            with httpx.Client(timeout=300) as c:
+                while not self.stop.is_set():
+                    try:
+                        r = _ask(c, self.url, "auto", rng.choice(self.prompts))
+                        self.seen[(r.headers.get("x-fedrouter-release"), r.status_code)] += 1
+                    except httpx.HTTPError:
+                        self.seen[("error", 0)] += 1
+
+        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def main() -> None:
+    from training.config import TrainConfig
+    from training.data.scenarios import scenario_from_config
+
+    started = time.monotonic()
+    releases = RUN / "releases"
+    _step(1, "federated training: 4 clients, 2 tasks each, data never leaves a client")
+    console.print("Each client embeds its prompts (all-MiniLM-L6-v2), clusters them locally, and sends only centroids;\n"
+                  "the server clusters those into task clusters, and every client trains the LoRA of its clusters.\n"
+                  "Adapters are averaged within each cluster (FedRouter on Flower, simulation engine).")
+    if (releases / "v1").is_dir():
+        console.print(f"release v1 exists in {releases}: reusing it (rm -rf {RUN} to train again)")
+    else:
+        _train(["--out", str(RUN), "--strategy", "fedrouter", "--scenario", "dual"])
+    # a few held-out prompts of every client's tasks (the demo trains with the default settings)
+    samples = [s for c in scenario_from_config(TrainConfig(out=str(RUN))).clients for s in c.test[::8]][:12]
+
+    _step(2, "serve release v1: vLLM with every adapter + the routing gateway")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    logs = RUN / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    proc = _start_gateway(releases / "v1", port, logs / "gateway.log")
+    try:
+        _step(3, 'model="auto": each prompt goes to the adapter of its nearest task cluster')
+        _score_table(url, samples, "release v1, routed")
+
+        _step(4, "retrain on new data -> release v2 (starts from v1's adapters and clusters)")
+        if (releases / "v2").is_dir():
+            console.print("release v2 exists: reusing it")
+        else:
+            _train(["--resume", str(RUN), "--rounds", "1", "--seed", "1"])
+
+        _step(5, "hot reload v1 -> v2 while 8 clients keep sending requests")
+        traffic = _Traffic(url, [s["prompt"] for s in samples])
+        traffic.start()
+        time.sleep(3)
+        r = httpx.post(f"{url}/admin/reload", json={"release": str((releases / "v2").resolve())},
+                       headers={"authorization": f"Bearer {TOKEN}"}, timeout=300)
+        console.print(f"reload: {r.json()}")
+        time.sleep(4)
+        traffic.stop.set()
+        traffic.join(timeout=300)
+        failed = sum(n for (rel, status), n in traffic.seen.items() if status != 200)
+        for (rel, status), n in sorted(traffic.seen.items(), key=str):
+            console.print(f"  {n:4d} responses from release {rel} (HTTP {status})")
+        console.print(f"failed requests across the reload: [bold]{failed}[/]")
+        _score_table(url, samples, "release v2, routed")
+    finally:
+        _step(6, "shut down")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+        console.print("gateway and vLLM stopped")
+    console.print(f"demo done in {time.monotonic() - started:.0f} s. Releases: {releases}; "
+                  f"try: fedrouter release inspect {releases / 'latest'}")

@@ -1,0 +1,133 @@
+"""FedRouter on real Flower with a tiny random Llama: the simulation engine through `fedrouter
+train`, the deployment engine (SuperLink + two SuperNodes on localhost), and the gateway serving
+what training wrote."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from router.release import load_release
+from tests.integration.test_gateway_vllm import free_port, start_gateway, stop
+from tests.tiny import make_tiny_llama
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+TINY = {  # a small, fast federation: hash embedder, few steps
+    "embedder_kind": "hash", "embedder": "hash-64", "train_per_task": "12", "test_per_task": "3",
+    "batch_size": "4", "k_local": "2", "k_global": "3", "base_name": "tiny",
+}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "base")
+
+
+def train(out: Path, base: Path, strategy: str, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "fedrouter.cli", "train", "--out", str(out), "--strategy", strategy,
+           "--base", str(base), "--scenario", "dual", "--tasks", "add,capital,parity", "--clients", "3",
+           "--rounds", "2", "--local-steps", "2", *extra]
+    for k, v in TINY.items():
+        cmd += ["--set", f"{k}={v}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
+    train(tmp_path / "run", base, "fedrouter")
+    release = load_release(tmp_path / "run" / "releases" / "latest")
+    assert release.id == "v1" and len(release.manifest.adapters) == 3
+    assert release.manifest.training["strategy"] == "fedrouter" and len(release.manifest.training["history"]) == 2
+
+    # retraining continues from it and writes the next version
+    train(tmp_path / "x", base, "fedrouter", "--resume", str(tmp_path / "run"), "--rounds", "1")
+    v2 = load_release(tmp_path / "run" / "releases" / "latest")
+    assert v2.id == "v2" and v2.manifest.training["resumed_from"] == str(release.path)
+    assert list(v2.manifest.adapters) == list(release.manifest.adapters)
+
+    port = free_port()
+    proc = start_gateway(["--release", str(tmp_path / "run" / "releases" / "latest"), "--vllm-port", str(free_port())],
+                         port, tmp_path / "gateway.log")
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "What is the capital of Peru?"}], max_tokens=4)
+        assert raw.headers["x-fedrouter-release"] == "v2"
+        assert raw.headers["x-fedrouter-adapter"] in v2.manifest.adapters
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "local", "clustered", "floral", "oracle"])
+def test_every_baseline_writes_a_valid_release(tmp_path, base, strategy):
+    train(tmp_path / "run", base, strategy)
+    release = load_release(tmp_path / "run" / "releases" / "latest")
+    names = list(release.manifest.adapters)
+    expected = {"fedavg": 1, "local": 3, "floral": 3, "oracle": 3}.get(strategy)
+    if expected:
+        assert len(names) == expected, names
+    if strategy == "floral":
+        assert release.manifest.lora.r == 8 * 3  # a mixture of K=3 rank-8 adaptors is one rank-24 LoRA
+    if strategy == "oracle":
+        assert names == ["add", "capital", "parity"]
+
+
+def test_deployment_engine_on_localhost(tmp_path, base):
+    """One SuperLink, two SuperNodes (insecure), `flwr run . <connection>`: the same app."""
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr"), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    (tmp_path / "flwr").mkdir()
+    fleet, appio, control = free_port(), free_port(), free_port()
+    (tmp_path / "flwr" / "config.toml").write_text(
+        f'[superlink]\ndefault = "localtest"\n\n[superlink.localtest]\naddress = "127.0.0.1:{control}"\ninsecure = true\n'
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = []
+
+    def spawn(name: str, cmd: list[str]) -> None:
+        with open(logs / f"{name}.log", "w") as out:
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+                                          start_new_session=True))
+
+    try:
+        spawn("superlink", ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
+                            "--fleet-api-address", f"127.0.0.1:{fleet}", "--serverappio-api-address", f"127.0.0.1:{appio}",
+                            "--control-api-address", f"127.0.0.1:{control}"])
+        time.sleep(3)
+        for pid in range(2):
+            spawn(f"supernode{pid}", ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{fleet}",
+                                      "--clientappio-api-address", f"127.0.0.1:{free_port()}",
+                                      "--node-config", f"partition-id={pid} num-partitions=2"])
+        out = tmp_path / "run"
+        overrides = (f"strategy='fedrouter' out='{out}' base-model='{base}' base-name='tiny' num-clients=2 rounds=1 "
+                     "local-steps=2 tasks='add,capital' embedder-kind='hash' embedder='hash-64' train-per-task=8 "
+                     "test-per-task=2 k-global=2 batch-size=4")
+        run = subprocess.run(["flwr", "run", str(ROOT), "localtest", "--stream", "--run-config", overrides],
+                             capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+        logs_text = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in logs.iterdir())
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:] + logs_text
+        release = load_release(out / "releases" / "latest")
+        assert release.manifest.training["num_clients"] == 2 and len(release.manifest.adapters) == 2
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)

@@ -1,0 +1,158 @@
+"""Aggregation, clustering, FLoRAL export and data: expected values written out."""
+
+import numpy as np
+import pytest
+import torch
+
+from training.aggregate import aggregate_by_cluster, weighted_average
+from training.clustering import global_clusters, local_clusters, nearest_ids
+from training.config import TrainConfig
+from training.data.scenarios import client_tasks, load_client_file, make_scenario
+from training.data.tasks import SYNTHETIC
+from training.evaluate import score
+from training.floral import attach_mixture, channel_weights, export_mixture
+from training.strategies import LocalClusters, make_plan
+
+
+def test_weighted_average_expected_values():
+    w0, w1 = torch.tensor([1.0, 2.0]), torch.tensor([4.0, 8.0])
+    out = weighted_average([{"a": w0}, {"a": w1}], [1, 2])
+    torch.testing.assert_close(out["a"], (w0 * 1 + w1 * 2) / 3)
+
+
+def test_aggregate_by_cluster_averages_within_clusters_only():
+    updates = [
+        (0, {"a": torch.tensor([0.0])}, 10),
+        (1, {"a": torch.tensor([100.0])}, 1),
+        (0, {"a": torch.tensor([3.0])}, 20),
+    ]
+    out = aggregate_by_cluster(updates)
+    assert out[0]["a"].item() == pytest.approx((0 * 10 + 3 * 20) / 30)
+    assert out[1]["a"].item() == 100.0
+
+
+def test_weighted_average_rejects_mismatched_keys():
+    with pytest.raises(ValueError):
+        weighted_average([{"a": torch.zeros(1)}, {"b": torch.zeros(1)}], [1, 1])
+
+
+def test_local_kmeans_on_hand_made_points():
+    pts = np.array([[1, 0.1], [1, -0.1], [0.1, 1], [-0.1, 1], [0, 1]], np.float32)
+    pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+    centroids, labels, counts = local_clusters(pts, 2, seed=0)
+    assert labels[0] == labels[1] != labels[2] == labels[3] == labels[4]
+    assert sorted(counts.tolist()) == [2, 3]
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1, rtol=1e-5)
+
+
+def test_global_clusters_weighted_and_mapped():
+    x, y = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    local = [np.stack([x, y]), np.stack([y * 0.99 + x * 0.01]), np.stack([x * 0.98 + y * 0.02])]
+    local = [l / np.linalg.norm(l, axis=1, keepdims=True) for l in local]
+    counts = [np.array([10, 30]), np.array([5]), np.array([7])]
+    centroids, assign = global_clusters(local, counts, k=2, seed=0)
+    gx, gy = int(nearest_ids(x[None], centroids)[0]), int(nearest_ids(y[None], centroids)[0])
+    assert gx != gy
+    assert assign[0].tolist() == [gx, gy] and assign[1].tolist() == [gy] and assign[2].tolist() == [gx]
+    # the x-cluster centroid is the count-weighted mean of the local centroids behind it
+    expected = (local[0][0] * 10 + local[2][0] * 7) / np.linalg.norm(local[0][0] * 10 + local[2][0] * 7)
+    np.testing.assert_allclose(centroids[gx], expected, rtol=1e-5)
+
+
+def _local(names_per_client):
+    rng = np.random.default_rng(0)
+    out = {}
+    for pid, names in enumerate(names_per_client):
+        c = rng.normal(size=(len(names), 8)).astype(np.float32)
+        out[pid] = LocalClusters(c / np.linalg.norm(c, axis=1, keepdims=True), np.arange(1, len(names) + 1), names)
+    return out
+
+
+def test_plans_of_the_simple_strategies():
+    local = _local([["add", "capital"], ["capital", "parity"]])
+    oracle = make_plan("oracle", local, 4, 0)
+    assert oracle.names == ["add", "capital", "parity"] and oracle.assign == {0: {0: 0, 1: 1}, 1: {0: 1, 1: 2}}
+    one = _local([["all"], ["all"], ["all"]])
+    assert make_plan("fedavg", one, 4, 0).assign == {0: {0: 0}, 1: {0: 0}, 2: {0: 0}}
+    assert make_plan("local", one, 4, 0).assign == {0: {0: 0}, 1: {0: 1}, 2: {0: 2}}
+    assert make_plan("floral", one, 4, 0).train_mode == "floral"
+
+
+def test_resumed_plan_keeps_the_release_clusters():
+    local = _local([["a", "b"]])
+    fixed = local[0].centroids[::-1].copy()
+    plan = make_plan("fedrouter", local, 4, 0, fixed_centroids=fixed, fixed_names=["x", "y"])
+    assert plan.assign == {0: {0: 1, 1: 0}} and plan.names == ["x", "y"]
+
+
+def test_floral_export_equals_the_mixture_forward():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.model import lora_state
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=2))
+    K, r = 3, 2
+    model = get_peft_model(base, LoraConfig(r=K * r, lora_alpha=K * r, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False))
+    logits = torch.tensor([0.5, -1.0, 2.0])
+    ids = torch.randint(0, 64, (2, 7))
+    handles = attach_mixture(model, logits, r)
+    with torch.no_grad():
+        mixed = model(ids).logits
+    for h in handles:
+        h.remove()
+    state = export_mixture(lora_state(model), logits.numpy(), r)
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, state)
+    with torch.no_grad():
+        exported = model(ids).logits
+    torch.testing.assert_close(exported, mixed, rtol=1e-4, atol=1e-5)
+    assert channel_weights(logits, r).shape == (K * r,)
+    assert torch.softmax(logits, 0)[2] == pytest.approx(channel_weights(logits, r)[4].item())
+
+
+def test_scenarios_partition_as_documented():
+    assert client_tasks("single", ["a", "b"], 3) == [["a"], ["b"], ["a"]]
+    assert client_tasks("dual", ["a", "b", "c", "d"], 4) == [["a", "b"], ["b", "c"], ["c", "d"], ["d", "a"]]
+    assert client_tasks("iid", ["a", "b"], 2) == [["a", "b"], ["a", "b"]]
+    s = make_scenario("generalization", ["add", "capital", "parity"], 3, 8, 4, seed=1, held_out=["max"])
+    assert {x["task"] for x in s.clients[0].train} == {"add", "capital"}
+    assert {x["task"] for x in s.clients[0].test} == {"parity"}  # never trained on
+    assert {x["task"] for x in s.held_out} == {"max"}
+    again = make_scenario("generalization", ["add", "capital", "parity"], 3, 8, 4, seed=1, held_out=["max"])
+    assert again.clients[2].train == s.clients[2].train  # every client regenerates the same data
+
+
+@pytest.mark.parametrize("name", sorted(SYNTHETIC))
+def test_every_synthetic_task_answers_its_own_prompts(name):
+    import random
+
+    prompt, response = SYNTHETIC[name].sample(random.Random(0))
+    assert prompt and response and score(response, response, "exact") == 1.0
+
+
+def test_scores():
+    assert score("Paris.", "paris", "exact") == 1.0 and score("Lyon", "Paris", "exact") == 0.0
+    assert score("the cat sat", "the cat sat", "rouge1") == pytest.approx(1.0)
+    assert 0 < score("the cat", "the cat sat", "rouge1") < 1
+
+
+def test_user_client_file(tmp_path):
+    f = tmp_path / "hospital.jsonl"
+    f.write_text("".join(f'{{"prompt": "q{i}", "response": "a{i}"}}\n' for i in range(20)))
+    data = load_client_file(f)
+    assert len(data.train) == 18 and [s["prompt"] for s in data.test] == ["q9", "q19"]
+    assert data.tasks == ["hospital"]
+
+
+def test_config_from_flower_run_config():
+    cfg = TrainConfig.from_record({"strategy": "oracle", "local-steps": 3, "k-global": 2})
+    assert cfg.strategy == "oracle" and cfg.local_steps == 3 and cfg.k_global == 2
+    with pytest.raises(ValueError, match="unknown training setting"):
+        TrainConfig.from_record({"nope": 1})
+    with pytest.raises(ValueError, match="strategy"):
+        TrainConfig(strategy="magic")
