@@ -34,8 +34,9 @@ def base(tmp_path_factory):
     return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "base")
 
 
-def train(out: Path, base: Path, strategy: str, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "fedrouter.cli", "train", "--out", str(out), "--strategy", strategy,
+def train(out: Path | None, base: Path, strategy: str, *extra: str) -> subprocess.CompletedProcess:
+    """`fedrouter train` on the tiny model; out=None with --resume: continue in the resumed run."""
+    cmd = [sys.executable, "-m", "fedrouter.cli", "train", *(["--out", str(out)] if out else []), "--strategy", strategy,
            "--base", str(base), "--scenario", "dual", "--tasks", "add,capital,parity", "--clients", "3",
            "--rounds", "2", "--local-steps", "2", *extra]
     for k, v in TINY.items():
@@ -52,7 +53,7 @@ def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
     assert release.manifest.training["strategy"] == "fedrouter" and len(release.manifest.training["history"]) == 2
 
     # retraining continues from it and writes the next version
-    train(tmp_path / "x", base, "fedrouter", "--resume", str(tmp_path / "run"), "--rounds", "1")
+    train(None, base, "fedrouter", "--resume", str(tmp_path / "run"), "--rounds", "1")
     v2 = load_release(tmp_path / "run" / "releases" / "latest")
     assert v2.id == "v2" and v2.manifest.training["resumed_from"] == str(release.path)
     assert list(v2.manifest.adapters) == list(release.manifest.adapters)
