@@ -19,15 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.stack import RESULTS, gateway, machine, random_adapters
-
-TASKS = {
-    "math": ["What is 12 plus 30?", "Compute 7 times 8.", "What is 45 minus 17?", "Add 19 and 23."],
-    "geo": ["What is the capital of France?", "Which city is the capital of Japan?", "Name the capital of Canada."],
-    "sentiment": ["Review: I loved this movie. Sentiment?", "Review: Boring and far too long. Sentiment?"],
-}
-PROBES = ["What is 14 plus 27?", "What is the capital of Germany?", "Review: An amazing film. Sentiment?"]
-
+from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine
 
 def percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
@@ -40,22 +32,11 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench", help="scratch folder")
     args = ap.parse_args()
 
-    from router.build import build_release
     from router.embed import SentenceTransformerEmbedder
-    from training.base_model import prepare_base_model
 
     work = Path(args.work) / "overhead"
-    base = prepare_base_model()
-    adapters = random_adapters(base, work / "adapters", list(TASKS))
-    examples = work / "examples"
-    examples.mkdir(parents=True, exist_ok=True)
-    for task, prompts in TASKS.items():
-        (examples / f"{task}.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    release = work / "releases" / "v1"
+    (release,) = bench_releases(work, ["v1"])
     embedder = SentenceTransformerEmbedder()
-    if not release.exists():
-        build_release(release, base_model=str(base), adapters=adapters,
-                      examples={t: examples / f"{t}.jsonl" for t in TASKS}, embedder=embedder)
 
     embed_ms = []
     for i in range(args.n):

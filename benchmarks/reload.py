@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.gateway_overhead import PROBES, TASKS, percentile
-from benchmarks.stack import RESULTS, gateway, machine, random_adapters
+from benchmarks.gateway_overhead import percentile
+from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine
 
 TOKEN = "bench-token"
 
@@ -36,22 +36,8 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench")
     args = ap.parse_args()
 
-    from router.build import build_release
-    from router.embed import SentenceTransformerEmbedder
-    from training.base_model import prepare_base_model
-
     work = Path(args.work) / "reload"
-    base = prepare_base_model()
-    adapters = random_adapters(base, work / "adapters", list(TASKS))
-    examples = work / "examples"
-    examples.mkdir(parents=True, exist_ok=True)
-    for task, prompts in TASKS.items():
-        (examples / f"{task}.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    embedder = SentenceTransformerEmbedder()
-    for rid in ("v1", "v2"):
-        if not (work / "releases" / rid).exists():
-            build_release(work / "releases" / rid, base_model=str(base), adapters=adapters,
-                          examples={t: examples / f"{t}.jsonl" for t in TASKS}, embedder=embedder)
+    bench_releases(work, ["v1", "v2"])
 
     os.environ["FEDROUTER_ADMIN_TOKEN"] = TOKEN
     rows: list[tuple[float, float, int, str | None]] = []  # (sent, done, status, release)

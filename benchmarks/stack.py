@@ -3,6 +3,7 @@ and a supervised gateway, started as a user would start it (`fedrouter serve`)."
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -60,6 +61,39 @@ def random_adapters(base: Path, folder: Path, names: list[str], r: int = 8) -> d
                         p.normal_(0, 0.01)
             peft_model.save_pretrained(path)
         out[name] = path
+    return out
+
+
+# Example prompts per adapter (their mean embedding is the adapter's centroid) and held-out probes.
+TASKS = {
+    "math": ["What is 12 plus 30?", "Compute 7 times 8.", "What is 45 minus 17?", "Add 19 and 23."],
+    "geo": ["What is the capital of France?", "Which city is the capital of Japan?", "Name the capital of Canada."],
+    "sentiment": ["Review: I loved this movie. Sentiment?", "Review: Boring and far too long. Sentiment?"],
+}
+PROBES = ["What is 14 plus 27?", "What is the capital of Germany?", "Review: An amazing film. Sentiment?"]
+
+
+def bench_releases(work: Path, ids: list[str]) -> list[Path]:
+    """Releases of the default base model with random adapters for TASKS (built once, reused)."""
+    from router.build import build_release
+    from router.embed import SentenceTransformerEmbedder
+    from training.base_model import prepare_base_model
+
+    base = prepare_base_model()
+    adapters = random_adapters(base, work / "adapters", list(TASKS))
+    examples = work / "examples"
+    examples.mkdir(parents=True, exist_ok=True)
+    for task, prompts in TASKS.items():
+        (examples / f"{task}.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    embedder = None
+    out = []
+    for rid in ids:
+        release = work / "releases" / rid
+        if not release.exists():
+            embedder = embedder or SentenceTransformerEmbedder()
+            build_release(release, base_model=str(base), adapters=adapters,
+                          examples={t: examples / f"{t}.jsonl" for t in TASKS}, embedder=embedder)
+        out.append(release)
     return out
 
 

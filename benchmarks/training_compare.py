@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> dict:
     from training.evaluate import evaluate_release
     from training.run import train
 
-    results: dict = {"benchmark": "training_compare", "machine": machine(), "settings": {}, "runs": {}}
+    results: dict = {"benchmark": args.name, "machine": machine(), "settings": {}, "runs": {}}
     for strategy in args.strategies.split(","):
-        cfg = TrainConfig(strategy=strategy, out=str(Path(args.work) / strategy), scenario="dual", tasks=args.tasks,
-                          num_clients=args.clients, rounds=args.rounds, local_steps=args.local_steps, seed=args.seed)
+        cfg = TrainConfig(strategy=strategy, out=str(Path(args.work) / args.name / strategy), scenario="dual",
+                          tasks=args.tasks, num_clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
+                          seed=args.seed, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, test_per_task=args.test_per_task,
+                          k_global=args.k_global)
         results["settings"] = {k: v for k, v in cfg.to_record().items() if k not in ("strategy", "out", "base_model")}
         started = time.monotonic()
         release = train(cfg)
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> dict:
         results["runs"][strategy] = run_result
         print(f"{strategy}: trained in {train_s:.0f} s; dual {run_result['dual']['modes']}; "
               f"generalization {run_result['generalization']['modes']}", flush=True)
-        (RESULTS / "training_compare.json").write_text(json.dumps(results, indent=2) + "\n")  # keep partial results
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")  # keep partial results
     return results
 
 
@@ -65,20 +67,34 @@ def table(results: dict) -> str:
 
 
 def relative_gains(results: dict) -> dict:
-    """FedRouter (routed) against the best client-centric baseline (its clients' own adapters)."""
+    """FedRouter (routed, as served) against each baseline as its users would use it: a client-centric
+    strategy through each client's own adapter, a task-centric one through the router."""
     runs = results["runs"]
     if "fedrouter" not in runs:
         return {}
-    out = {}
+    out: dict = {}
     for scenario in ("dual", "generalization"):
         ours = runs["fedrouter"][scenario]["modes"]["routed"]
-        rivals = {n: r[scenario]["modes"]["client"] for n, r in runs.items() if "client" in r[scenario]["modes"]}
-        if rivals:
-            best_name = max(rivals, key=rivals.get)
-            best = rivals[best_name]
-            out[scenario] = {"fedrouter": ours, "best_client_centric": best_name, "its_score": best,
-                             "relative": (ours - best) / best if best > 0 else None}
+        out[scenario] = {"fedrouter": ours, "vs": {}}
+        for name, r in runs.items():
+            if name == "fedrouter":
+                continue
+            modes = r[scenario]["modes"]
+            theirs = modes.get("client", modes["routed"])
+            out[scenario]["vs"][name] = {"score": theirs, "how": "client's own" if "client" in modes else "routed",
+                                         "relative": (ours - theirs) / theirs if theirs > 0 else None}
     return out
+
+
+def gains_markdown(gains: dict) -> str:
+    lines = ["FedRouter (routed) against each baseline as it is used (client-centric strategies through each "
+             "client's own adapter):", "", "| scenario | FedRouter | " + " | ".join(next(iter(gains.values()))["vs"]) + " |",
+             "|---" * (2 + len(next(iter(gains.values()))["vs"])) + "|"]
+    for scenario, g in gains.items():
+        cells = [f"{v['score']:.3f} ({v['relative']:+.1%})" if v["relative"] is not None else f"{v['score']:.3f}"
+                 for v in g["vs"].values()]
+        lines.append(f"| {scenario} | {g['fedrouter']:.3f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n(in brackets: FedRouter's relative gain over that baseline)\n"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -116,19 +132,24 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--local-steps", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lora-r", type=int, default=8)
+    ap.add_argument("--k-global", type=int, default=4)
+    ap.add_argument("--test-per-task", type=int, default=24)
+    ap.add_argument("--name", default="training_compare", help="results file name (e.g. a second regime)")
     ap.add_argument("--work", default="runs/bench/training")
+    ap.add_argument("--from-json", action="store_true", help="only re-render results/<name>.json")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run(args)
+    if args.from_json:  # re-render the table and plot from a finished run
+        results = json.loads((RESULTS / f"{args.name}.json").read_text())
+    else:
+        results = run(args)
     results["paper"] = PAPER
     results["relative_gains"] = relative_gains(results)
-    (RESULTS / "training_compare.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = table(results) + "\n\nFedRouter (routed) vs the best client-centric baseline (clients' own adapters):\n\n"
-    for scenario, g in results["relative_gains"].items():
-        rel = f"{g['relative']:+.1%}" if g["relative"] is not None else "n/a"
-        md += f"- {scenario}: {g['fedrouter']:.3f} vs {g['best_client_centric']} {g['its_score']:.3f} -> {rel} relative\n"
-    (RESULTS / "training_compare.md").write_text(md)
-    plot(results, RESULTS / "training_compare.png")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    md = table(results) + "\n\n" + gains_markdown(results["relative_gains"])
+    (RESULTS / f"{args.name}.md").write_text(md)
+    plot(results, RESULTS / f"{args.name}.png")
     print(md)
 
 

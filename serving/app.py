@@ -98,6 +98,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks: list[asyncio.Task] = []
+        if settings.embed_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.embed_threads)
         try:
             if supervisor is not None:
                 started = time.monotonic()

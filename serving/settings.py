@@ -29,6 +29,10 @@ class GatewaySettings(BaseSettings):
     max_inflight: int = 512  # above this, 429
     # Routing
     embed_device: str = "cpu"
+    # torch threads of the gateway's embedder. 1: on a CPU shared with vLLM, a multi-threaded
+    # embedder's OpenMP barriers wait on threads descheduled by vLLM's, and one short prompt
+    # took ~500 ms instead of ~15 ms (measured, benchmarks/README.md). 0: torch's default.
+    embed_threads: int = 1
     max_batch: int = 64  # most prompts embedded in one forward pass
     # Hot reload
     admin_token: str | None = None  # bearer token of /admin routes; unset: the routes do not exist

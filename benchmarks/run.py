@@ -1,0 +1,28 @@
+"""`make bench`: every benchmark in turn on the default models, then benchmarks/README.md.
+
+Run alone on the machine: the numbers are timings. ~60 min on 2 cores (training ~35 of them).
+    python -m benchmarks.run [--skip training_compare,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+ORDER = ["routing", "gateway_overhead", "serving", "reload", "training_compare"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
+    skip = set(ap.parse_args().skip.split(","))
+    for name in ORDER:
+        if name not in skip:
+            print(f"=== benchmarks.{name}", flush=True)
+            subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
+    subprocess.run([sys.executable, "-m", "benchmarks.report"], check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The default models, as `make demo` uses them (slow: ~1 min; `make test-all`)."""
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_base_model_prepares_from_the_gguf_and_generates(tmp_path):
+    from training.base_model import is_prepared, prepare_base_model
+    from training.model import generate, load_base, load_tokenizer
+
+    path = prepare_base_model(tmp_path / "smollm2")
+    assert is_prepared(path)
+    tok = load_tokenizer(str(path))
+    assert tok.chat_template  # vLLM's chat endpoint needs one
+    answer = generate(load_base(str(path)), tok, ["What is the capital of France?"], max_new_tokens=8)[0]
+    assert "Paris" in answer
+
+
+def test_default_embedder_loads_offline_and_separates_tasks():
+    from router.embed import SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder()
+    v = emb.embed(["What is 2 plus 2?", "Add 3 and 5.", "What is the capital of Peru?"])
+    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2]
