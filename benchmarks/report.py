@@ -23,7 +23,8 @@ def serving(r: dict) -> str:
     s = r["settings"]
     out = [f"### Serving ({_machine(r)})", "",
            f"{s['base']} under vLLM, {s['adapters']} LoRA adapters, streamed chat completions of {s['max_tokens']} "
-           f"tokens (`ignore_eos`), {s['seconds']} s per point, configurations interleaved. Ratios are to (b), vLLM "
+           f"tokens (`ignore_eos`), configurations interleaved at each level; seconds per level: "
+           f"{s.get('seconds_per_level', s.get('seconds'))}. Ratios are to (b), vLLM "
            "direct with the right adapter. ![serving](results/serving.png)", "",
            "| concurrency | config | req/s | out tok/s | latency p50 / p99 ms | TTFT p50 / p99 ms | ITL p50 / p99 ms |",
            "|---|---|---|---|---|---|---|"]

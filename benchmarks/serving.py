@@ -106,7 +106,7 @@ def plot(result: dict, path: Path) -> None:
     a1.legend(fontsize=8)
     s = result["settings"]
     fig.suptitle(f"{s['base']} on vLLM ({result['machine']['cores']} CPU cores), {s['adapters']} LoRA adapters, "
-                 f"{s['max_tokens']} tokens/request, {s['seconds']} s per point", fontsize=9)
+                 f"{s['max_tokens']} tokens/request, seconds per point: {s['seconds_per_level']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -118,6 +118,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--work", default="runs/bench")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only these levels in the existing results (e.g. longer windows where few requests finish)")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
 
@@ -132,7 +134,9 @@ def main() -> None:
     base = release.manifest.base_model.name
     del router  # the benchmark process should not hold a second embedder's threads busy
 
-    sweep: dict = {}
+    old = json.loads((RESULTS / "serving.json").read_text()) if args.merge and (RESULTS / "serving.json").exists() else {}
+    sweep: dict = old.get("sweep", {})
+    seconds: dict = old.get("settings", {}).get("seconds_per_level", {})
     with gateway(release_dir, Path(args.work) / "serving" / "logs") as stack:
         urls = {"vllm_base": (stack.vllm_url, lambda p: base),
                 "vllm_adapter": (stack.vllm_url, lambda p: f"{right[p]}@{release.id}"),
@@ -142,9 +146,11 @@ def main() -> None:
             asyncio.run(load(url, model_of, 2, 3, args.max_tokens))
         for c in levels:
             sweep[str(c)] = {}
+            seconds[str(c)] = args.seconds
             for cfg, (url, model_of) in urls.items():
                 sweep[str(c)][cfg] = asyncio.run(load(url, model_of, c, args.seconds, args.max_tokens))
                 print(f"c={c:3d} {cfg:17s} {sweep[str(c)][cfg]}", flush=True)
+    levels = sorted(int(c) for c in sweep)
     ratios = {}
     for c in levels:
         b, auto, expl = (sweep[str(c)][k] for k in ("vllm_adapter", "gateway_auto", "gateway_explicit"))
@@ -157,7 +163,8 @@ def main() -> None:
         }
     result = {"benchmark": "serving", "machine": machine(),
               "settings": {"base": base, "adapters": len(release.manifest.adapters), "levels": levels,
-                           "seconds": args.seconds, "max_tokens": args.max_tokens, "stream": True, "ignore_eos": True},
+                           "seconds_per_level": seconds, "max_tokens": args.max_tokens, "stream": True,
+                           "ignore_eos": True},
               "sweep": sweep, "ratios_to_direct_adapter": ratios}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serving.json").write_text(json.dumps(result, indent=2) + "\n")

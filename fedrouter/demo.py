@@ -24,7 +24,7 @@ from rich.table import Table
 
 RUN = Path("runs/demo")
 TOKEN = "demo-admin-token"
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI: keep the tables one line a row
 
 
 def _free_port() -> int:
@@ -72,7 +72,7 @@ def _score_table(url: str, samples: list[dict], title: str) -> float:
 
     table = Table(title=title, show_lines=False)
     for col in ("prompt", "routed to", "score", "answer", "expected", "ok", "base ok"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
     right = base_right = 0
     with httpx.Client(timeout=120) as client:
         base = _base(url, client)
@@ -132,7 +132,7 @@ def main() -> None:
     else:
         _train(["--out", str(RUN), "--strategy", "fedrouter", "--scenario", "dual"])
     # a few held-out prompts of every client's tasks (the demo trains with the default settings)
-    samples = [s for c in scenario_from_config(TrainConfig(out=str(RUN))).clients for s in c.test[::8]][:12]
+    samples = [s for c in scenario_from_config(TrainConfig(out=str(RUN))).clients for s in c.test[6::12]]  # 2 per task and client
 
     _step(2, "serve release v1: vLLM with every adapter + the routing gateway")
     port = _free_port()
