@@ -50,6 +50,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy {self.strategy!r} is not one of {STRATEGIES}")
+        if self.resume and self.strategy == "floral":  # its release keeps per-client mixtures only
+            raise ValueError("--resume is not supported for floral: its release does not keep the shared adaptors")
         if self.rounds < 1 or self.local_steps < 1 or self.num_clients < 1:
             raise ValueError("rounds, local_steps and num_clients must be at least 1")
 

@@ -172,8 +172,6 @@ class _Resume:
 def _load_resume(cfg: TrainConfig) -> _Resume | None:
     if not cfg.resume:
         return None
-    if cfg.strategy == "floral":  # its release holds per-client mixtures, not the shared adaptors
-        raise ValueError("--resume is not supported for floral: its release does not keep the shared adaptors")
     from safetensors.torch import load_file
 
     from router.release import ADAPTER_WEIGHTS, load_release
