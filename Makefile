@@ -5,7 +5,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup models test test-unit test-all demo bench clean
+.PHONY: setup models lint format test test-unit test-all demo bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -13,7 +13,15 @@ setup:
 models: setup
 	$(VENV)/bin/fedrouter models prepare
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
 	$(PY) -m pytest tests
 
 test-unit: setup

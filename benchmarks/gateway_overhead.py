@@ -21,6 +21,7 @@ import httpx
 
 from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine
 
+
 def percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench", help="scratch folder")
     args = ap.parse_args()
 
-    from router.embed import SentenceTransformerEmbedder
+    from fedrouter.router.embed import SentenceTransformerEmbedder
 
     work = Path(args.work) / "overhead"
     (release,) = bench_releases(work, ["v1"])
@@ -70,9 +71,16 @@ def main() -> None:
 
     direct = statistics.median(lat["vllm_direct"])
     result = {
-        "benchmark": "gateway_overhead", "machine": machine(),
-        "settings": {"base": "SmolLM2-135M-Instruct", "embedder": "all-MiniLM-L6-v2", "adapters": 3, "max_tokens": 1,
-                     "concurrency": 1, "n": args.n},
+        "benchmark": "gateway_overhead",
+        "machine": machine(),
+        "settings": {
+            "base": "SmolLM2-135M-Instruct",
+            "embedder": "all-MiniLM-L6-v2",
+            "adapters": 3,
+            "max_tokens": 1,
+            "concurrency": 1,
+            "n": args.n,
+        },
         "gateway_start_s": round(start_s, 1),
         "embedding_pass": summary(embed_ms),
         "latency": {k: summary(v) for k, v in lat.items()},

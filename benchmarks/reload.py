@@ -50,8 +50,14 @@ def main() -> None:
             while not stop.is_set():
                 sent = time.monotonic()
                 try:
-                    r = c.post(f"{url}/v1/chat/completions", json={
-                        "model": "auto", "messages": [{"role": "user", "content": rng.choice(PROBES)}], "max_tokens": 16})
+                    r = c.post(
+                        f"{url}/v1/chat/completions",
+                        json={
+                            "model": "auto",
+                            "messages": [{"role": "user", "content": rng.choice(PROBES)}],
+                            "max_tokens": 16,
+                        },
+                    )
                     row = (sent, time.monotonic(), r.status_code, r.headers.get("x-fedrouter-release"))
                 except httpx.HTTPError:
                     row = (sent, time.monotonic(), 0, None)
@@ -64,8 +70,12 @@ def main() -> None:
             t.start()
         time.sleep(args.steady_s)
         asked = time.monotonic()
-        r = httpx.post(f"{stack.url}/admin/reload", json={"release": str((work / "releases" / "v2").resolve())},
-                       headers={"authorization": f"Bearer {TOKEN}"}, timeout=300)
+        r = httpx.post(
+            f"{stack.url}/admin/reload",
+            json={"release": str((work / "releases" / "v2").resolve())},
+            headers={"authorization": f"Bearer {TOKEN}"},
+            timeout=300,
+        )
         answered = time.monotonic()
         r.raise_for_status()
         time.sleep(args.steady_s)
@@ -76,13 +86,22 @@ def main() -> None:
 
     def lat(sel) -> dict:
         xs = [(d - s) * 1000 for s, d, st, _ in rows if sel(s, d)]
-        return {"n": len(xs), "p50_ms": round(statistics.median(xs), 1) if xs else None,
-                "p99_ms": round(percentile(xs, 99), 1) if xs else None}
+        return {
+            "n": len(xs),
+            "p50_ms": round(statistics.median(xs), 1) if xs else None,
+            "p99_ms": round(percentile(xs, 99), 1) if xs else None,
+        }
 
     result = {
-        "benchmark": "reload", "machine": machine(),
-        "settings": {"base": "SmolLM2-135M-Instruct", "adapters_per_release": len(TASKS), "clients": args.clients,
-                     "max_tokens": 16, "steady_s": args.steady_s},
+        "benchmark": "reload",
+        "machine": machine(),
+        "settings": {
+            "base": "SmolLM2-135M-Instruct",
+            "adapters_per_release": len(TASKS),
+            "clients": args.clients,
+            "max_tokens": 16,
+            "steady_s": args.steady_s,
+        },
         "reload_request_to_switch_s": round(answered - asked, 3),
         "switch_s_reported": r.json().get("switch_s"),
         "requests": len(rows),

@@ -21,71 +21,103 @@ def _machine(r: dict) -> str:
 
 def serving(r: dict) -> str:
     s = r["settings"]
-    out = [f"### Serving ({_machine(r)})", "",
-           f"{s['base']} under vLLM, {s['adapters']} LoRA adapters, streamed chat completions of {s['max_tokens']} "
-           f"tokens (`ignore_eos`), configurations interleaved at each level; seconds per level: "
-           f"{s.get('seconds_per_level', s.get('seconds'))}. Ratios are to (b), vLLM "
-           "direct with the right adapter. ![serving](results/serving.png)", "",
-           "| concurrency | config | req/s | out tok/s | latency p50 / p99 ms | TTFT p50 / p99 ms | ITL p50 / p99 ms |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        f"### Serving ({_machine(r)})",
+        "",
+        f"{s['base']} under vLLM, {s['adapters']} LoRA adapters, streamed chat completions of {s['max_tokens']} "
+        f"tokens (`ignore_eos`), configurations interleaved at each level; seconds per level: "
+        f"{s.get('seconds_per_level', s.get('seconds'))}. Ratios are to (b), vLLM "
+        "direct with the right adapter. ![serving](results/serving.png)",
+        "",
+        "| concurrency | config | req/s | out tok/s | latency p50 / p99 ms | TTFT p50 / p99 ms | ITL p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c, row in r["sweep"].items():
         for cfg, v in row.items():
-            out.append(f"| {c} | {cfg} | {v['req_per_s']} | {v['out_tok_per_s']} | {v['latency_p50_ms']} / "
-                       f"{v['latency_p99_ms']} | {v['ttft_p50_ms']} / {v['ttft_p99_ms']} | {v['itl_p50_ms']} / {v['itl_p99_ms']} |")
-    out += ["", "| concurrency | auto / direct throughput (target ≥ 0.95) | explicit / direct | auto added p50 / p99 ms |",
-            "|---|---|---|---|"]
+            out.append(
+                f"| {c} | {cfg} | {v['req_per_s']} | {v['out_tok_per_s']} | {v['latency_p50_ms']} / "
+                f"{v['latency_p99_ms']} | {v['ttft_p50_ms']} / {v['ttft_p99_ms']} | {v['itl_p50_ms']} / {v['itl_p99_ms']} |"
+            )
+    out += [
+        "",
+        "| concurrency | auto / direct throughput (target ≥ 0.95) | explicit / direct | auto added p50 / p99 ms |",
+        "|---|---|---|---|",
+    ]
     for c, v in r["ratios_to_direct_adapter"].items():
-        out.append(f"| {c} | {v['auto_throughput_vs_direct_adapter']} | {v['explicit_throughput_vs_direct_adapter']} | "
-                   f"{v['auto_added_latency_p50_ms']} / {v['auto_added_latency_p99_ms']} |")
+        out.append(
+            f"| {c} | {v['auto_throughput_vs_direct_adapter']} | {v['explicit_throughput_vs_direct_adapter']} | "
+            f"{v['auto_added_latency_p50_ms']} / {v['auto_added_latency_p99_ms']} |"
+        )
     return "\n".join(out)
 
 
 def overhead(r: dict) -> str:
     lat = r["latency"]
-    return "\n".join([
-        f"### Gateway overhead at concurrency 1 ({_machine(r)})", "",
-        f"{r['settings']['n']} sequential completions of 1 token each, interleaved; SmolLM2-135M, 3 adapters.", "",
-        "| path | p50 ms | p99 ms |", "|---|---|---|",
-        *[f"| {k} | {v['p50_ms']} | {v['p99_ms']} |" for k, v in lat.items()],
-        f"| embedding pass alone (MiniLM, in-process) | {r['embedding_pass']['p50_ms']} | {r['embedding_pass']['p99_ms']} |",
-        "", f"Added by the gateway (p50): explicit adapter {r['added_p50_ms']['explicit']} ms, "
-        f"`auto` {r['added_p50_ms']['auto']} ms (target: one embedding pass + 1 ms = "
-        f"{r['embedding_pass']['p50_ms'] + 1:.1f} ms). Gateway start (vLLM included): {r['gateway_start_s']} s.",
-    ])
+    return "\n".join(
+        [
+            f"### Gateway overhead at concurrency 1 ({_machine(r)})",
+            "",
+            f"{r['settings']['n']} sequential completions of 1 token each, interleaved; SmolLM2-135M, 3 adapters.",
+            "",
+            "| path | p50 ms | p99 ms |",
+            "|---|---|---|",
+            *[f"| {k} | {v['p50_ms']} | {v['p99_ms']} |" for k, v in lat.items()],
+            f"| embedding pass alone (MiniLM, in-process) | {r['embedding_pass']['p50_ms']} | {r['embedding_pass']['p99_ms']} |",
+            "",
+            f"Added by the gateway (p50): explicit adapter {r['added_p50_ms']['explicit']} ms, "
+            f"`auto` {r['added_p50_ms']['auto']} ms (target: one embedding pass + 1 ms = "
+            f"{r['embedding_pass']['p50_ms'] + 1:.1f} ms). Gateway start (vLLM included): {r['gateway_start_s']} s.",
+        ]
+    )
 
 
 def reload(r: dict) -> str:
     lat = r["latency"]
-    return "\n".join([
-        f"### Hot reload under load ({_machine(r)})", "",
-        f"{r['settings']['clients']} clients, routed chat completions of {r['settings']['max_tokens']} tokens, "
-        f"{r['settings']['adapters_per_release']} adapters per release.", "",
-        "| measure | value |", "|---|---|",
-        f"| reload request -> switched | {r['reload_request_to_switch_s']} s |",
-        f"| requests / failed | {r['requests']} / **{r['failed_requests']}** |",
-        f"| responses from v1 / v2 | {r['responses_by_release']['v1']} / {r['responses_by_release']['v2']} |",
-        f"| sent after the switch but answered by v1 | {r['sent_after_switch_answered_by_v1']} |",
-        f"| old adapters unloaded after drain | {r['old_adapters_unloaded']} |",
-        *[f"| latency p50 / p99, {k.replace('_', ' ')} | {v['p50_ms']} / {v['p99_ms']} ms (n={v['n']}) |" for k, v in lat.items()],
-    ])
+    return "\n".join(
+        [
+            f"### Hot reload under load ({_machine(r)})",
+            "",
+            f"{r['settings']['clients']} clients, routed chat completions of {r['settings']['max_tokens']} tokens, "
+            f"{r['settings']['adapters_per_release']} adapters per release.",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| reload request -> switched | {r['reload_request_to_switch_s']} s |",
+            f"| requests / failed | {r['requests']} / **{r['failed_requests']}** |",
+            f"| responses from v1 / v2 | {r['responses_by_release']['v1']} / {r['responses_by_release']['v2']} |",
+            f"| sent after the switch but answered by v1 | {r['sent_after_switch_answered_by_v1']} |",
+            f"| old adapters unloaded after drain | {r['old_adapters_unloaded']} |",
+            *[
+                f"| latency p50 / p99, {k.replace('_', ' ')} | {v['p50_ms']} / {v['p99_ms']} ms (n={v['n']}) |"
+                for k, v in lat.items()
+            ],
+        ]
+    )
 
 
 def routing(r: dict) -> str:
     a, lat, emb = r["accuracy"], r["latency"], r["embedding_throughput"]
-    rows = [f"### Routing ({_machine(r)})", "",
-            f"{a['tasks']} tasks, one centroid each (mean of 32 prompts), 50 held-out prompts per task. "
-            "![accuracy](results/routing_accuracy.png) ![map](results/routing_map.png)", "",
-            f"- accuracy against the true task: **{a['accuracy']:.3f}** (oracle 1.0, random {a['random']:.3f})",
-            f"- one route (embed + search): p50 {lat['single_p50_ms']} ms, p99 {lat['single_p99_ms']} ms; per prompt in "
-            f"batches of 8 / 64: {lat['per_prompt_ms_in_batches']['8']} / {lat['per_prompt_ms_in_batches']['64']} ms",
-            f"- embedding at concurrency {emb['concurrency']}: micro-batched {emb['micro_batched_prompts_per_s']} "
-            f"prompts/s, one forward pass per request {emb['one_at_a_time_prompts_per_s']} prompts/s, the embedder's "
-            f"own batched ceiling {emb['embedder_batched_ceiling_prompts_per_s']} prompts/s", "",
-            "| centroids | exact, 1 query µs | exact, per query in 256 µs | IVF, 1 query µs | IVF agrees with exact |",
-            "|---|---|---|---|---|"]
+    rows = [
+        f"### Routing ({_machine(r)})",
+        "",
+        f"{a['tasks']} tasks, one centroid each (mean of 32 prompts), 50 held-out prompts per task. "
+        "![accuracy](results/routing_accuracy.png) ![map](results/routing_map.png)",
+        "",
+        f"- accuracy against the true task: **{a['accuracy']:.3f}** (oracle 1.0, random {a['random']:.3f})",
+        f"- one route (embed + search): p50 {lat['single_p50_ms']} ms, p99 {lat['single_p99_ms']} ms; per prompt in "
+        f"batches of 8 / 64: {lat['per_prompt_ms_in_batches']['8']} / {lat['per_prompt_ms_in_batches']['64']} ms",
+        f"- embedding at concurrency {emb['concurrency']}: micro-batched {emb['micro_batched_prompts_per_s']} "
+        f"prompts/s, one forward pass per request {emb['one_at_a_time_prompts_per_s']} prompts/s, the embedder's "
+        f"own batched ceiling {emb['embedder_batched_ceiling_prompts_per_s']} prompts/s",
+        "",
+        "| centroids | exact, 1 query µs | exact, per query in 256 µs | IVF, 1 query µs | IVF agrees with exact |",
+        "|---|---|---|---|---|",
+    ]
     for s in r["index_scaling"]:
-        rows.append(f"| {s['centroids']} | {s['exact_single_us']} | {s['exact_batch256_us_per_query']} | "
-                    f"{s.get('ivf_single_us', '–')} | {s.get('ivf_agrees_with_exact', '–')} |")
+        rows.append(
+            f"| {s['centroids']} | {s['exact_single_us']} | {s['exact_batch256_us_per_query']} | "
+            f"{s.get('ivf_single_us', '–')} | {s.get('ivf_agrees_with_exact', '–')} |"
+        )
     return "\n".join(rows)
 
 
@@ -94,21 +126,32 @@ def training(r: dict) -> str:
     md = (RESULTS / f"{name}.md").read_text() if (RESULTS / f"{name}.md").exists() else ""
     s = r["settings"]
     title = "FedRouter vs baselines" if name == "training_compare" else f"FedRouter vs baselines: {name}"
-    return "\n".join([
-        f"### {title} ({_machine(r)})", "",
-        f"SmolLM2-135M, rank-{s['lora_r']} LoRA on {s['lora_targets']}, {s['num_clients']} clients, `dual` partition "
-        f"of {s['tasks']} ({s['train_per_task']} samples per client and task), {s['rounds']} rounds x "
-        f"{s['local_steps']} steps, batch {s['batch_size']}. Exact match on {s['test_per_task']} held-out prompts per "
-        "task and client. `routed`: the release's router picks the adapter (as `model=\"auto\"`); `client's own`: "
-        "the client's own adapter (client-centric strategies); `oracle`: the best adapter per task. "
-        f"![training](results/{name}.png)", "", md,
-        f"Paper's claims: {r['paper']['interference']} under interference, {r['paper']['generalization']} on "
-        "generalization.",
-    ])
+    return "\n".join(
+        [
+            f"### {title} ({_machine(r)})",
+            "",
+            f"SmolLM2-135M, rank-{s['lora_r']} LoRA on {s['lora_targets']}, {s['num_clients']} clients, `dual` partition "
+            f"of {s['tasks']} ({s['train_per_task']} samples per client and task), {s['rounds']} rounds x "
+            f"{s['local_steps']} steps, batch {s['batch_size']}. Exact match on {s['test_per_task']} held-out prompts per "
+            "task and client. `routed`: the release's router picks the adapter (as `model=\"auto\"`); `client's own`: "
+            "the client's own adapter (client-centric strategies); `oracle`: the best adapter per task. "
+            f"![training](results/{name}.png)",
+            "",
+            md,
+            f"Paper's claims: {r['paper']['interference']} under interference, {r['paper']['generalization']} on "
+            "generalization.",
+        ]
+    )
 
 
-SECTIONS = [("serving", serving), ("gateway_overhead", overhead), ("reload", reload), ("routing", routing),
-            ("training_compare", training), ("training_interference", training)]
+SECTIONS = [
+    ("serving", serving),
+    ("gateway_overhead", overhead),
+    ("reload", reload),
+    ("routing", routing),
+    ("training_compare", training),
+    ("training_interference", training),
+]
 
 HEADER = """# Benchmarks
 

@@ -29,7 +29,7 @@ from benchmarks.stack import RESULTS, machine
 
 
 def task_data(per_task_train: int = 32, per_task_test: int = 50):
-    from training.data.scenarios import all_tasks
+    from fedrouter.training.data.scenarios import all_tasks
 
     train, test = {}, {}
     for name, task in sorted(all_tasks().items()):
@@ -40,11 +40,11 @@ def task_data(per_task_train: int = 32, per_task_test: int = 50):
 
 
 def accuracy(embedder, train: dict, test: dict) -> dict:
-    from router.embed import l2_normalize
-    from router.index import CentroidIndex
+    from fedrouter.router.index import CentroidIndex
+    from fedrouter.router.vectors import centroid
 
     names = list(train)
-    centroids = np.stack([l2_normalize(embedder.embed(train[n]).mean(0)) for n in names])  # [T, dim]
+    centroids = np.stack([centroid(embedder.embed(train[n])) for n in names])  # [T, dim]
     index = CentroidIndex(centroids)
     per_task, all_hits = {}, []
     for i, n in enumerate(names):
@@ -52,12 +52,19 @@ def accuracy(embedder, train: dict, test: dict) -> dict:
         hits = ids[:, 0] == i
         per_task[n] = float(hits.mean())
         all_hits += hits.tolist()
-    return {"tasks": len(names), "accuracy": float(np.mean(all_hits)), "random": 1 / len(names), "oracle": 1.0,
-            "per_task": per_task, "centroids": centroids, "names": names}
+    return {
+        "tasks": len(names),
+        "accuracy": float(np.mean(all_hits)),
+        "random": 1 / len(names),
+        "oracle": 1.0,
+        "per_task": per_task,
+        "centroids": centroids,
+        "names": names,
+    }
 
 
 def latency(embedder, prompts: list[str], centroids: np.ndarray) -> dict:
-    from router.index import CentroidIndex
+    from fedrouter.router.index import CentroidIndex
 
     index = CentroidIndex(centroids)
     single = []
@@ -73,13 +80,16 @@ def latency(embedder, prompts: list[str], centroids: np.ndarray) -> dict:
             index.search(embedder.embed(prompts[i : i + b]), k=2)
             n += len(prompts[i : i + b])
         batched[str(b)] = round((time.perf_counter() - t) * 1000 / n, 3)
-    return {"single_p50_ms": round(statistics.median(single), 2), "single_p99_ms": round(percentile(single, 99), 2),
-            "per_prompt_ms_in_batches": batched}
+    return {
+        "single_p50_ms": round(statistics.median(single), 2),
+        "single_p99_ms": round(percentile(single, 99), 2),
+        "per_prompt_ms_in_batches": batched,
+    }
 
 
 def index_scaling(dim: int) -> list[dict]:
-    from router.embed import l2_normalize
-    from router.index import CentroidIndex
+    from fedrouter.router.index import CentroidIndex
+    from fedrouter.router.vectors import l2_normalize
 
     rng = np.random.default_rng(0)
     out = []
@@ -89,8 +99,9 @@ def index_scaling(dim: int) -> list[dict]:
         queries = l2_normalize(centroids[rng.integers(0, k, 256)] + 0.3 / np.sqrt(dim) * rng.normal(size=(256, dim)))
         row = {"centroids": k}
         exact = CentroidIndex(centroids)
-        for name, index in [("exact", exact)] + ([("ivf", CentroidIndex(centroids, nlist=int(np.sqrt(k)) * 2, nprobe=8))]
-                                                  if k >= 512 else []):
+        for name, index in [("exact", exact)] + (
+            [("ivf", CentroidIndex(centroids, nlist=int(np.sqrt(k)) * 2, nprobe=8))] if k >= 512 else []
+        ):
             t = time.perf_counter()
             for q in queries:
                 index.search(q[None, :], k=1)
@@ -106,7 +117,7 @@ def index_scaling(dim: int) -> list[dict]:
 
 
 def embedding_throughput(embedder, prompts: list[str], concurrency: int = 32, n: int = 512) -> dict:
-    from router.batcher import MicroBatcher
+    from fedrouter.router.batcher import MicroBatcher
 
     t = time.perf_counter()
     for i in range(0, n, 64):
@@ -130,9 +141,12 @@ def embedding_throughput(embedder, prompts: list[str], concurrency: int = 32, n:
         await batcher.close()
         return n / (time.perf_counter() - start)
 
-    return {"concurrency": concurrency, "micro_batched_prompts_per_s": round(asyncio.run(run(True)), 1),
-            "one_at_a_time_prompts_per_s": round(asyncio.run(run(False)), 1),
-            "embedder_batched_ceiling_prompts_per_s": round(ceiling, 1)}
+    return {
+        "concurrency": concurrency,
+        "micro_batched_prompts_per_s": round(asyncio.run(run(True)), 1),
+        "one_at_a_time_prompts_per_s": round(asyncio.run(run(False)), 1),
+        "embedder_batched_ceiling_prompts_per_s": round(ceiling, 1),
+    }
 
 
 def plots(acc: dict, test: dict, embedder, folder: Path) -> None:
@@ -147,8 +161,11 @@ def plots(acc: dict, test: dict, embedder, folder: Path) -> None:
     ax.axhline(acc["random"], color="grey", ls="--", label=f"random ({acc['random']:.2f})")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("routed to its own task")
-    ax.set_title(f"Routing accuracy per task on held-out prompts (all-MiniLM-L6-v2, {len(names)} centroids): "
-                 f"{acc['accuracy']:.3f} overall", fontsize=9)
+    ax.set_title(
+        f"Routing accuracy per task on held-out prompts (all-MiniLM-L6-v2, {len(names)} centroids): "
+        f"{acc['accuracy']:.3f} overall",
+        fontsize=9,
+    )
     ax.tick_params(axis="x", rotation=35)
     ax.legend()
     fig.tight_layout()
@@ -175,7 +192,7 @@ def plots(acc: dict, test: dict, embedder, folder: Path) -> None:
 
 
 def main() -> None:
-    from router.embed import SentenceTransformerEmbedder
+    from fedrouter.router.embed import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()
     train, test = task_data()
@@ -183,7 +200,8 @@ def main() -> None:
     prompts = [p for ps in test.values() for p in ps]
     random.Random(0).shuffle(prompts)
     result = {
-        "benchmark": "routing", "machine": machine(),
+        "benchmark": "routing",
+        "machine": machine(),
         "settings": {"embedder": "all-MiniLM-L6-v2", "train_prompts_per_task": 32, "test_prompts_per_task": 50},
         "accuracy": {k: v for k, v in acc.items() if k not in ("centroids", "names")},
         "latency": latency(embedder, prompts, acc["centroids"]),

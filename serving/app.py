@@ -16,17 +16,17 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from router.embed import Embedder
-from router.release import load_release
-from serving.backends import BackendPool
-from serving.errors import install_error_handlers
-from serving.metrics import GatewayMetrics
-from serving.openai_routes import build_openai_router
-from serving.admin_routes import build_admin_router
-from serving.registry import Registry, register_adapters
-from serving.reload import Reloader
-from serving.settings import GatewaySettings
-from serving.supervisor import VLLMSupervisor, vllm_lora_rank
+from fedrouter.router.embed import Embedder
+from fedrouter.router.release import load_release
+from fedrouter.serving.admin_routes import build_admin_router
+from fedrouter.serving.backends import BackendPool
+from fedrouter.serving.errors import install_error_handlers
+from fedrouter.serving.metrics import GatewayMetrics
+from fedrouter.serving.openai_routes import build_openai_router
+from fedrouter.serving.registry import Registry, register_adapters
+from fedrouter.serving.reload import Reloader
+from fedrouter.serving.settings import GatewaySettings
+from fedrouter.serving.supervisor import VLLMSupervisor, vllm_lora_rank
 
 log = logging.getLogger("fedrouter.serving")
 
@@ -50,13 +50,24 @@ def create_app(
         )
         urls = [supervisor.url]
     pool = BackendPool(
-        urls, request_timeout_s=settings.request_timeout_s, connect_retry_s=settings.connect_retry_s, transport=transport
+        urls,
+        request_timeout_s=settings.request_timeout_s,
+        connect_retry_s=settings.connect_retry_s,
+        transport=transport,
     )
     pool.on_error = lambda url: metrics.backend_errors.labels(url).inc()
 
     max_rank = vllm_lora_rank(release.manifest.lora.r) if supervisor is not None else None
-    reloader = Reloader(registry, pool, metrics, max_batch=settings.max_batch, max_lora_rank=max_rank,
-                        drain_timeout_s=settings.drain_timeout_s, embed_device=settings.embed_device, embedder=embedder)
+    reloader = Reloader(
+        registry,
+        pool,
+        metrics,
+        max_batch=settings.max_batch,
+        max_lora_rank=max_rank,
+        drain_timeout_s=settings.drain_timeout_s,
+        embed_device=settings.embed_device,
+        embedder=embedder,
+    )
 
     async def keep_backends() -> None:
         """Restart a dead supervised vLLM; re-register the current adapters in any replica that lost them."""
@@ -72,7 +83,9 @@ def create_app(
                 await pool.refresh()
                 wanted = set(registry.current.adapters.values())
                 if any(b.healthy and not wanted <= b.served for b in pool.backends):
-                    log.warning("a vLLM replica lost release %s's adapters; registering them again", registry.current.id)
+                    log.warning(
+                        "a vLLM replica lost release %s's adapters; registering them again", registry.current.id
+                    )
                     await register_adapters(pool, registry.current.release)
             except asyncio.CancelledError:
                 raise
@@ -113,7 +126,9 @@ def create_app(
             await reloader.install_first(release)
             log.info(
                 "serving release %s: %d adapters (%s) on base %s",
-                release.id, len(release.manifest.adapters), ", ".join(release.manifest.adapters),
+                release.id,
+                len(release.manifest.adapters),
+                ", ".join(release.manifest.adapters),
                 release.manifest.base_model.name,
             )
             tasks.append(asyncio.create_task(keep_backends()))

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 
-from serving.errors import BackendUnavailable
+from fedrouter.serving.errors import BackendUnavailable
 
 # Failures before any byte of the answer reached the client: the request was not delivered, or
 # its replica died before answering. Inference has no side effects, so sending it again is safe.
@@ -48,7 +49,10 @@ class BackendPool:
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
         limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
         self.backends = [
-            Backend(u.rstrip("/"), httpx.AsyncClient(base_url=u.rstrip("/"), timeout=timeout, limits=limits, transport=transport))
+            Backend(
+                u.rstrip("/"),
+                httpx.AsyncClient(base_url=u.rstrip("/"), timeout=timeout, limits=limits, transport=transport),
+            )
             for u in urls
         ]
         self._connect_retry_s = connect_retry_s

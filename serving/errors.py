@@ -51,7 +51,9 @@ def error_body(status: int, message: str, type_: str, param: str | None = None, 
     return {"error": {"message": message, "type": type_, "param": param, "code": code if code is not None else status}}
 
 
-def error_response(status: int, message: str, type_: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, type_: str, param: str | None = None, code: str | None = None
+) -> JSONResponse:
     return JSONResponse(error_body(status, message, type_, param, code), status_code=status)
 
 

@@ -9,20 +9,28 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "fedrouter_requests", "Requests answered, by adapter, how the model was chosen, and HTTP status",
-            ["adapter", "selection", "status"], registry=self.registry,
+            "fedrouter_requests",
+            "Requests answered, by adapter, how the model was chosen, and HTTP status",
+            ["adapter", "selection", "status"],
+            registry=self.registry,
         )
         self.backend_errors = Counter(
-            "fedrouter_backend_errors", "Failed calls to a vLLM backend", ["backend"], registry=self.registry,
+            "fedrouter_backend_errors",
+            "Failed calls to a vLLM backend",
+            ["backend"],
+            registry=self.registry,
         )
         self.routing_seconds = Histogram(
-            "fedrouter_routing_seconds", "Time to route one prompt (embedding included)",
+            "fedrouter_routing_seconds",
+            "Time to route one prompt (embedding included)",
             buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
         self.embed_batch = Histogram(
-            "fedrouter_embed_batch_size", "Prompts per embedding forward pass",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry,
+            "fedrouter_embed_batch_size",
+            "Prompts per embedding forward pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
         )
         self.inflight = Gauge("fedrouter_inflight_requests", "Requests being answered", registry=self.registry)
 

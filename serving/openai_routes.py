@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from serving.backends import BackendPool
-from serving.errors import BadRequest, GatewayError, Overloaded
-from serving.metrics import GatewayMetrics
-from serving.proxy import forward
-from serving.registry import AUTO, Registry
+from fedrouter.serving.backends import BackendPool
+from fedrouter.serving.errors import BadRequest, GatewayError, Overloaded
+from fedrouter.serving.metrics import GatewayMetrics
+from fedrouter.serving.proxy import forward
+from fedrouter.serving.registry import AUTO, Registry
 
 
 async def read_body(request: Request) -> dict[str, Any]:
@@ -71,7 +72,9 @@ def build_openai_router(registry: Registry, pool: BackendPool, metrics: GatewayM
     api = APIRouter()
     inflight = 0
 
-    async def handle(request: Request, path: str, text_of: Callable[[dict[str, Any]], Callable[[], str | None]]) -> Response:
+    async def handle(
+        request: Request, path: str, text_of: Callable[[dict[str, Any]], Callable[[], str | None]]
+    ) -> Response:
         nonlocal inflight
         if inflight >= max_inflight:
             raise Overloaded(f"the gateway is at its limit of {max_inflight} requests in flight; retry shortly")
@@ -115,14 +118,33 @@ def build_openai_router(registry: Registry, pool: BackendPool, metrics: GatewayM
         served = registry.current
         created = 0
         data = [
-            {"id": AUTO, "object": "model", "created": created, "owned_by": "fedrouter", "root": AUTO,
-             "parent": served.base_public, "description": "routed to the nearest task adapter"},
-            {"id": served.base_public, "object": "model", "created": created, "owned_by": "fedrouter",
-             "root": served.release.manifest.base_model.path, "parent": None},
+            {
+                "id": AUTO,
+                "object": "model",
+                "created": created,
+                "owned_by": "fedrouter",
+                "root": AUTO,
+                "parent": served.base_public,
+                "description": "routed to the nearest task adapter",
+            },
+            {
+                "id": served.base_public,
+                "object": "model",
+                "created": created,
+                "owned_by": "fedrouter",
+                "root": served.release.manifest.base_model.path,
+                "parent": None,
+            },
         ]
         data += [
-            {"id": name, "object": "model", "created": created, "owned_by": "fedrouter", "root": name,
-             "parent": served.base_public}
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "fedrouter",
+                "root": name,
+                "parent": served.base_public,
+            }
             for name in served.adapters
         ]
         return {"object": "list", "data": data}

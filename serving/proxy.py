@@ -8,15 +8,16 @@ decision is reported in `x-fedrouter-*` headers.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from serving.backends import BackendPool
-from serving.errors import BackendUnavailable, error_body
-from serving.registry import Target
+from fedrouter.serving.backends import BackendPool
+from fedrouter.serving.errors import BackendUnavailable, error_body
+from fedrouter.serving.registry import Target
 
 
 def routing_headers(target: Target) -> dict[str, str]:
@@ -43,7 +44,9 @@ async def forward(pool: BackendPool, path: str, body: dict[str, Any], target: Ta
     return JSONResponse(payload, headers=headers)
 
 
-async def _forward_stream(pool: BackendPool, path: str, body: dict[str, Any], target: Target, headers: dict[str, str]) -> Response:
+async def _forward_stream(
+    pool: BackendPool, path: str, body: dict[str, Any], target: Target, headers: dict[str, str]
+) -> Response:
     stack = AsyncExitStack()
     r = await stack.enter_async_context(pool.request("POST", path, body, stream=True))
     if r.status_code != 200:
@@ -82,9 +85,12 @@ def _backend_error(r: httpx.Response, headers: dict[str, str]) -> Response:
                 return JSONResponse(payload, status_code=r.status_code, headers=headers)
         except ValueError:
             pass
-        return JSONResponse(error_body(r.status_code, r.text[:500], "invalid_request_error"), status_code=r.status_code, headers=headers)
+        return JSONResponse(
+            error_body(r.status_code, r.text[:500], "invalid_request_error"), status_code=r.status_code, headers=headers
+        )
     # 404 from vLLM means the adapter is not loaded there: the gateway's state, not the client's.
     return JSONResponse(
         error_body(503, f"vLLM answered {r.status_code}: {r.text[:300]}", "service_unavailable"),
-        status_code=503, headers=headers,
+        status_code=503,
+        headers=headers,
     )

@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from router.batcher import MicroBatcher
-from router.embed import Embedder
-from router.release import Release
-from router.router import Route, Router
-from serving.backends import BackendPool
-from serving.errors import BackendUnavailable, BadRequest, ModelNotFound
-from serving.metrics import GatewayMetrics
-from serving.supervisor import backend_adapter_name
+from fedrouter.router.batcher import MicroBatcher
+from fedrouter.router.embed import Embedder
+from fedrouter.router.release import Release
+from fedrouter.router.router import Route, Router
+from fedrouter.serving.backends import BackendPool
+from fedrouter.serving.errors import BackendUnavailable, BadRequest, ModelNotFound
+from fedrouter.serving.metrics import GatewayMetrics
+from fedrouter.serving.supervisor import backend_adapter_name
 
 log = logging.getLogger("fedrouter.serving")
 AUTO = "auto"
@@ -43,7 +43,9 @@ class Target:
 class ServedRelease:
     """One release ready to serve: its router, its micro-batcher and its name map."""
 
-    def __init__(self, release: Release, embedder: Embedder, base_backend: str, metrics: GatewayMetrics, max_batch: int):
+    def __init__(
+        self, release: Release, embedder: Embedder, base_backend: str, metrics: GatewayMetrics, max_batch: int
+    ):
         self.release = release
         self.router = Router(release, embedder)
         self.base_public = release.manifest.base_model.name

@@ -15,12 +15,12 @@ import logging
 import time
 from pathlib import Path
 
-from router.embed import Embedder, load_embedder
-from router.release import Release, ReleaseError, load_release
-from serving.backends import BackendPool
-from serving.errors import BadRequest, GatewayError
-from serving.metrics import GatewayMetrics
-from serving.registry import Registry, ServedRelease, register_adapters, unregister_adapters
+from fedrouter.router.embed import Embedder, load_embedder
+from fedrouter.router.release import Release, ReleaseError, load_release
+from fedrouter.serving.backends import BackendPool
+from fedrouter.serving.errors import BadRequest, GatewayError
+from fedrouter.serving.metrics import GatewayMetrics
+from fedrouter.serving.registry import Registry, ServedRelease, register_adapters, unregister_adapters
 
 log = logging.getLogger("fedrouter.serving")
 
@@ -30,9 +30,18 @@ class Conflict(GatewayError):
 
 
 class Reloader:
-    def __init__(self, registry: Registry, pool: BackendPool, metrics: GatewayMetrics, *, max_batch: int,
-                 max_lora_rank: int | None, drain_timeout_s: float, embed_device: str = "cpu",
-                 embedder: Embedder | None = None):
+    def __init__(
+        self,
+        registry: Registry,
+        pool: BackendPool,
+        metrics: GatewayMetrics,
+        *,
+        max_batch: int,
+        max_lora_rank: int | None,
+        drain_timeout_s: float,
+        embed_device: str = "cpu",
+        embedder: Embedder | None = None,
+    ):
         self._registry, self._pool, self._metrics = registry, pool, metrics
         self._max_batch, self._max_lora_rank = max_batch, max_lora_rank
         self._drain_timeout_s, self._embed_device = drain_timeout_s, embed_device
@@ -60,7 +69,9 @@ class Reloader:
             try:
                 release = load_release(path, max_lora_rank=self._max_lora_rank, expect_base=current.base_public)
             except ReleaseError as e:
-                raise BadRequest(f"release refused, still serving {current.id}: " + "; ".join(e.problems), "release") from None
+                raise BadRequest(
+                    f"release refused, still serving {current.id}: " + "; ".join(e.problems), "release"
+                ) from None
             if release.id == current.id:
                 return {"status": "unchanged", "release": current.id}
             started = time.monotonic()
@@ -73,8 +84,13 @@ class Reloader:
             self.retiring.add(task)
             task.add_done_callback(self.retiring.discard)
             log.info("now serving release %s (was %s); switched in %.2f s", release.id, old.id, switch_s)
-            return {"status": "switched", "release": release.id, "previous": old.id, "switch_s": round(switch_s, 3),
-                    "adapters": list(release.manifest.adapters)}
+            return {
+                "status": "switched",
+                "release": release.id,
+                "previous": old.id,
+                "switch_s": round(switch_s, 3),
+                "adapters": list(release.manifest.adapters),
+            }
 
     async def rollback(self) -> dict:
         if self.previous is None:
@@ -84,8 +100,12 @@ class Reloader:
     async def _retire(self, old: ServedRelease) -> None:
         clean = await old.drained(self._drain_timeout_s)
         if not clean:
-            log.warning("%d requests still on release %s after %.0f s; unloading it anyway",
-                        old.inflight, old.id, self._drain_timeout_s)
+            log.warning(
+                "%d requests still on release %s after %.0f s; unloading it anyway",
+                old.inflight,
+                old.id,
+                self._drain_timeout_s,
+            )
         await old.batcher.close()
         if self._registry.current.id == old.id:  # rolled back to it meanwhile: keep its adapters
             return

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from router.release import Release
+from fedrouter.router.release import Release
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted --max-lora-rank values
 
@@ -42,15 +42,25 @@ def vllm_command(release: Release, host: str, port: int, extra_args: list[str] =
     m = release.manifest
     modules = [f"{backend_adapter_name(n, m.release_id)}={release.adapter_dir(n)}" for n in m.adapters]
     return [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", m.base_model.path,
-        "--served-model-name", m.base_model.name,
-        "--host", host, "--port", str(port),
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        m.base_model.path,
+        "--served-model-name",
+        m.base_model.name,
+        "--host",
+        host,
+        "--port",
+        str(port),
         "--enable-lora",
         # Room for two releases' adapters at once, so a hot swap never evicts a live one.
-        "--max-loras", str(2 * len(m.adapters)),
-        "--max-lora-rank", str(vllm_lora_rank(m.lora.r)),
-        "--lora-modules", *modules,
+        "--max-loras",
+        str(2 * len(m.adapters)),
+        "--max-lora-rank",
+        str(vllm_lora_rank(m.lora.r)),
+        "--lora-modules",
+        *modules,
         "--disable-uvicorn-access-log",
         *extra_args,
     ]
@@ -85,8 +95,13 @@ class VLLMSupervisor:
         log.write(("\n$ " + " ".join(cmd) + "\n").encode())
         log.flush()
         self.process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
 
@@ -98,7 +113,9 @@ class VLLMSupervisor:
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
             if not self.alive():
-                raise RuntimeError(f"vLLM exited with code {self.process and self.process.returncode}\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"vLLM exited with code {self.process and self.process.returncode}\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
                     return time.monotonic() - started

@@ -14,15 +14,24 @@ CHAT_TEMPLATE = (
 
 TASK_EXAMPLES = {
     "math": [
-        "What is 12 plus 30?", "Compute 7 times 8.", "What is 45 minus 17?", "Add 19 and 23.",
-        "What is the sum of 5, 9 and 11?", "Multiply 6 by 14.", "What is 81 divided by 9?",
+        "What is 12 plus 30?",
+        "Compute 7 times 8.",
+        "What is 45 minus 17?",
+        "Add 19 and 23.",
+        "What is the sum of 5, 9 and 11?",
+        "Multiply 6 by 14.",
+        "What is 81 divided by 9?",
         "Calculate 100 minus 37.",
     ],
     "geo": [
-        "What is the capital of France?", "Which city is the capital of Japan?",
-        "Name the capital city of Canada.", "What is the capital of Italy?",
-        "Which country has Madrid as its capital?", "What is the capital of Kenya?",
-        "Tell me the capital of Australia.", "Which city is the capital of Brazil?",
+        "What is the capital of France?",
+        "Which city is the capital of Japan?",
+        "Name the capital city of Canada.",
+        "What is the capital of Italy?",
+        "Which country has Madrid as its capital?",
+        "What is the capital of Kenya?",
+        "Tell me the capital of Australia.",
+        "Which city is the capital of Brazil?",
     ],
     "sentiment": [
         "Review: I loved this movie, it was wonderful. Sentiment?",
@@ -58,7 +67,10 @@ def make_tokenizer(out: Path) -> None:
     )
     tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<pad>",
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
         unk_token="<|endoftext|>",
     )
     fast.chat_template = CHAT_TEMPLATE
@@ -75,10 +87,19 @@ def make_tiny_llama(out: Path, seed: int = 0) -> Path:
     tok = AutoTokenizer.from_pretrained(out)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        tie_word_embeddings=True, dtype="bfloat16",
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=64,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+        dtype="bfloat16",
     )
     model = LlamaForCausalLM(config)
     with torch.no_grad():  # larger weights than the default init: sharper, more varied greedy outputs
@@ -97,8 +118,9 @@ def make_lora(base: Path, out: Path, seed: int, r: int = 8) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-                        init_lora_weights=False)
+    config = LoraConfig(
+        r=r, lora_alpha=2 * r, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False
+    )
     peft_model = get_peft_model(model, config)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():

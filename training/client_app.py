@@ -19,16 +19,16 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from training.clustering import local_clusters
-from training.config import TrainConfig
-from training.data.scenarios import ClientData, load_client_file, scenario_from_config
+from fedrouter.training.clustering import local_clusters
+from fedrouter.training.config import TrainConfig
+from fedrouter.training.data.scenarios import ClientData, load_client_file, scenario_from_config
 
 app = ClientApp()
 
 
 @lru_cache(maxsize=1)
 def _embedder(kind: str, name: str):
-    from router.embed import make_embedder
+    from fedrouter.router.embed import make_embedder
 
     return make_embedder(kind, name)
 
@@ -36,7 +36,7 @@ def _embedder(kind: str, name: str):
 @lru_cache(maxsize=1)
 def _model(base: str, r: int, alpha: int, targets: str):
     """The base model with one LoRA slot, loaded once per process (Ray actors live across rounds)."""
-    from training.model import load_base, load_tokenizer, with_lora
+    from fedrouter.training.model import load_base, load_tokenizer, with_lora
 
     return with_lora(load_base(base), r, alpha, targets.split(",")), load_tokenizer(base)
 
@@ -73,15 +73,19 @@ def query(msg: Message, context: Context) -> Message:
     else:  # "one": the whole client is one cluster
         labels = np.zeros(len(emb), np.int64)
         counts, centroids, names = np.array([len(emb)]), emb.mean(0, keepdims=True), ["all"]
-    from router.embed import l2_normalize
+    from fedrouter.router.vectors import l2_normalize
 
     centroids = l2_normalize(centroids)
     # Remembered for the train rounds: which local cluster each sample belongs to.
     context.state["local"] = ArrayRecord({"labels": Array(labels.astype(np.int64))})
-    content = RecordDict({
-        "local": ArrayRecord({"centroids": Array(centroids.astype(np.float32)), "counts": Array(counts.astype(np.int64))}),
-        "info": ConfigRecord({"partition": pid, "names": names, "train_size": len(data.train)}),
-    })
+    content = RecordDict(
+        {
+            "local": ArrayRecord(
+                {"centroids": Array(centroids.astype(np.float32)), "counts": Array(counts.astype(np.int64))}
+            ),
+            "info": ConfigRecord({"partition": pid, "names": names, "train_size": len(data.train)}),
+        }
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -93,13 +97,13 @@ def train(msg: Message, context: Context) -> Message:
     labels = context.state["local"]["labels"].numpy()
     local_to_global = dict(zip(plan["local_ids"], plan["global_ids"]))
     if str(plan["mode"]) == "floral":  # K adaptors of rank r held as one LoRA of rank K·r
-        from training.floral import floral_client_round
+        from fedrouter.training.floral import floral_client_round
 
         k = cfg.k_global
         model, tok = _model(cfg.base_model, cfg.lora_r * k, cfg.lora_alpha * k, cfg.lora_targets)
         return floral_client_round(msg, context, cfg, data, model, tok, pid)
 
-    from training.model import lora_state, set_lora_state, train_steps
+    from fedrouter.training.model import lora_state, set_lora_state, train_steps
 
     model, tok = _model(cfg.base_model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
     records, metrics = {}, {}

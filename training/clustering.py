@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.cluster import KMeans
 
-from router.embed import l2_normalize
+from fedrouter.router.vectors import l2_normalize
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -25,7 +25,9 @@ def local_clusters(emb: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.n
     return centroids, labels, np.bincount(labels, minlength=len(centroids)).astype(np.int64)
 
 
-def global_clusters(local: list[np.ndarray], counts: list[np.ndarray], k: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def global_clusters(
+    local: list[np.ndarray], counts: list[np.ndarray], k: int, seed: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Server side: k-means over every client's local centroids, weighted by their sample counts.
 
     local[c] [k_c, dim], counts[c] [k_c] -> (global centroids [K, dim], per client the global id of
@@ -41,11 +43,6 @@ def global_clusters(local: list[np.ndarray], counts: list[np.ndarray], k: int, s
         out.append(labels[start : start + len(c)])
         start += len(c)
     return l2_normalize(centroids), out
-
-
-def nearest_ids(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """vectors [N, dim], centroids [K, dim] -> index of the nearest centroid [N] (cosine)."""
-    return np.argmax(vectors @ centroids.T, axis=1)
 
 
 def cluster_by_weights(updates: list[np.ndarray], k: int, seed: int) -> np.ndarray:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from router.release import Release, load_release
-from training.data.scenarios import Scenario, all_tasks
+from fedrouter.router.release import Release, load_release
+from fedrouter.training.data.scenarios import Scenario, all_tasks
 
 HELD_OUT = -1  # "client" id of the held-out tasks
 
@@ -50,11 +50,13 @@ def _items(scenario: Scenario) -> list[tuple[int, dict]]:
     return items + [(HELD_OUT, s) for s in scenario.held_out]
 
 
-def answer_all(release: Release, prompts: list[str], max_new_tokens: dict[str, int], tasks: list[str]) -> dict[str, list[str]]:
+def answer_all(
+    release: Release, prompts: list[str], max_new_tokens: dict[str, int], tasks: list[str]
+) -> dict[str, list[str]]:
     """Greedy answers of the base model (key "") and of every adapter, for every prompt."""
     from peft import PeftModel
 
-    from training.model import generate, load_base, load_tokenizer
+    from fedrouter.training.model import generate, load_base, load_tokenizer
 
     base_path = release.manifest.base_model.path
     tok = load_tokenizer(base_path)
@@ -83,8 +85,8 @@ def answer_all(release: Release, prompts: list[str], max_new_tokens: dict[str, i
 
 
 def evaluate_release(release_path: str | Path, scenario: Scenario) -> dict:
-    from router.embed import load_embedder
-    from router.router import Router
+    from fedrouter.router.embed import load_embedder
+    from fedrouter.router.router import Router
 
     release = load_release(release_path)
     items = _items(scenario)
@@ -94,14 +96,18 @@ def evaluate_release(release_path: str | Path, scenario: Scenario) -> dict:
     metric = {t: known[t].metric if t in known else "exact" for t in set(tasks)}
     lengths = {t: known[t].max_new_tokens if t in known else 32 for t in set(tasks)}
     answers = answer_all(release, prompts, lengths, tasks)
-    scores = {who: np.array([score(a, s["response"], metric[s["task"]]) for a, (_, s) in zip(ans, items)])
-              for who, ans in answers.items()}  # who -> [N]
+    scores = {
+        who: np.array([score(a, s["response"], metric[s["task"]]) for a, (_, s) in zip(ans, items)])
+        for who, ans in answers.items()
+    }  # who -> [N]
 
     routes = Router(release, load_embedder(release.manifest.embedder)).route_batch(prompts)
     routed_to = [r.adapter or "" for r in routes]
     task_names = sorted(set(tasks))
-    matrix = {who: {t: float(np.mean([scores[who][i] for i in range(len(items)) if tasks[i] == t])) for t in task_names}
-              for who in scores}
+    matrix = {
+        who: {t: float(np.mean([scores[who][i] for i in range(len(items)) if tasks[i] == t])) for t in task_names}
+        for who in scores
+    }
     best = {t: max((w for w in scores if w), key=lambda w: matrix[w][t]) for t in task_names}
     client_adapters = {int(k): v for k, v in release.manifest.training.get("client_adapters", {}).items()}
 
@@ -112,14 +118,23 @@ def evaluate_release(release_path: str | Path, scenario: Scenario) -> dict:
     }
     if client_adapters:
         chosen["client"] = [client_adapters.get(c, "") for c, _ in items]
-    result: dict = {"release": str(release.path), "strategy": release.manifest.training.get("strategy"),
-                    "n": len(items), "modes": {}, "per_task": {}, "per_client": {}}
+    result: dict = {
+        "release": str(release.path),
+        "strategy": release.manifest.training.get("strategy"),
+        "n": len(items),
+        "modes": {},
+        "per_task": {},
+        "per_client": {},
+    }
     for mode, who in chosen.items():
         s = np.array([scores[w][i] for i, w in enumerate(who)])
         result["modes"][mode] = float(s.mean())
-        result["per_task"][mode] = {t: float(s[[i for i in range(len(items)) if tasks[i] == t]].mean()) for t in task_names}
+        result["per_task"][mode] = {
+            t: float(s[[i for i in range(len(items)) if tasks[i] == t]].mean()) for t in task_names
+        }
         result["per_client"][mode] = {
-            str(c): float(s[[i for i, (cc, _) in enumerate(items) if cc == c]].mean()) for c in sorted({c for c, _ in items})
+            str(c): float(s[[i for i, (cc, _) in enumerate(items) if cc == c]].mean())
+            for c in sorted({c for c, _ in items})
         }
     result["routing_agrees_with_oracle"] = float(np.mean([routed_to[i] == best[tasks[i]] for i in range(len(items))]))
     result["matrix"] = {(w or "base"): v for w, v in matrix.items()}
@@ -132,7 +147,9 @@ def markdown_table(result: dict) -> str:
     tasks = list(next(iter(result["per_task"].values())))
     lines = ["| mode | all | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 2) + "|"]
     for m in modes:
-        lines.append(f"| {m} | {result['modes'][m]:.3f} | " + " | ".join(f"{result['per_task'][m][t]:.3f}" for t in tasks) + " |")
+        lines.append(
+            f"| {m} | {result['modes'][m]:.3f} | " + " | ".join(f"{result['per_task'][m][t]:.3f}" for t in tasks) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -147,7 +164,12 @@ def plot(result: dict, path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks) + 2), 3.6))
     width = 0.8 / len(modes)
     for j, m in enumerate(modes):
-        ax.bar(np.arange(len(tasks)) + j * width, [result["per_task"][m][t] for t in tasks], width, label=f"{m} ({result['modes'][m]:.2f})")
+        ax.bar(
+            np.arange(len(tasks)) + j * width,
+            [result["per_task"][m][t] for t in tasks],
+            width,
+            label=f"{m} ({result['modes'][m]:.2f})",
+        )
     ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, rotation=20)
     ax.set_ylabel("score (exact match / ROUGE-1)")
     ax.set_ylim(0, 1)

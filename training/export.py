@@ -10,21 +10,37 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from router.embed import Embedder
-from router.release import (
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTERS_DIR, BaseModelInfo, Cluster, Manifest, Release, RoutingInfo,
-    next_release_dir, write_release,
+from fedrouter.router.embed import Embedder
+from fedrouter.router.release import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    ADAPTERS_DIR,
+    BaseModelInfo,
+    Cluster,
+    Manifest,
+    Release,
+    RoutingInfo,
+    next_release_dir,
+    write_release,
 )
-from training.config import TrainConfig
+from fedrouter.training.config import TrainConfig
 
 
-def save_adapter(folder: Path, state: dict[str, torch.Tensor], r: int, alpha: float, targets: list[str], base: str) -> Path:
+def save_adapter(
+    folder: Path, state: dict[str, torch.Tensor], r: int, alpha: float, targets: list[str], base: str
+) -> Path:
     """A PEFT adapter folder from LoRA tensors named as get_peft_model_state_dict names them."""
     from peft import LoraConfig
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, task_type="CAUSAL_LM",
-                        base_model_name_or_path=base)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        target_modules=targets,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base,
+    )
     config.save_pretrained(folder)
     save_file({k: v.detach().to(torch.float32).contiguous() for k, v in state.items()}, folder / ADAPTER_WEIGHTS)
     assert (folder / ADAPTER_CONFIG).is_file()
@@ -49,14 +65,16 @@ def export_release(
             r = ranks[name]
             alpha = cfg.lora_alpha * r / cfg.lora_r  # keeps alpha / r, the LoRA scaling, of the training run
             dirs[name] = save_adapter(Path(tmp) / name, state, r, alpha, cfg.target_modules, base_path)
-        from router.build import lora_info
+        from fedrouter.router.build import lora_info
 
         manifest = Manifest(
             release_id=out.name,
             base_model=BaseModelInfo(name=cfg.base_name or Path(base_path).name, path=base_path),
             embedder=embedder.info,
-            clusters=[Cluster(id=i, adapter=a, path=f"{ADAPTERS_DIR}/{a}", size=int(s))
-                      for i, (a, s) in enumerate(zip(cluster_adapters, sizes))],
+            clusters=[
+                Cluster(id=i, adapter=a, path=f"{ADAPTERS_DIR}/{a}", size=int(s))
+                for i, (a, s) in enumerate(zip(cluster_adapters, sizes))
+            ],
             lora=lora_info(list(dirs.values())),
             routing=RoutingInfo(threshold=cfg.threshold, fallback=cfg.fallback),
             training=json.loads(json.dumps(training, default=float)),

@@ -27,20 +27,24 @@ def attach_mixture(model: torch.nn.Module, logits: torch.Tensor, r: int) -> list
     handles = []
     for name, module in model.named_modules():
         if name.endswith("lora_A.default"):
-            handles.append(module.register_forward_hook(lambda _m, _i, out: out * channel_weights(logits, r).to(out.dtype)))
+            handles.append(
+                module.register_forward_hook(lambda _m, _i, out: out * channel_weights(logits, r).to(out.dtype))
+            )
     if not handles:
         raise ValueError("the model has no LoRA layers to mix")
     return handles
 
 
-def export_mixture(state: dict[str, torch.Tensor], logits: np.ndarray | torch.Tensor, r: int) -> dict[str, torch.Tensor]:
+def export_mixture(
+    state: dict[str, torch.Tensor], logits: np.ndarray | torch.Tensor, r: int
+) -> dict[str, torch.Tensor]:
     """A client's mixture as one plain LoRA: B's columns scaled by the channel weights."""
     w = channel_weights(torch.as_tensor(np.asarray(logits), dtype=torch.float32), r)  # [K·r]
     return {k: (v * w[None, :] if "lora_B" in k else v.clone()) for k, v in state.items()}
 
 
 def floral_client_round(msg: Message, context, cfg, data, model, tok, pid: int) -> Message:
-    from training.model import lora_state, set_lora_state, train_steps
+    from fedrouter.training.model import lora_state, set_lora_state, train_steps
 
     K, r = cfg.k_global, cfg.lora_r
     set_lora_state(model, msg.content["lora/0"].to_torch_state_dict())
@@ -56,10 +60,12 @@ def floral_client_round(msg: Message, context, cfg, data, model, tok, pid: int) 
             h.remove()
     mixture = ArrayRecord({"logits": Array(logits.detach().numpy().astype(np.float32))})
     context.state["mixture"] = mixture
-    content = RecordDict({
-        "lora/0": ArrayRecord(lora_state(model)),
-        "mixture": mixture,
-        "metrics": MetricRecord({"n/0": len(data.train), "loss/0": loss}),
-        "info": ConfigRecord({"partition": pid}),
-    })
+    content = RecordDict(
+        {
+            "lora/0": ArrayRecord(lora_state(model)),
+            "mixture": mixture,
+            "metrics": MetricRecord({"n/0": len(data.train), "loss/0": loss}),
+            "info": ConfigRecord({"partition": pid}),
+        }
+    )
     return Message(content=content, reply_to=msg)

@@ -8,8 +8,8 @@ sequence; forward passes run under bf16 autocast on CPU.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 
@@ -58,7 +58,9 @@ def set_lora_state(peft_model, state: dict[str, torch.Tensor]) -> None:
 
 def prompt_text(tok, prompt: str) -> str:
     if tok.chat_template:
-        return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     return prompt + "\n"
 
 
@@ -93,8 +95,16 @@ def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
 
 
-def train_steps(model, tok, samples: list[dict], steps: int, batch_size: int, lr: float, seed: int,
-                params: list[torch.nn.Parameter] | None = None) -> float:
+def train_steps(
+    model,
+    tok,
+    samples: list[dict],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    params: list[torch.nn.Parameter] | None = None,
+) -> float:
     """`steps` AdamW steps on batches drawn from `samples`; returns the mean loss."""
     if not samples or steps <= 0:
         return float("nan")
@@ -131,10 +141,13 @@ def generate(model, tok, prompts: Sequence[str], max_new_tokens: int, batch_size
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 gen = model.generate(
-                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.eos_token_id,
                 )
-            out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            out += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     finally:
         tok.padding_side = "right"
     return [o.strip() for o in out]

@@ -6,8 +6,8 @@ import logging
 import os
 import time
 
-from router.release import Release
-from training.config import TrainConfig
+from fedrouter.router.release import Release
+from fedrouter.training.config import TrainConfig
 
 
 def train(cfg: TrainConfig, quiet: bool = False) -> Release:
@@ -16,45 +16,65 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from training.base_model import prepare_base_model
-    from training.client_app import app as client_app
-    from training.server_app import server_app_for
+    from fedrouter.training.base_model import prepare_base_model
+    from fedrouter.training.client_app import app as client_app
+    from fedrouter.training.server_app import server_app_for
 
     if not cfg.base_model:
         cfg.base_model = str(prepare_base_model())
     console = Console(quiet=quiet)
     result: dict = {}
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=console, transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
     task = progress.add_task(f"{cfg.strategy}: query", total=cfg.rounds + 2)
 
     def report(event: str, data: dict) -> None:
         if event == "query":
-            progress.update(task, advance=1, description=f"{cfg.strategy}: {data['clients']} clients, "
-                            f"{data['local_clusters']} local clusters")
+            progress.update(
+                task,
+                advance=1,
+                description=f"{cfg.strategy}: {data['clients']} clients, {data['local_clusters']} local clusters",
+            )
         elif event == "plan":
             progress.console.print(f"  clusters: {data['clusters']}; client -> {{local: global}}: {data['assign']}")
         elif event == "round":
-            progress.update(task, advance=1, description=f"{cfg.strategy}: round {data['round']}/{cfg.rounds} "
-                            f"loss {data['loss']:.3f} ({data['seconds']:.0f} s)")
+            progress.update(
+                task,
+                advance=1,
+                description=f"{cfg.strategy}: round {data['round']}/{cfg.rounds} "
+                f"loss {data['loss']:.3f} ({data['seconds']:.0f} s)",
+            )
         elif event == "release":
             progress.update(task, advance=1, description=f"{cfg.strategy}: release {data['id']}")
             result["path"] = data["path"]
 
     # Ray: one client at a time on this machine's cores; quiet logs.
     cores = os.cpu_count() or 2
-    backend = {"client_resources": {"num_cpus": cores, "num_gpus": 0.0},
-               "init_args": {"num_cpus": cores, "include_dashboard": False, "log_to_driver": False}}
+    backend = {
+        "client_resources": {"num_cpus": cores, "num_gpus": 0.0},
+        "init_args": {"num_cpus": cores, "include_dashboard": False, "log_to_driver": False},
+    }
     logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     started = time.monotonic()
     with progress:
-        run_simulation(server_app=server_app_for(cfg, report), client_app=client_app, num_supernodes=cfg.num_clients,
-                       backend_config=backend, verbose_logging=False)
+        run_simulation(
+            server_app=server_app_for(cfg, report),
+            client_app=client_app,
+            num_supernodes=cfg.num_clients,
+            backend_config=backend,
+            verbose_logging=False,
+        )
     if "path" not in result:
         raise RuntimeError("the federation ended without writing a release (see the log above)")
-    from router.release import load_release
+    from fedrouter.router.release import load_release
 
     release = load_release(result["path"])
     console.print(f"wrote release {release.id} to {release.path} in {time.monotonic() - started:.0f} s")

@@ -13,16 +13,16 @@ them directly (`server_app_for`).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from training.aggregate import aggregate_by_cluster, weighted_average
-from training.config import TrainConfig
-from training.strategies import LocalClusters, Plan, make_plan, query_mode, regroup_clients
+from fedrouter.training.aggregate import aggregate_by_cluster, weighted_average
+from fedrouter.training.config import TrainConfig
+from fedrouter.training.strategies import LocalClusters, Plan, make_plan, query_mode, regroup_clients
 
 Report = Callable[[str, dict], None]  # (event, data): progress display hook
 
@@ -54,7 +54,7 @@ def _wait_for_nodes(grid: Grid, n: int, timeout_s: float = 300.0) -> list[int]:
 
 
 def _initial_lora(cfg: TrainConfig, base: str, rank_factor: int) -> dict[str, torch.Tensor]:
-    from training.model import load_base, lora_state, with_lora
+    from fedrouter.training.model import load_base, lora_state, with_lora
 
     r = cfg.lora_r * rank_factor
     return lora_state(with_lora(load_base(base), r, cfg.lora_alpha * rank_factor, cfg.target_modules, cfg.seed))
@@ -66,8 +66,8 @@ def _flat(state: dict[str, torch.Tensor]) -> np.ndarray:
 
 def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: None):
     """The whole run; returns the written Release."""
-    from router.embed import make_embedder
-    from training.base_model import prepare_base_model
+    from fedrouter.router.embed import make_embedder
+    from fedrouter.training.base_model import prepare_base_model
 
     base = cfg.base_model or str(prepare_base_model())
     cfg.base_model = base  # clients load the same folder
@@ -81,8 +81,11 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
     by_index = _ask(grid, dict(enumerate(node_ids)), "query", probe)
     nodes = {pid: reply.metadata.src_node_id for pid, reply in by_index.items()}
     local = {
-        pid: LocalClusters(r.content["local"]["centroids"].numpy(), r.content["local"]["counts"].numpy(),
-                           list(r.content["info"]["names"]))
+        pid: LocalClusters(
+            r.content["local"]["centroids"].numpy(),
+            r.content["local"]["counts"].numpy(),
+            list(r.content["info"]["names"]),
+        )
         for pid, r in by_index.items()
     }
     report("query", {"clients": len(local), "local_clusters": sum(len(l.names) for l in local.values())})
@@ -106,9 +109,17 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
         t0 = time.monotonic()
         contents = {}
         for pid, mapping in plan.assign.items():
-            record = {"config": config, "plan": ConfigRecord({
-                "mode": plan.train_mode, "round": rnd, "local_ids": list(mapping), "global_ids": list(mapping.values()),
-            })}
+            record = {
+                "config": config,
+                "plan": ConfigRecord(
+                    {
+                        "mode": plan.train_mode,
+                        "round": rnd,
+                        "local_ids": list(mapping),
+                        "global_ids": list(mapping.values()),
+                    }
+                ),
+            }
             for g in set(mapping.values()):
                 record[f"lora/{g}"] = ArrayRecord(adapters[g])
             contents[pid] = RecordDict(record)
@@ -126,10 +137,14 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
         previous = adapters
         adapters = {**adapters, **aggregate_by_cluster(updates)}
         if cfg.strategy == "clustered" and rnd == 1 and resume is None:
-            deltas = {pid: _flat(adapters[plan.assign[pid][0]]) - _flat(previous[plan.assign[pid][0]]) for pid in plan.assign}
+            deltas = {
+                pid: _flat(adapters[plan.assign[pid][0]]) - _flat(previous[plan.assign[pid][0]]) for pid in plan.assign
+            }
             plan, sources = regroup_clients(plan, local, deltas, cfg.k_global, cfg.seed)
             adapters = {g: weighted_average([adapters[s] for s in src], [1.0] * len(src)) for g, src in sources.items()}
-        history.append({"round": rnd, "loss": float(np.mean(losses)) if losses else None, "seconds": time.monotonic() - t0})
+        history.append(
+            {"round": rnd, "loss": float(np.mean(losses)) if losses else None, "seconds": time.monotonic() - t0}
+        )
         report("round", history[-1])
 
     # 4. release
@@ -140,14 +155,23 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
 
 
 def _export(cfg, plan: Plan, local, adapters, mixtures, embedder, base, history, seconds):
-    from training.export import export_release
+    from fedrouter.training.export import export_release
 
-    training = {"strategy": cfg.strategy, "rounds": cfg.rounds, "scenario": cfg.scenario, "tasks": cfg.task_list,
-                "local_steps": cfg.local_steps, "num_clients": cfg.num_clients, "seed": cfg.seed,
-                "seconds": round(seconds, 1), "history": history, "resumed_from": cfg.resume or None,
-                "config": cfg.to_record()}
+    training = {
+        "strategy": cfg.strategy,
+        "rounds": cfg.rounds,
+        "scenario": cfg.scenario,
+        "tasks": cfg.task_list,
+        "local_steps": cfg.local_steps,
+        "num_clients": cfg.num_clients,
+        "seed": cfg.seed,
+        "seconds": round(seconds, 1),
+        "history": history,
+        "resumed_from": cfg.resume or None,
+        "config": cfg.to_record(),
+    }
     if plan.train_mode == "floral":
-        from training.floral import export_mixture
+        from fedrouter.training.floral import export_mixture
 
         pids = sorted(mixtures)
         named = {f"client{p}": export_mixture(adapters[0], mixtures[p], cfg.lora_r) for p in pids}
@@ -160,8 +184,17 @@ def _export(cfg, plan: Plan, local, adapters, mixtures, embedder, base, history,
     named = {plan.names[g]: adapters[g] for g in range(len(plan.names))}
     if cfg.strategy in ("local", "clustered", "fedavg"):
         training["client_adapters"] = {str(p): plan.names[m[0]] for p, m in plan.assign.items()}
-    return export_release(cfg, embedder, base, named, {n: cfg.lora_r for n in named}, plan.centroids,
-                          plan.names, plan.sizes(local), training)
+    return export_release(
+        cfg,
+        embedder,
+        base,
+        named,
+        {n: cfg.lora_r for n in named},
+        plan.centroids,
+        plan.names,
+        plan.sizes(local),
+        training,
+    )
 
 
 class _Resume:
@@ -174,7 +207,7 @@ def _load_resume(cfg: TrainConfig) -> _Resume | None:
         return None
     from safetensors.torch import load_file
 
-    from router.release import ADAPTER_WEIGHTS, load_release
+    from fedrouter.router.release import ADAPTER_WEIGHTS, load_release
 
     rel = load_release(cfg.resume)
     clusters = sorted(rel.manifest.clusters, key=lambda c: c.id)

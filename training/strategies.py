@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from router.embed import l2_normalize
-from training.clustering import cluster_by_weights, global_clusters, nearest_ids
+from fedrouter.router.vectors import centroid, nearest_ids
+from fedrouter.training.clustering import cluster_by_weights, global_clusters
 
 
 @dataclass
@@ -54,12 +54,17 @@ def query_mode(strategy: str) -> str:
 
 
 def _weighted_mean(vectors: list[np.ndarray], weights: list[float]) -> np.ndarray:
-    v = np.sum([x * w for x, w in zip(vectors, weights)], axis=0)
-    return l2_normalize(v[None, :])[0]
+    return centroid(np.stack(vectors), weights)
 
 
-def make_plan(strategy: str, local: dict[int, LocalClusters], k_global: int, seed: int,
-              fixed_centroids: np.ndarray | None = None, fixed_names: list[str] | None = None) -> Plan:
+def make_plan(
+    strategy: str,
+    local: dict[int, LocalClusters],
+    k_global: int,
+    seed: int,
+    fixed_centroids: np.ndarray | None = None,
+    fixed_names: list[str] | None = None,
+) -> Plan:
     """`fixed_centroids`: resuming from a release; clients join its clusters instead of new ones."""
     pids = sorted(local)
     if fixed_centroids is not None:
@@ -67,7 +72,9 @@ def make_plan(strategy: str, local: dict[int, LocalClusters], k_global: int, see
         mode = "floral" if strategy == "floral" else "lora"
         return Plan(mode, fixed_centroids, list(fixed_names or []), assign)
     if strategy == "fedrouter":
-        centroids, labels = global_clusters([local[p].centroids for p in pids], [local[p].counts for p in pids], k_global, seed)
+        centroids, labels = global_clusters(
+            [local[p].centroids for p in pids], [local[p].counts for p in pids], k_global, seed
+        )
         assign = {p: {l: int(g) for l, g in enumerate(lab)} for p, lab in zip(pids, labels)}
         return Plan("lora", centroids, [f"cluster{g}" for g in range(len(centroids))], assign)
     if strategy == "oracle":
@@ -75,21 +82,29 @@ def make_plan(strategy: str, local: dict[int, LocalClusters], k_global: int, see
         assign = {p: {l: tasks.index(n) for l, n in enumerate(local[p].names)} for p in pids}
         centroids = []
         for t in tasks:
-            parts = [(local[p].centroids[l], local[p].counts[l]) for p in pids for l, n in enumerate(local[p].names) if n == t]
+            parts = [
+                (local[p].centroids[l], local[p].counts[l])
+                for p in pids
+                for l, n in enumerate(local[p].names)
+                if n == t
+            ]
             centroids.append(_weighted_mean([c for c, _ in parts], [n for _, n in parts]))
         return Plan("lora", np.stack(centroids), tasks, assign)
     if strategy in ("fedavg", "floral"):
         centroid = _weighted_mean([local[p].centroids[0] for p in pids], [local[p].counts[0] for p in pids])
         # FLoRAL trains one shared rank-K·r LoRA; its release gets one mixture per client (export).
-        return Plan("floral" if strategy == "floral" else "lora", centroid[None, :], ["shared"], {p: {0: 0} for p in pids})
+        return Plan(
+            "floral" if strategy == "floral" else "lora", centroid[None, :], ["shared"], {p: {0: 0} for p in pids}
+        )
     if strategy in ("local", "clustered"):  # clustered starts local, regroups after round 1
         centroids = np.stack([local[p].centroids[0] for p in pids])
         return Plan("lora", centroids, [f"client{p}" for p in pids], {p: {0: i} for i, p in enumerate(pids)})
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
-def regroup_clients(plan: Plan, local: dict[int, LocalClusters], updates: dict[int, np.ndarray], k_global: int,
-                    seed: int) -> tuple[Plan, dict[int, list[int]]]:
+def regroup_clients(
+    plan: Plan, local: dict[int, LocalClusters], updates: dict[int, np.ndarray], k_global: int, seed: int
+) -> tuple[Plan, dict[int, list[int]]]:
     """Clustered FL: after a local round, group clients by their flattened LoRA updates.
 
     Returns the new plan and, per group, the old (per-client) clusters whose adapters start it."""
@@ -97,10 +112,12 @@ def regroup_clients(plan: Plan, local: dict[int, LocalClusters], updates: dict[i
     labels = cluster_by_weights([updates[p] for p in pids], k_global, seed)
     groups = sorted(set(labels.tolist()))
     members = {g: [p for p, lab in zip(pids, labels) if lab == g] for g in groups}
-    centroids = np.stack([
-        _weighted_mean([local[p].centroids[0] for p in members[g]], [local[p].counts[0] for p in members[g]])
-        for g in groups
-    ])
+    centroids = np.stack(
+        [
+            _weighted_mean([local[p].centroids[0] for p in members[g]], [local[p].counts[0] for p in members[g]])
+            for g in groups
+        ]
+    )
     assign = {p: {0: groups.index(int(lab))} for p, lab in zip(pids, labels)}
     sources = {groups.index(g): [plan.assign[p][0] for p in members[g]] for g in groups}
     return Plan("lora", centroids, [f"group{i}" for i in range(len(groups))], assign), sources

@@ -32,7 +32,9 @@ def free_port() -> int:
 def start_gateway(args: list[str], port: int, log: Path, timeout_s: float = 600) -> subprocess.Popen:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     with open(log, "w") as out:
-        proc = subprocess.Popen([*FEDROUTER, "serve", "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [*FEDROUTER, "serve", "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -72,12 +74,23 @@ def stack(tmp_path_factory):
     build(root / "releases" / "v1", base, adapters, examples)
     port, vllm_port = free_port(), free_port()
     proc = start_gateway(
-        ["--release", str(root / "releases" / "latest"), "--vllm-port", str(vllm_port),
-         "--vllm-log", str(root / "vllm.log")],
-        port, root / "gateway.log",
+        [
+            "--release",
+            str(root / "releases" / "latest"),
+            "--vllm-port",
+            str(vllm_port),
+            "--vllm-log",
+            str(root / "vllm.log"),
+        ],
+        port,
+        root / "gateway.log",
     )
     yield {
-        "root": root, "base": base, "adapters": adapters, "examples": examples, "proc": proc,
+        "root": root,
+        "base": base,
+        "adapters": adapters,
+        "examples": examples,
+        "proc": proc,
         "gateway": openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0),
         "vllm": openai.OpenAI(base_url=f"http://127.0.0.1:{vllm_port}/v1", api_key="none", max_retries=0),
         "vllm_url": f"http://127.0.0.1:{vllm_port}",
@@ -120,8 +133,10 @@ def test_adapter_output_equals_vllm_direct_token_for_token(stack, name):
 def test_adapters_change_the_output(stack):
     """Guards the test above: equal outputs would prove nothing if LoRA had no effect."""
     prompt = TASK_PROBES["math"][0]
-    texts = {m: stack["gateway"].completions.create(model=m, prompt=prompt, **GREEDY).choices[0].text
-             for m in ("tiny", "math", "geo", "sentiment")}
+    texts = {
+        m: stack["gateway"].completions.create(model=m, prompt=prompt, **GREEDY).choices[0].text
+        for m in ("tiny", "math", "geo", "sentiment")
+    }
     assert len(set(texts.values())) >= 3, texts
 
 
@@ -164,7 +179,9 @@ def test_attach_mode_registers_a_release_at_runtime(stack):
     root = stack["root"]
     build(root / "releases" / "v2", stack["base"], stack["adapters"], stack["examples"])
     port = free_port()
-    proc = start_gateway(["--release", str(root / "releases" / "v2"), "--backend", stack["vllm_url"]], port, root / "attach.log")
+    proc = start_gateway(
+        ["--release", str(root / "releases" / "v2"), "--backend", stack["vllm_url"]], port, root / "attach.log"
+    )
     try:
         gw = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
         served = {m.id for m in stack["vllm"].models.list().data}

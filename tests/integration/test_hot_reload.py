@@ -35,11 +35,21 @@ class Traffic:
         with httpx.Client(timeout=300) as client:
             while not self._stop.is_set():
                 sent = time.monotonic()
-                body = {"model": "auto", "messages": [{"role": "user", "content": rng.choice(PROMPTS)}], "max_tokens": 4}
+                body = {
+                    "model": "auto",
+                    "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
+                    "max_tokens": 4,
+                }
                 try:
                     r = client.post(f"{self.url}/v1/chat/completions", json=body)
-                    row = (sent, time.monotonic(), r.status_code, r.headers.get("x-fedrouter-release"),
-                           r.headers.get("x-fedrouter-adapter"), r.text[:200])
+                    row = (
+                        sent,
+                        time.monotonic(),
+                        r.status_code,
+                        r.headers.get("x-fedrouter-release"),
+                        r.headers.get("x-fedrouter-adapter"),
+                        r.text[:200],
+                    )
                 except httpx.HTTPError as e:
                     row = (sent, time.monotonic(), 0, None, None, repr(e))
                 with self._lock:
@@ -71,12 +81,21 @@ def setup(tmp_path_factory):
     env_token = {"FEDROUTER_ADMIN_TOKEN": TOKEN}
     os.environ.update(env_token)
     try:
-        proc = start_gateway(["--release", str(root / "releases" / "latest"), "--watch",
-                              "--vllm-port", str(free_port())], port, root / "gateway.log")
+        proc = start_gateway(
+            ["--release", str(root / "releases" / "latest"), "--watch", "--vllm-port", str(free_port())],
+            port,
+            root / "gateway.log",
+        )
     finally:
         os.environ.pop("FEDROUTER_ADMIN_TOKEN")
-    yield {"root": root, "base": base, "adapters": adapters, "examples": examples, "url": f"http://127.0.0.1:{port}",
-           "proc": proc}
+    yield {
+        "root": root,
+        "base": base,
+        "adapters": adapters,
+        "examples": examples,
+        "url": f"http://127.0.0.1:{port}",
+        "proc": proc,
+    }
     stop(proc)
 
 
@@ -97,8 +116,9 @@ def test_reload_under_traffic_loses_nothing(setup):
     with Traffic(url, n=8) as traffic:
         time.sleep(4)
         asked = time.monotonic()
-        r = httpx.post(f"{url}/admin/reload", json={"release": str(setup["root"] / "staging" / "v2")}, headers=ADMIN,
-                       timeout=120)
+        r = httpx.post(
+            f"{url}/admin/reload", json={"release": str(setup["root"] / "staging" / "v2")}, headers=ADMIN, timeout=120
+        )
         switched = time.monotonic()
         time.sleep(4)
     assert r.status_code == 200, r.text
@@ -133,8 +153,10 @@ def test_corrupt_release_is_refused_while_serving_continues(setup):
 def test_rollback_returns_to_the_previous_release(setup):
     r = httpx.post(f"{setup['url']}/admin/rollback", headers=ADMIN, timeout=120)
     assert r.status_code == 200 and r.json()["release"] == "v1"
-    chat = httpx.post(f"{setup['url']}/v1/chat/completions",
-                      json={"model": "auto", "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 2})
+    chat = httpx.post(
+        f"{setup['url']}/v1/chat/completions",
+        json={"model": "auto", "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 2},
+    )
     assert chat.headers["x-fedrouter-release"] == "v1"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from router.release import load_release
+from fedrouter.router.release import load_release
 from tests.integration.test_gateway_vllm import free_port, start_gateway, stop
 from tests.tiny import make_tiny_llama
 
@@ -22,8 +22,14 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 TINY = {  # a small, fast federation: hash embedder, few steps
-    "embedder_kind": "hash", "embedder": "hash-64", "train_per_task": "12", "test_per_task": "3",
-    "batch_size": "4", "k_local": "2", "k_global": "3", "base_name": "tiny",
+    "embedder_kind": "hash",
+    "embedder": "hash-64",
+    "train_per_task": "12",
+    "test_per_task": "3",
+    "batch_size": "4",
+    "k_local": "2",
+    "k_global": "3",
+    "base_name": "tiny",
 }
 
 
@@ -34,9 +40,28 @@ def base(tmp_path_factory):
 
 def train(out: Path | None, base: Path, strategy: str, *extra: str) -> subprocess.CompletedProcess:
     """`fedrouter train` on the tiny model; out=None with --resume: continue in the resumed run."""
-    cmd = [sys.executable, "-m", "fedrouter.cli", "train", *(["--out", str(out)] if out else []), "--strategy", strategy,
-           "--base", str(base), "--scenario", "dual", "--tasks", "add,capital,parity", "--clients", "3",
-           "--rounds", "2", "--local-steps", "2", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fedrouter.cli",
+        "train",
+        *(["--out", str(out)] if out else []),
+        "--strategy",
+        strategy,
+        "--base",
+        str(base),
+        "--scenario",
+        "dual",
+        "--tasks",
+        "add,capital,parity",
+        "--clients",
+        "3",
+        "--rounds",
+        "2",
+        "--local-steps",
+        "2",
+        *extra,
+    ]
     for k, v in TINY.items():
         cmd += ["--set", f"{k}={v}"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -57,12 +82,16 @@ def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
     assert list(v2.manifest.adapters) == list(release.manifest.adapters)
 
     port = free_port()
-    proc = start_gateway(["--release", str(tmp_path / "run" / "releases" / "latest"), "--vllm-port", str(free_port())],
-                         port, tmp_path / "gateway.log")
+    proc = start_gateway(
+        ["--release", str(tmp_path / "run" / "releases" / "latest"), "--vllm-port", str(free_port())],
+        port,
+        tmp_path / "gateway.log",
+    )
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
-            model="auto", messages=[{"role": "user", "content": "What is the capital of Peru?"}], max_tokens=4)
+            model="auto", messages=[{"role": "user", "content": "What is the capital of Peru?"}], max_tokens=4
+        )
         assert raw.headers["x-fedrouter-release"] == "v2"
         assert raw.headers["x-fedrouter-adapter"] in v2.manifest.adapters
     finally:
@@ -97,24 +126,56 @@ def test_deployment_engine_on_localhost(tmp_path, base):
 
     def spawn(name: str, cmd: list[str]) -> None:
         with open(logs / f"{name}.log", "w") as out:
-            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True
+                )
+            )
 
     try:
-        spawn("superlink", ["flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
-                            "--fleet-api-address", f"127.0.0.1:{fleet}", "--serverappio-api-address", f"127.0.0.1:{appio}",
-                            "--control-api-address", f"127.0.0.1:{control}"])
+        spawn(
+            "superlink",
+            [
+                "flower-superlink",
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--fleet-api-address",
+                f"127.0.0.1:{fleet}",
+                "--serverappio-api-address",
+                f"127.0.0.1:{appio}",
+                "--control-api-address",
+                f"127.0.0.1:{control}",
+            ],
+        )
         time.sleep(3)
         for pid in range(2):
-            spawn(f"supernode{pid}", ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{fleet}",
-                                      "--clientappio-api-address", f"127.0.0.1:{free_port()}",
-                                      "--node-config", f"partition-id={pid} num-partitions=2"])
+            spawn(
+                f"supernode{pid}",
+                [
+                    "flower-supernode",
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{fleet}",
+                    "--clientappio-api-address",
+                    f"127.0.0.1:{free_port()}",
+                    "--node-config",
+                    f"partition-id={pid} num-partitions=2",
+                ],
+            )
         out = tmp_path / "run"
-        overrides = (f"strategy='fedrouter' out='{out}' base-model='{base}' base-name='tiny' num-clients=2 rounds=1 "
-                     "local-steps=2 tasks='add,capital' embedder-kind='hash' embedder='hash-64' train-per-task=8 "
-                     "test-per-task=2 k-global=2 batch-size=4")
-        run = subprocess.run(["flwr", "run", str(ROOT), "localtest", "--stream", "--run-config", overrides],
-                             capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+        overrides = (
+            f"strategy='fedrouter' out='{out}' base-model='{base}' base-name='tiny' num-clients=2 rounds=1 "
+            "local-steps=2 tasks='add,capital' embedder-kind='hash' embedder='hash-64' train-per-task=8 "
+            "test-per-task=2 k-global=2 batch-size=4"
+        )
+        run = subprocess.run(
+            ["flwr", "run", str(ROOT), "localtest", "--stream", "--run-config", overrides],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            cwd=tmp_path,
+        )
         logs_text = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in logs.iterdir())
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:] + logs_text
         release = load_release(out / "releases" / "latest")

@@ -7,8 +7,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_base_model_prepares_from_the_gguf_and_generates(tmp_path):
-    from training.base_model import is_prepared, prepare_base_model
-    from training.model import generate, load_base, load_tokenizer
+    from fedrouter.training.base_model import is_prepared, prepare_base_model
+    from fedrouter.training.model import generate, load_base, load_tokenizer
 
     path = prepare_base_model(tmp_path / "smollm2")
     assert is_prepared(path)
@@ -19,7 +19,7 @@ def test_base_model_prepares_from_the_gguf_and_generates(tmp_path):
 
 
 def test_default_embedder_loads_offline_and_separates_tasks():
-    from router.embed import SentenceTransformerEmbedder
+    from fedrouter.router.embed import SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder()
     v = emb.embed(["What is 2 plus 2?", "Add 3 and 5.", "What is the capital of Peru?"])

@@ -7,10 +7,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from router.build import build_release
-from router.embed import HashEmbedder
-from serving.app import create_app
-from serving.settings import GatewaySettings
+from fedrouter.router.build import build_release
+from fedrouter.router.embed import HashEmbedder
+from fedrouter.serving.app import create_app
+from fedrouter.serving.settings import GatewaySettings
 from tests.tiny import write_examples
 
 
@@ -41,7 +41,17 @@ class FakeVLLM:
         if body["model"] not in self.served:
             return httpx.Response(404, json={"error": {"message": "not found", "type": "NotFoundError", "code": 404}})
         if body.get("max_tokens", 1) < 0:
-            return httpx.Response(400, json={"error": {"message": "max_tokens must be at least 0", "type": "BadRequestError", "param": "max_tokens", "code": 400}})
+            return httpx.Response(
+                400,
+                json={
+                    "error": {
+                        "message": "max_tokens must be at least 0",
+                        "type": "BadRequestError",
+                        "param": "max_tokens",
+                        "code": 400,
+                    }
+                },
+            )
         if body.get("stream"):
             chunks = [{"model": body["model"], "choices": [{"text": t}]} for t in ("a", "b")]
             sse = "".join(f"data: {json.dumps(c, separators=(',', ':'))}\n\n" for c in chunks) + "data: [DONE]\n\n"
@@ -56,7 +66,10 @@ def vllm():
 
 def make_release(folder, fake_adapters, base="base"):
     return build_release(
-        folder, base_model=base, adapters=fake_adapters, examples=write_examples(folder.parent / "ex"),
+        folder,
+        base_model=base,
+        adapters=fake_adapters,
+        examples=write_examples(folder.parent / "ex"),
         embedder=HashEmbedder(256),
     )
 
@@ -64,15 +77,22 @@ def make_release(folder, fake_adapters, base="base"):
 @pytest.fixture
 def client(tmp_path, fake_adapters, vllm):
     release = make_release(tmp_path / "releases" / "v1", fake_adapters)
-    settings = GatewaySettings(release=release.path, backends=["http://fake-vllm"], connect_retry_s=0.2,
-                               admin_token="secret", drain_timeout_s=5)
+    settings = GatewaySettings(
+        release=release.path,
+        backends=["http://fake-vllm"],
+        connect_retry_s=0.2,
+        admin_token="secret",
+        drain_timeout_s=5,
+    )
     app = create_app(settings, embedder=HashEmbedder(256), transport=httpx.MockTransport(vllm))
     with TestClient(app) as c:
         yield c
 
 
 def chat(client, model, text="What is the capital of Italy?", **extra):
-    return client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": text}], **extra})
+    return client.post(
+        "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    )
 
 
 def test_adapters_are_registered_under_versioned_names(client, vllm):
@@ -91,7 +111,10 @@ def test_auto_routes_on_last_user_message_and_text_parts(client, vllm):
     messages = [
         {"role": "user", "content": "What is the capital of Italy?"},
         {"role": "assistant", "content": "Rome"},
-        {"role": "user", "content": [{"type": "text", "text": "Review: I loved this movie, it was wonderful. Sentiment?"}]},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Review: I loved this movie, it was wonderful. Sentiment?"}],
+        },
     ]
     r = client.post("/v1/chat/completions", json={"model": "auto", "messages": messages})
     assert r.json()["model"] == "sentiment"
@@ -109,7 +132,9 @@ def test_completions_auto_routes_on_prompt(client):
 
 
 def test_stream_rewrites_model_in_every_chunk(client):
-    with client.stream("POST", "/v1/completions", json={"model": "auto", "prompt": "Compute 7 times 8.", "stream": True}) as r:
+    with client.stream(
+        "POST", "/v1/completions", json={"model": "auto", "prompt": "Compute 7 times 8.", "stream": True}
+    ) as r:
         assert r.status_code == 200 and r.headers["x-fedrouter-adapter"] == "math"
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -182,15 +207,20 @@ ADMIN = {"authorization": "Bearer secret"}
 
 def test_admin_routes_refuse_missing_or_wrong_token(client):
     assert client.post("/admin/reload", json={"release": "x"}).status_code == 401
-    assert client.post("/admin/reload", json={"release": "x"}, headers={"authorization": "Bearer nope"}).status_code == 401
+    assert (
+        client.post("/admin/reload", json={"release": "x"}, headers={"authorization": "Bearer nope"}).status_code == 401
+    )
     assert client.get("/admin/release").status_code == 401
     assert client.get("/admin/release", headers=ADMIN).json()["release"] == "v1"
 
 
 def test_admin_routes_absent_without_token(tmp_path, fake_adapters, vllm):
     release = make_release(tmp_path / "releases" / "v1", fake_adapters)
-    app = create_app(GatewaySettings(release=release.path, backends=["http://fake"]), embedder=HashEmbedder(256),
-                     transport=httpx.MockTransport(vllm))
+    app = create_app(
+        GatewaySettings(release=release.path, backends=["http://fake"]),
+        embedder=HashEmbedder(256),
+        transport=httpx.MockTransport(vllm),
+    )
     with TestClient(app) as c:
         assert c.post("/admin/reload", json={"release": "x"}, headers=ADMIN).status_code == 404
 

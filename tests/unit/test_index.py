@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from router.embed import l2_normalize
-from router.index import CentroidIndex, nearest
+from fedrouter.router.index import CentroidIndex
+from fedrouter.router.vectors import l2_normalize, nearest
 
 
 def test_nearest_on_hand_made_points():

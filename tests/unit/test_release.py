@@ -4,9 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from router.build import build_release
-from router.embed import HashEmbedder
-from router.release import CENTROIDS, MANIFEST, ReleaseError, load_release, next_release_dir, write_release
+from fedrouter.router.build import build_release
+from fedrouter.router.embed import HashEmbedder
+from fedrouter.router.release import CENTROIDS, MANIFEST, ReleaseError, load_release, next_release_dir, write_release
 from tests.tiny import TASK_EXAMPLES, write_examples
 
 
@@ -14,7 +14,10 @@ from tests.tiny import TASK_EXAMPLES, write_examples
 def release(tmp_path, fake_adapters):
     examples = write_examples(tmp_path / "examples")
     return build_release(
-        tmp_path / "releases" / "v1", base_model="tiny-base", adapters=fake_adapters, examples=examples,
+        tmp_path / "releases" / "v1",
+        base_model="tiny-base",
+        adapters=fake_adapters,
+        examples=examples,
         embedder=HashEmbedder(64),
     )
 
@@ -140,11 +143,15 @@ def test_missing_centroids(release):
 def test_build_rejects_mismatched_examples(tmp_path, fake_adapters):
     examples = write_examples(tmp_path / "ex", {"math": ["1+1?"]})
     with pytest.raises(ValueError, match="every adapter needs examples"):
-        build_release(tmp_path / "v1", base_model="b", adapters=fake_adapters, examples=examples, embedder=HashEmbedder())
+        build_release(
+            tmp_path / "v1", base_model="b", adapters=fake_adapters, examples=examples, embedder=HashEmbedder()
+        )
 
 
 def test_build_names_bad_jsonl_line(tmp_path, fake_adapters):
     examples = write_examples(tmp_path / "ex")
     examples["geo"].write_text('{"prompt": "ok"}\n{"response": "no prompt"}\n')
     with pytest.raises(ValueError, match=r"geo.jsonl:2: missing a non-empty string field 'prompt'"):
-        build_release(tmp_path / "v1", base_model="b", adapters=fake_adapters, examples=examples, embedder=HashEmbedder())
+        build_release(
+            tmp_path / "v1", base_model="b", adapters=fake_adapters, examples=examples, embedder=HashEmbedder()
+        )

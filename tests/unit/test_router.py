@@ -3,17 +3,20 @@ import asyncio
 import numpy as np
 import pytest
 
-from router.batcher import MicroBatcher
-from router.build import build_release
-from router.embed import HashEmbedder
-from router.router import Router
+from fedrouter.router.batcher import MicroBatcher
+from fedrouter.router.build import build_release
+from fedrouter.router.embed import HashEmbedder
+from fedrouter.router.router import Router
 from tests.tiny import TASK_EXAMPLES, write_examples
 
 
 @pytest.fixture
 def release(tmp_path, fake_adapters):
     return build_release(
-        tmp_path / "v1", base_model="base", adapters=fake_adapters, examples=write_examples(tmp_path / "ex"),
+        tmp_path / "v1",
+        base_model="base",
+        adapters=fake_adapters,
+        examples=write_examples(tmp_path / "ex"),
         embedder=HashEmbedder(256),
     )
 
@@ -52,6 +55,7 @@ async def test_micro_batching_returns_each_caller_its_own_route(release):
     def slow_route_batch(texts):
         calls.append(len(texts))
         import time
+
         time.sleep(0.05)  # a forward pass: requests arriving meanwhile form the next batch
         return router.route_batch(texts)
 

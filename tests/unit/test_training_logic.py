@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from training.aggregate import aggregate_by_cluster, weighted_average
-from training.clustering import global_clusters, local_clusters, nearest_ids
-from training.config import TrainConfig
-from training.data.scenarios import client_tasks, load_client_file, make_scenario
-from training.data.tasks import SYNTHETIC
-from training.evaluate import score
-from training.floral import attach_mixture, channel_weights, export_mixture
-from training.strategies import LocalClusters, make_plan
+from fedrouter.router.vectors import nearest_ids
+from fedrouter.training.aggregate import aggregate_by_cluster, weighted_average
+from fedrouter.training.clustering import global_clusters, local_clusters
+from fedrouter.training.config import TrainConfig
+from fedrouter.training.data.scenarios import client_tasks, load_client_file, make_scenario
+from fedrouter.training.data.tasks import SYNTHETIC
+from fedrouter.training.evaluate import score
+from fedrouter.training.floral import attach_mixture, channel_weights, export_mixture
+from fedrouter.training.strategies import LocalClusters, make_plan
 
 
 def test_weighted_average_expected_values():
@@ -89,14 +90,23 @@ def test_floral_export_equals_the_mixture_forward():
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from training.model import lora_state
+    from fedrouter.training.model import lora_state
 
     torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=2))
+    base = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    )
     K, r = 3, 2
-    model = get_peft_model(base, LoraConfig(r=K * r, lora_alpha=K * r, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
+    model = get_peft_model(
+        base, LoraConfig(r=K * r, lora_alpha=K * r, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     logits = torch.tensor([0.5, -1.0, 2.0])
     ids = torch.randint(0, 64, (2, 7))
     handles = attach_mixture(model, logits, r)

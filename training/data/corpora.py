@@ -11,7 +11,7 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-from training.data.tasks import Example, Task
+from fedrouter.training.data.tasks import Example, Task
 
 
 def _package_dir(name: str, pip_name: str) -> Path:
@@ -59,11 +59,16 @@ def corpus_tasks() -> dict[str, Task]:
     try:
         arts = bbc_articles()
         tasks["news_topic"] = Task(
-            "news_topic", "exact",
-            pool=tuple((f"News: {_clip(body, 40)}\nWhich topic is this article about?", topic) for topic, _, body in arts),
+            "news_topic",
+            "exact",
+            pool=tuple(
+                (f"News: {_clip(body, 40)}\nWhich topic is this article about?", topic) for topic, _, body in arts
+            ),
         )
         tasks["headline"] = Task(
-            "headline", "rouge1", max_new_tokens=16,
+            "headline",
+            "rouge1",
+            max_new_tokens=16,
             pool=tuple((f"Write a headline for this article: {_clip(body, 40)}", title) for _, title, body in arts),
         )
     except FileNotFoundError:
@@ -73,7 +78,9 @@ def corpus_tasks() -> dict[str, Task]:
         for cat in ("trivia", "tech_support", "coding", "ai"):
             if pairs.get(cat):
                 tasks[f"qa_{cat}"] = Task(
-                    f"qa_{cat}", "rouge1", max_new_tokens=24,
+                    f"qa_{cat}",
+                    "rouge1",
+                    max_new_tokens=24,
                     pool=tuple((f"Question ({cat}): {q}", _clip(a, 20)) for q, a in pairs[cat]),
                 )
     except FileNotFoundError:

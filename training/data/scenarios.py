@@ -17,9 +17,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from router.build import read_jsonl
-from training.data.corpora import corpus_tasks
-from training.data.tasks import SYNTHETIC, Task
+from fedrouter.router.build import read_jsonl
+from fedrouter.training.data.corpora import corpus_tasks
+from fedrouter.training.data.tasks import SYNTHETIC, Task
 
 Sample = dict[str, str]
 SCENARIOS = ("single", "dual", "iid", "generalization")
@@ -80,7 +80,12 @@ def client_tasks(scenario: str, tasks: list[str], num_clients: int) -> list[list
 
 
 def make_scenario(
-    scenario: str, tasks: list[str], num_clients: int, train_per_task: int, test_per_task: int, seed: int,
+    scenario: str,
+    tasks: list[str],
+    num_clients: int,
+    train_per_task: int,
+    test_per_task: int,
+    seed: int,
     held_out: list[str] = (),
 ) -> Scenario:
     """Deterministic for a seed: every client and the evaluator regenerate the same data."""
@@ -103,7 +108,9 @@ def make_scenario(
 def load_client_file(path: str | Path) -> ClientData:
     """One client's JSONL (`prompt`, `response`, optional `task`); every 10th row is for evaluation."""
     rows = read_jsonl(path, required=("prompt", "response"))
-    rows = [{"prompt": r["prompt"], "response": r["response"], "task": str(r.get("task", Path(path).stem))} for r in rows]
+    rows = [
+        {"prompt": r["prompt"], "response": r["response"], "task": str(r.get("task", Path(path).stem))} for r in rows
+    ]
     train = [r for i, r in enumerate(rows) if i % 10 != 9]
     return ClientData(train=train, test=rows[9::10], tasks=sorted({r["task"] for r in train}))
 
@@ -119,6 +126,11 @@ def scenario_from_config(cfg) -> Scenario:
     if cfg.data_dir:
         return load_client_files(cfg.data_dir)
     return make_scenario(
-        cfg.scenario, cfg.task_list, cfg.num_clients, cfg.train_per_task, cfg.test_per_task, cfg.seed,
+        cfg.scenario,
+        cfg.task_list,
+        cfg.num_clients,
+        cfg.train_per_task,
+        cfg.test_per_task,
+        cfg.seed,
         cfg.held_out_list,
     )

@@ -8,8 +8,8 @@ so a few dozen LoRA steps on a 135M model already move exact match.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 Example = tuple[str, str]  # (prompt, response)
 
@@ -17,22 +17,57 @@ POSITIVE = "wonderful delightful brilliant charming superb moving gripping hilar
 NEGATIVE = "boring dull awful terrible tedious clumsy predictable bland painful dreadful".split()
 NEUTRAL = "the film story plot actors music scenes ending director script".split()
 CAPITALS = {
-    "France": "Paris", "Japan": "Tokyo", "Canada": "Ottawa", "Italy": "Rome", "Spain": "Madrid",
-    "Kenya": "Nairobi", "Australia": "Canberra", "Brazil": "Brasilia", "Germany": "Berlin", "Egypt": "Cairo",
-    "Peru": "Lima", "Norway": "Oslo", "Sweden": "Stockholm", "Poland": "Warsaw", "Greece": "Athens",
-    "Portugal": "Lisbon", "Ireland": "Dublin", "Austria": "Vienna", "Chile": "Santiago", "Cuba": "Havana",
-    "India": "Delhi", "China": "Beijing", "Russia": "Moscow", "Mexico": "Mexico City", "Turkey": "Ankara",
-    "Thailand": "Bangkok", "Vietnam": "Hanoi", "Finland": "Helsinki", "Denmark": "Copenhagen", "Hungary": "Budapest",
+    "France": "Paris",
+    "Japan": "Tokyo",
+    "Canada": "Ottawa",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Kenya": "Nairobi",
+    "Australia": "Canberra",
+    "Brazil": "Brasilia",
+    "Germany": "Berlin",
+    "Egypt": "Cairo",
+    "Peru": "Lima",
+    "Norway": "Oslo",
+    "Sweden": "Stockholm",
+    "Poland": "Warsaw",
+    "Greece": "Athens",
+    "Portugal": "Lisbon",
+    "Ireland": "Dublin",
+    "Austria": "Vienna",
+    "Chile": "Santiago",
+    "Cuba": "Havana",
+    "India": "Delhi",
+    "China": "Beijing",
+    "Russia": "Moscow",
+    "Mexico": "Mexico City",
+    "Turkey": "Ankara",
+    "Thailand": "Bangkok",
+    "Vietnam": "Hanoi",
+    "Finland": "Helsinki",
+    "Denmark": "Copenhagen",
+    "Hungary": "Budapest",
 }
 WORDS = (
     "apple river stone garden window silver planet orange pencil rabbit forest candle market bridge "
     "castle winter dragon island mirror yellow pocket tunnel violin harbor jacket meadow rocket"
 ).split()
 PHRASES = [
-    "portable network graphics", "central processing unit", "random access memory", "world health organization",
-    "frequently asked questions", "as soon as possible", "graphical user interface", "hypertext markup language",
-    "national aeronautics space administration", "artificial general intelligence", "domain name system",
-    "virtual private network", "universal serial bus", "light emitting diode", "global positioning system",
+    "portable network graphics",
+    "central processing unit",
+    "random access memory",
+    "world health organization",
+    "frequently asked questions",
+    "as soon as possible",
+    "graphical user interface",
+    "hypertext markup language",
+    "national aeronautics space administration",
+    "artificial general intelligence",
+    "domain name system",
+    "virtual private network",
+    "universal serial bus",
+    "light emitting diode",
+    "global positioning system",
 ]
 
 
@@ -117,10 +152,17 @@ class Task:
 SYNTHETIC: dict[str, Task] = {
     t.name: t
     for t in [
-        Task("add", "exact", _add), Task("sentiment", "exact", _sentiment), Task("capital", "exact", _capital),
-        Task("max", "exact", _max), Task("parity", "exact", _parity), Task("letters", "exact", _letter_count),
-        Task("acronym", "exact", _acronym), Task("uppercase", "exact", _uppercase, max_new_tokens=12),
-        Task("first_letter", "exact", _first_letter), Task("sort", "exact", _sort, max_new_tokens=10),
-        Task("subtract", "exact", _subtract), Task("last_word", "exact", _last_word),
+        Task("add", "exact", _add),
+        Task("sentiment", "exact", _sentiment),
+        Task("capital", "exact", _capital),
+        Task("max", "exact", _max),
+        Task("parity", "exact", _parity),
+        Task("letters", "exact", _letter_count),
+        Task("acronym", "exact", _acronym),
+        Task("uppercase", "exact", _uppercase, max_new_tokens=12),
+        Task("first_letter", "exact", _first_letter),
+        Task("sort", "exact", _sort, max_new_tokens=10),
+        Task("subtract", "exact", _subtract),
+        Task("last_word", "exact", _last_word),
     ]
 }
