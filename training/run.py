@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from fedrouter.router.release import Release
 from fedrouter.training.config import TrainConfig
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """Send this process's stderr (file descriptor 2: Flower's and Ray's banners, the weight-loading
+    bars, warnings) to a log file while the progress display keeps stdout."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def train(cfg: TrainConfig, quiet: bool = False) -> Release:
@@ -63,8 +81,11 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no weight-loading bar per client per round
+    log = Path(cfg.out) / "train.log"
+    console.print(f"[dim]Flower and Ray logs: {log}[/]")
     started = time.monotonic()
-    with progress:
+    with progress, stderr_to(log):
         run_simulation(
             server_app=server_app_for(cfg, report),
             client_app=client_app,
@@ -73,7 +94,8 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
             verbose_logging=False,
         )
     if "path" not in result:
-        raise RuntimeError("the federation ended without writing a release (see the log above)")
+        tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+        raise RuntimeError(f"the federation ended without writing a release; the end of {log}:\n{tail}")
     from fedrouter.router.release import load_release
 
     release = load_release(result["path"])
