@@ -112,3 +112,23 @@ def test_readme_tree_lists_every_module():
                 continue
             unlisted.append(rel)
     assert unlisted == [], f"README's file tree does not list: {unlisted}"
+
+
+def test_every_subpackage_is_installed():
+    """pyproject lists the packages explicitly (package-dir maps folders under `fedrouter`): a new
+    subfolder with an __init__.py must be listed, or a wheel would ship without it."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    found = {"fedrouter"}
+    for folder, name in PACKAGES.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder)
+            found.add(".".join([name, *rel.parts]))
+    assert found - listed == set(), f"add to [tool.setuptools] packages and package-dir: {sorted(found - listed)}"
+    dirs = setuptools["package-dir"]
+    for folder, name in PACKAGES.items():
+        for package in sorted(p for p in found if p.startswith(name)):
+            expected = "/".join([folder, *package.split(".")[2:]])
+            assert dirs.get(package) == expected, f"package-dir must map {package!r} to {expected!r}"
