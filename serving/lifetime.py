@@ -148,5 +148,26 @@ async def _first_of(work: Awaitable[T], gone: Awaitable[None]) -> T:
 
 async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     """Run `work` (forwarding to vLLM) but cancel it if the client disconnects meanwhile: closing
-    the vLLM connection makes vLLM abort the generation. Call after the body has been read."""
-    return await _first_of(work, _disconnected(request.receive))
+    the vLLM connection makes vLLM abort the generation. Call after the body has been read.
+
+    `work` runs in the caller's task (no task switch on the hot path); a watcher task cancels
+    that task when the client's disconnect arrives."""
+    me = asyncio.current_task()
+    assert me is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnected(request.receive)
+        gone = True
+        me.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            raise ClientGone() from None
+        raise
+    finally:
+        watcher.cancel()

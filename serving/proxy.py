@@ -67,7 +67,7 @@ async def _forward_stream(
     pool: BackendPool, path: str, content: bytes, target: Target, headers: dict[str, str]
 ) -> Response:
     stack = AsyncExitStack()
-    r = await stack.enter_async_context(pool.request("POST", path, content, stream=True, model=target.backend))
+    r = await stack.enter_async_context(pool.request("POST", path, content, model=target.backend))
     if r.status_code != 200:
         try:
             return _backend_error(r.status_code, await r.aread(), target, headers)
