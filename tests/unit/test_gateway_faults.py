@@ -161,3 +161,16 @@ def test_supervisor_backoff_is_capped_and_loopback_only(tmp_path):
         VLLMSupervisor("0.0.0.0", 1, [], 1, None, "key")
     with pytest.raises(ValueError, match="needs a release"):
         s.start()  # a restart reuses the first start's flags; there were none
+
+
+def test_attached_vllm_base_model_is_the_entry_without_parent(tmp_path):
+    """vLLM started as `vllm serve /models/base --lora-modules a=… b=…`: three models, one root."""
+    replicas = Replicas(["a"])
+    fake = replicas.fakes["a"]
+    fake.base = "/models/base"
+    fake.served = {"/models/base", "static-a", "static-b"}
+    client, _ = gateway(tmp_path, replicas)
+    with client:
+        r = client.post("/v1/completions", json={"model": "base", "prompt": "hi"})
+        assert r.status_code == 200 and r.json()["model"] == "base"
+        assert fake.requests[-1]["model"] == "/models/base"
