@@ -111,14 +111,15 @@ class _LifetimeStream(StreamingResponse):
             await self.stream_response(send)
             finished = True
 
+        gone = False
         try:
             await _first_of(stream(), _disconnected(receive))
         except (ClientGone, OSError):
-            pass  # nobody is left to answer
+            gone = True  # nobody is left to answer
         finally:
-            if not finished:
+            if gone:
                 self._life.status = CLIENT_CLOSED
-            elif self._relay_failed():
+            elif not finished or self._relay_failed():
                 self._life.status = 503
             self._life.end()
 

@@ -281,3 +281,24 @@ def test_bad_release_is_refused_and_the_good_one_keeps_serving(client, tmp_path,
 def test_rollback_without_previous_is_409(client):
     r = client.post("/admin/rollback", headers=ADMIN)
     assert r.status_code == 409 and r.json()["error"]["message"] == "no previous release to roll back to"
+
+
+def test_two_runs_both_called_v1_are_different_releases(client, vllm, tmp_path):
+    """Identity is content: another run's `v1` with other weights switches, under other vLLM names."""
+    from tests.conftest import fake_adapter
+
+    other = {
+        n: fake_adapter(tmp_path / "run_b" / "src" / n, seed=10 + i) for i, n in enumerate(("math", "geo", "sentiment"))
+    }
+    run_b = make_release(tmp_path / "run_b" / "releases" / "v1", other)
+    old_geo = vname(client, "geo")
+    r = client.post("/admin/reload", json={"release": str(run_b.path)}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "switched" and r.json()["release"] == "v1"
+    assert chat(client, "geo").status_code == 200 and vllm.requests[-1]["model"] == vname(run_b, "geo") != old_geo
+    import time
+
+    for _ in range(50):  # the first run's adapters are unloaded once its requests are done
+        if old_geo not in vllm.served:
+            break
+        time.sleep(0.05)
+    assert old_geo not in vllm.served
