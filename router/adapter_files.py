@@ -30,7 +30,7 @@ def read_config(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     """adapter_config.json as a dict, or the reason it cannot be read."""
     try:
         config = json.loads((folder / ADAPTER_CONFIG).read_bytes().decode("utf-8"), parse_constant=_no_constant)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         return None, f"{ADAPTER_CONFIG} is not valid UTF-8 JSON: {e}"
     if not isinstance(config, dict):
         return None, f"{ADAPTER_CONFIG} is not a JSON object"
@@ -51,7 +51,7 @@ def safetensors_header(file: Path) -> tuple[dict[str, dict[str, Any]], list[str]
             if n <= 1 or n > min(size - 8, _MAX_HEADER):
                 return {}, [f"{file.name} is not a safetensors file (header length {n}, file {size} bytes)"]
             header = json.loads(f.read(n).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         return {}, [f"{file.name} has an unreadable header: {e}"]
     if not isinstance(header, dict):
         return {}, [f"{file.name} has a header that is not a JSON object"]

@@ -226,7 +226,7 @@ def load_release(
         raise ReleaseError(str(path)[:300], [f"cannot read the release: {type(e).__name__}: {e}"[:500]]) from None
     try:
         raw = json.loads(text, parse_constant=_no_constant)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         raise ReleaseError(path, [f"{MANIFEST} is not valid JSON: {e}"]) from None
     try:
         manifest = Manifest.from_dict(raw)

@@ -224,3 +224,13 @@ def test_unreadable_paths_are_release_errors(tmp_path):
     assert "cannot read the release" in problems_of(tmp_path / "r")
     (tmp_path / "r" / MANIFEST).write_text('{"format_version": NaN}')
     assert "not valid JSON" in problems_of(tmp_path / "r")
+
+
+def test_absurd_json_in_release_files_is_a_release_error(release):
+    (release.path / "adapters" / "geo" / "adapter_config.json").write_text("[" * 100000 + "]" * 100000)
+    assert "adapter 'geo': adapter_config.json is not valid UTF-8 JSON" in problems_of(release.path)
+    text = (release.path / MANIFEST).read_text()
+    (release.path / MANIFEST).write_text(text.replace('"threshold": 0.0', '"threshold": 1e999'))
+    assert "manifest.routing.threshold must be float" in problems_of(release.path)
+    (release.path / MANIFEST).write_text('{"a": ' + "[" * 100000 + "]" * 100000 + "}")
+    assert "not valid JSON" in problems_of(release.path)
