@@ -2,7 +2,8 @@
 replicas, and the LoRA adapters registered in them.
 
 Delivery. A request goes to the replica `_choose` picks among the healthy ones that serve its
-model. It is sent again, to another replica, only when it was never delivered: the connection
+model (a replica that refused a connection serves nothing until it lists its models again and the
+keeper has registered the adapters it lacks). It is sent again, to another replica, only when it was never delivered: the connection
 was refused or could not be opened. Once a replica accepted it, any failure is a 503 for that
 request (Retry-After): it may have been processed, and sending it again would generate twice (a
 request that crashes vLLM would crash every replica in turn). While every replica refuses
@@ -82,9 +83,10 @@ class BackendPool:
         return min(candidates, key=lambda b: (b.inflight, (self._index[b.url] - turn) % n))
 
     def _candidates(self, exclude: set[str], model: str | None) -> list[Backend]:
-        live = [b for b in self.backends if b.url not in exclude and b.healthy]
-        serving = [b for b in live if model is None or model in b.served]
-        return serving or live or [b for b in self.backends if b.url not in exclude]
+        """Replicas known to serve `model` (healthy ones first). None while a replica that went
+        down is back but not yet re-registered: the request then waits, as for a refused connection."""
+        ok = [b for b in self.backends if b.url not in exclude and (model is None or model in b.served)]
+        return [b for b in ok if b.healthy] or ok
 
     @asynccontextmanager
     async def request(
@@ -118,6 +120,7 @@ class BackendPool:
                     response = await backend.transport.handle_async_request(request)
                 except _UNDELIVERED as e:
                     backend.healthy = False
+                    backend.served = set()  # unknown until it answers /v1/models again (a restart loses all)
                     self.on_error(backend.url)
                     tried.add(backend.url)
                     last_error = e
