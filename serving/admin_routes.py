@@ -74,8 +74,14 @@ def build_admin_router(
         return {
             "release": registry.current.id,
             "backends": [
-                {"url": b.url, "healthy": b.healthy, "inflight": b.inflight, "served": sorted(b.served)}
-                for b in pool.backends
+                {
+                    "replica": f"replica-{i}",
+                    "url": b.url,
+                    "healthy": b.healthy,
+                    "inflight": b.inflight,
+                    "served": sorted(b.served),
+                }
+                for i, b in enumerate(pool.backends)
             ],
         }
 

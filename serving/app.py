@@ -68,7 +68,9 @@ def create_app(
         connect_retry_s=settings.connect_retry_s,
         transport=transport,
     )
-    pool.on_error = lambda url: metrics.backend_errors.labels(url).inc()
+    # /metrics is public: replicas are labelled by position, not URL (/admin/health maps them)
+    replica = {b.url: f"replica-{i}" for i, b in enumerate(pool.backends)}
+    pool.on_error = lambda url: metrics.backend_errors.labels(replica[url]).inc()
 
     max_rank = vllm_lora_rank(release.manifest.lora.r) if supervisor is not None else None
     reloader = Reloader(

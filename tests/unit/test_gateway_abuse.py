@@ -241,8 +241,9 @@ def test_internals_are_not_visible_without_the_token(live):
         assert httpx.get(f"{live.url}{path}").status_code in (401, 404), path
     models = httpx.get(f"{live.url}/v1/models").text
     health = httpx.get(f"{live.url}/health").text
+    metrics = httpx.get(f"{live.url}/metrics").text
     for secret in ("fake-vllm", str(live.root), "@"):
-        assert secret not in models and secret not in health
+        assert secret not in models and secret not in health and secret not in metrics
     assert "/admin" not in json.dumps(live.app.state.openapi())
     assert httpx.get(f"{live.url}/admin/openapi.json", headers=ADMIN).json()["paths"]
 
