@@ -161,7 +161,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = GatewaySettings(**overrides)
     app = create_app(settings)
     # uvloop and httptools when installed (core dependencies): the faster event loop and parser
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
+    )
 
 
 def _train_config(args: argparse.Namespace):
