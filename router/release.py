@@ -35,7 +35,7 @@ MANIFEST = "manifest.json"
 CENTROIDS = "centroids.npy"
 ADAPTERS_DIR = "adapters"
 LATEST = "latest"
-__all__ = ["ADAPTER_CONFIG", "ADAPTER_WEIGHTS"]  # the adapter folder's file names, defined in adapter_files
+
 
 FALLBACKS = ("base", "nearest")
 RESERVED_NAMES = ("auto",)
