@@ -1,7 +1,10 @@
 """The release: the only thing that crosses from training to serving.
 
 This module owns the folder layout, the manifest schema, the atomic write and the validation of
-a release. Nothing else in fedrouter spells a release's file names.
+a release. Nothing else in fedrouter spells a release's file names (the adapter folder's two are
+in adapter_files.py, which also checks an adapter's weights and computes its digest). A release
+is identified by its content: the manifest records every adapter's digest and its own
+(`Release.digest`), both checked at load; its `release_id` is only a label.
 
     <release>/manifest.json        the schema below (`Manifest`)
     <release>/centroids.npy        float32 [K, dim], L2-normalised, row i = cluster id i
