@@ -1,12 +1,14 @@
 """What the gateway adds to one short request, against calling vLLM directly.
 
 Default models (SmolLM2-135M under vLLM, all-MiniLM-L6-v2 in the gateway), 3 LoRA adapters.
-Requests are sent one at a time (concurrency 1), interleaved: vLLM direct with the adapter's
-vLLM name, the gateway with the explicit adapter name, the gateway with model="auto". Each
-request asks for 1 token, so generation time is as small as it gets and the difference is the
-gateway's. The embedding pass alone is timed in-process for comparison.
+Requests are sent one at a time (concurrency 1), interleaved, as paired triples: vLLM direct with
+the adapter's vLLM name, the gateway with the explicit adapter name, the gateway with
+model="auto", same prompt and adapter. Each request asks for 1 token, so generation time is as
+small as it gets and the difference is the gateway's. `--runs` runs of `--n` triples: the added
+latency is each run's p50 difference, and the result the median over runs. The embedding pass
+alone is timed in-process for comparison.
 
-    python -m benchmarks.gateway_overhead [--n 200]
+    python -m benchmarks.gateway_overhead [--n 200] [--runs 5]
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine
+from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine, vllm_name
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -29,7 +31,8 @@ def percentile(xs: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=200, help="requests per configuration")
+    ap.add_argument("--n", type=int, default=200, help="requests per configuration and run")
+    ap.add_argument("--runs", type=int, default=5, help="paired runs; the result is their median")
     ap.add_argument("--work", default="runs/bench", help="scratch folder")
     args = ap.parse_args()
 
@@ -45,31 +48,48 @@ def main() -> None:
         embedder.embed([PROBES[i % len(PROBES)]])
         embed_ms.append((time.perf_counter() - t) * 1000)
 
+    names = {a: vllm_name(release, a) for a in TASKS}
+    runs: list[dict[str, list[float]]] = []
     with gateway(release, work / "logs") as stack:
-        client = httpx.Client(timeout=120)
+        # one keep-alive connection per target, as a client would hold; the key only matters to vLLM
+        direct = httpx.Client(
+            base_url=stack.vllm_url, timeout=120, headers={"authorization": f"Bearer {stack.vllm_key}"}
+        )
+        via = httpx.Client(base_url=stack.url, timeout=120)
         configs = {
-            "vllm_direct": (stack.vllm_url, lambda p, a: f"{a}@v1"),
-            "gateway_explicit": (stack.url, lambda p, a: a),
-            "gateway_auto": (stack.url, lambda p, a: "auto"),
+            "vllm_direct": (direct, lambda a: names[a]),
+            "gateway_explicit": (via, lambda a: a),
+            "gateway_auto": (via, lambda a: "auto"),
         }
-        lat: dict[str, list[float]] = {k: [] for k in configs}
-        for i in range(args.n + 10):  # the first 10 rounds warm up and are dropped
-            prompt = PROBES[i % len(PROBES)]
-            adapter = list(TASKS)[i % len(TASKS)]
-            for name, (url, model) in configs.items():
-                body = {"model": model(prompt, adapter), "prompt": prompt, "max_tokens": 1, "temperature": 0}
-                t = time.perf_counter()
-                r = client.post(f"{url}/v1/completions", json=body)
-                ms = (time.perf_counter() - t) * 1000
-                r.raise_for_status()
-                if i >= 10:
-                    lat[name].append(ms)
+        for run in range(args.runs):
+            lat: dict[str, list[float]] = {k: [] for k in configs}
+            for i in range(args.n + 10):  # the first 10 rounds of each run warm up and are dropped
+                prompt = PROBES[i % len(PROBES)]
+                adapter = list(TASKS)[i % len(TASKS)]
+                order = list(configs.items())
+                order = order[i % 3 :] + order[: i % 3]  # rotate who goes first: no position bias
+                for name, (client, model) in order:
+                    body = {"model": model(adapter), "prompt": prompt, "max_tokens": 1, "temperature": 0}
+                    t = time.perf_counter()
+                    r = client.post("/v1/completions", json=body)
+                    ms = (time.perf_counter() - t) * 1000
+                    r.raise_for_status()
+                    if i >= 10:
+                        lat[name].append(ms)
+            runs.append(lat)
+            p50 = {k: statistics.median(v) for k, v in lat.items()}
+            print(f"run {run}: " + "  ".join(f"{k} p50 {v:.2f} ms" for k, v in p50.items()), flush=True)
         start_s = stack.start_s
 
     def summary(xs: list[float]) -> dict:
         return {"p50_ms": round(statistics.median(xs), 2), "p99_ms": round(percentile(xs, 99), 2), "n": len(xs)}
 
-    direct = statistics.median(lat["vllm_direct"])
+    def added(name: str) -> list[float]:
+        return [statistics.median(r[name]) - statistics.median(r["vllm_direct"]) for r in runs]
+
+    def paired(name: str) -> list[float]:  # per run: median over rounds of (gateway - direct), same prompt
+        return [statistics.median(g - d for g, d in zip(r[name], r["vllm_direct"])) for r in runs]
+
     result = {
         "benchmark": "gateway_overhead",
         "machine": machine(),
@@ -80,14 +100,16 @@ def main() -> None:
             "max_tokens": 1,
             "concurrency": 1,
             "n": args.n,
+            "runs": args.runs,
         },
         "gateway_start_s": round(start_s, 1),
         "embedding_pass": summary(embed_ms),
-        "latency": {k: summary(v) for k, v in lat.items()},
-        "added_p50_ms": {
-            "explicit": round(statistics.median(lat["gateway_explicit"]) - direct, 2),
-            "auto": round(statistics.median(lat["gateway_auto"]) - direct, 2),
-        },
+        "latency": {k: summary([x for r in runs for x in r[k]]) for k in configs},
+        "added_p50_ms_per_run": {k: [round(x, 3) for x in added(f"gateway_{k}")] for k in ("explicit", "auto")},
+        # median over runs of (gateway p50 - vLLM direct p50) within each run
+        "added_p50_ms": {k: round(statistics.median(added(f"gateway_{k}")), 2) for k in ("explicit", "auto")},
+        # median over runs of the per-run median paired difference (less noisy than a p50 difference)
+        "added_paired_ms": {k: round(statistics.median(paired(f"gateway_{k}")), 2) for k in ("explicit", "auto")},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "gateway_overhead.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.gateway_overhead import percentile
-from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine
+from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine, vllm_name
 
 TOKEN = "bench-token"
 
@@ -82,7 +82,11 @@ def main() -> None:
         stop.set()
         for t in threads:
             t.join()
-        unloaded = not any(m["id"].endswith("@v1") for m in httpx.get(f"{stack.vllm_url}/v1/models").json()["data"])
+        served = httpx.get(f"{stack.url}/admin/health", headers={"authorization": f"Bearer {TOKEN}"}).json()
+        v1_only = {vllm_name(work / "releases" / "v1", a) for a in TASKS} - {
+            vllm_name(work / "releases" / "v2", a) for a in TASKS
+        }  # v1 and v2 share their weights, hence their vLLM names: nothing of v1 is left to unload
+        unloaded = not (v1_only & set(served["backends"][0]["served"]))
 
     def lat(sel) -> dict:
         xs = [(d - s) * 1000 for s, d, st, _ in rows if sel(s, d)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.gateway_overhead import percentile
-from benchmarks.stack import RESULTS, TASKS, bench_releases, gateway, machine
+from benchmarks.stack import RESULTS, TASKS, bench_releases, gateway, machine, vllm_name
 
 CONFIGS = ("vllm_base", "vllm_adapter", "gateway_auto", "gateway_explicit")
 WORKLOAD = [p for ps in TASKS.values() for p in ps] + [
@@ -76,7 +77,9 @@ async def load(url: str, model_of, concurrency: int, seconds: float, max_tokens:
     limits = httpx.Limits(max_connections=concurrency + 4)
 
     async def worker(i: int) -> None:
-        async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        # the key of the supervised vLLM (the gateway ignores it): direct calls need it
+        headers = {"authorization": f"Bearer {os.environ.get('FEDROUTER_BENCH_VLLM_KEY', '')}"}
+        async with httpx.AsyncClient(timeout=600, limits=limits, headers=headers) as client:
             k = i
             while time.perf_counter() < deadline:
                 prompt = WORKLOAD[k % len(WORKLOAD)]
@@ -166,9 +169,11 @@ def main() -> None:
     sweep: dict = old.get("sweep", {})
     seconds: dict = old.get("settings", {}).get("seconds_per_level", {})
     with gateway(release_dir, Path(args.work) / "serving" / "logs") as stack:
+        os.environ["FEDROUTER_BENCH_VLLM_KEY"] = stack.vllm_key
+        names = {a: vllm_name(release_dir, a) for a in release.manifest.adapters}
         urls = {
             "vllm_base": (stack.vllm_url, lambda p: base),
-            "vllm_adapter": (stack.vllm_url, lambda p: f"{right[p]}@{release.id}"),
+            "vllm_adapter": (stack.vllm_url, lambda p: names[right[p]]),
             "gateway_auto": (stack.url, lambda p: "auto"),
             "gateway_explicit": (stack.url, lambda p: right[p]),
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import signal
 import socket
 import subprocess
@@ -111,6 +112,7 @@ class Running:
     url: str  # the gateway
     vllm_url: str  # the vLLM server it supervises
     start_s: float  # from `fedrouter serve` to a healthy gateway (vLLM start included)
+    vllm_key: str  # that server's API key (given to the gateway here, to compare with vLLM direct)
 
 
 @contextmanager
@@ -133,9 +135,11 @@ def gateway(release: Path, log_dir: Path, extra: list[str] = ()) -> Iterator[Run
         str(log_dir / "vllm.log"),
         *extra,
     ]
+    key = secrets.token_urlsafe(16)
+    env = {**os.environ, "FEDROUTER_VLLM_API_KEY": key}
     started = time.monotonic()
     with open(log_dir / "gateway.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -149,10 +153,18 @@ def gateway(release: Path, log_dir: Path, extra: list[str] = ()) -> Iterator[Run
             if time.monotonic() - started > 900:
                 raise TimeoutError("gateway did not start in 900 s")
             time.sleep(0.5)
-        yield Running(url, f"http://127.0.0.1:{vllm_port}", time.monotonic() - started)
+        yield Running(url, f"http://127.0.0.1:{vllm_port}", time.monotonic() - started, key)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def vllm_name(release: Path, adapter: str) -> str:
+    """The name the gateway registers `adapter` of `release` under in vLLM (derived from content)."""
+    from fedrouter.router.release import load_release
+    from fedrouter.serving.registry import backend_adapter_name
+
+    return backend_adapter_name(adapter, load_release(release).manifest.digests[adapter])

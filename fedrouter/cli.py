@@ -147,14 +147,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "vllm_port": args.vllm_port,
             "vllm_args": args.vllm_arg or None,
             "admin_token": args.admin_token,
+            "admin_token_file": args.admin_token_file,
             "vllm_log": args.vllm_log,
             "watch": args.watch or None,
         }.items()
         if v is not None
     }
+    if args.admin_token:
+        logging.getLogger("fedrouter.serving").warning(
+            "--admin-token is visible to every user of this machine (ps); "
+            "use FEDROUTER_ADMIN_TOKEN or --admin-token-file instead"
+        )
     settings = GatewaySettings(**overrides)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=30)
+    # uvloop and httptools when installed (core dependencies): the faster event loop and parser
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
+    )
 
 
 def _train_config(args: argparse.Namespace):
@@ -300,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--vllm-port", type=int, help="port of the supervised vLLM (default 8100)")
     serve.add_argument("--vllm-arg", action="append", metavar="ARG", help="extra argument for the supervised vLLM")
     serve.add_argument("--vllm-log", help="file for vLLM's output")
-    serve.add_argument("--admin-token", help="bearer token for /admin routes (or FEDROUTER_ADMIN_TOKEN)")
+    serve.add_argument(
+        "--admin-token", help="bearer token for /admin routes; visible in `ps`: prefer FEDROUTER_ADMIN_TOKEN"
+    )
+    serve.add_argument("--admin-token-file", help="file holding the bearer token for /admin routes")
     serve.add_argument("--watch", action="store_true", help="reload when the release path (a `latest` link) changes")
     serve.set_defaults(fn=cmd_serve)
     train = sub.add_parser("train", help="federated training on the Flower simulation engine -> a release")

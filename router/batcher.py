@@ -4,6 +4,9 @@ A single worker task drains whatever requests are waiting (up to `max_batch`), e
 one call on a worker thread, and hands each caller its own result. When requests arrive one at a
 time nothing waits: a lone request is embedded at once. Under load, requests that arrive while a
 batch is being embedded form the next batch, so the embedder runs at its batched throughput.
+
+One caller's text never fails another's: when a batch fails, each text in it is retried alone and
+only the callers whose own text fails get the error. Every wait of a caller is bounded (`timeout_s`).
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ class MicroBatcher(Generic[T]):
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0  # how many calls of fn were made (for tests and metrics)
 
-    async def submit(self, text: str) -> T:
+    async def submit(self, text: str, timeout_s: float | None = None) -> T:
+        """This text's result; asyncio.TimeoutError after `timeout_s` (the text is then skipped)."""
         if self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run())
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         assert self._queue is not None
-        await self._queue.put((text, fut))
-        return await fut
+        self._queue.put_nowait((text, fut))
+        return await asyncio.wait_for(fut, timeout_s)
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -45,16 +49,23 @@ class MicroBatcher(Generic[T]):
             try:
                 results = await asyncio.to_thread(self._fn, [t for t, _ in live])
                 self.batches += 1
-            except Exception as e:  # every caller of the batch gets the error, the worker lives on
-                for _, f in live:
-                    if not f.done():
-                        f.set_exception(e)
+            except Exception as e:
+                if len(live) == 1:
+                    _settle(live[0][1], error=e)
+                    continue
+                for t, f in live:  # find whose text failed: each alone, the worker lives on
+                    try:
+                        (r,) = await asyncio.to_thread(self._fn, [t])
+                        self.batches += 1
+                        _settle(f, r)
+                    except Exception as e1:
+                        _settle(f, error=e1)
                 continue
             for (_, f), r in zip(live, results):
-                if not f.done():
-                    f.set_result(r)
+                _settle(f, r)
 
     async def close(self) -> None:
+        """Stop the worker; callers still waiting get a RuntimeError."""
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -62,3 +73,15 @@ class MicroBatcher(Generic[T]):
             except asyncio.CancelledError:
                 pass
             self._worker = None
+        while self._queue is not None and not self._queue.empty():
+            _, f = self._queue.get_nowait()
+            _settle(f, error=RuntimeError("the micro-batcher was closed"))
+
+
+def _settle(f: asyncio.Future, result: object = None, error: Exception | None = None) -> None:
+    if f.done():  # the caller went away or timed out
+        return
+    if error is not None:
+        f.set_exception(error)
+    else:
+        f.set_result(result)

@@ -1,7 +1,10 @@
 """The release: the only thing that crosses from training to serving.
 
 This module owns the folder layout, the manifest schema, the atomic write and the validation of
-a release. Nothing else in fedrouter spells a release's file names.
+a release. Nothing else in fedrouter spells a release's file names (the adapter folder's two are
+in adapter_files.py, which also checks an adapter's weights and computes its digest). A release
+is identified by its content: the manifest records every adapter's digest and its own
+(`Release.digest`), both checked at load; its `release_id` is only a label.
 
     <release>/manifest.json        the schema below (`Manifest`)
     <release>/centroids.npy        float32 [K, dim], L2-normalised, row i = cluster id i
@@ -11,12 +14,16 @@ a release. Nothing else in fedrouter spells a release's file names.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
 import tempfile
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,13 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from fedrouter.router.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_digest, check_adapter_folder
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CENTROIDS = "centroids.npy"
 ADAPTERS_DIR = "adapters"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LATEST = "latest"
+
 
 FALLBACKS = ("base", "nearest")
 RESERVED_NAMES = ("auto",)
@@ -94,6 +102,11 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)  # strategy, rounds, metrics
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION
+    # Identity by content. digests: adapter name -> sha256 of its config + weights (checked at
+    # load); digest: sha256 of this manifest without the field itself. Written by write_release;
+    # a manifest without them (older releases) gets them computed at load.
+    digests: dict[str, str] = field(default_factory=dict)
+    digest: str = ""
 
     @property
     def adapters(self) -> dict[str, str]:
@@ -105,6 +118,10 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        """Raises TypeError naming the first field whose JSON type is wrong (see `type_problems`)."""
+        problems = type_problems(cls, d, "manifest")
+        if problems:
+            raise TypeError("; ".join(problems[:5]))
         return cls(
             release_id=str(d["release_id"]),
             base_model=BaseModelInfo(**d["base_model"]),
@@ -115,7 +132,50 @@ class Manifest:
             training=dict(d.get("training", {})),
             created=str(d.get("created", "")),
             format_version=int(d["format_version"]),
+            digests=dict(d.get("digests", {})),
+            digest=str(d.get("digest", "")),
         )
+
+
+def type_problems(tp: Any, value: Any, where: str) -> list[str]:
+    """Where `value` (parsed JSON) does not have the type `tp` (a dataclass or a field annotation).
+
+    Generic over the manifest's dataclasses, so a field added to them is checked without more code.
+    Unknown keys are left to the constructor, which refuses them.
+    """
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            return [f"{where} must be an object, got {type(value).__name__}"]
+        hints, out = typing.get_type_hints(tp), []
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                out += type_problems(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                out.append(f"{where}.{f.name} is missing")
+        return out
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return []
+    if origin in (typing.Union, types.UnionType):
+        arms = [type_problems(a, value, where) for a in args]
+        return [] if any(not p for p in arms) else arms[0]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{where} must be a list, got {type(value).__name__}"]
+        return [p for i, v in enumerate(value) for p in type_problems(args[0], v, f"{where}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return [f"{where} must be an object, got {type(value).__name__}"]
+        return [p for k, v in value.items() for p in type_problems(args[1], v, f"{where}.{k}")]
+    if tp is type(None):
+        return [] if value is None else [f"{where} must be null"]
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        str: isinstance(value, str),
+    }.get(tp, True)
+    return [] if ok else [f"{where} must be {getattr(tp, '__name__', tp)}, got {type(value).__name__} {value!r:.40}"]
 
 
 @dataclass
@@ -128,7 +188,13 @@ class Release:
 
     @property
     def id(self) -> str:
+        """The human label (the folder name when written by training): NOT unique across runs."""
         return self.manifest.release_id
+
+    @property
+    def digest(self) -> str:
+        """The identity of the release's content: same digest, same release."""
+        return self.manifest.digest
 
     def adapter_dir(self, name: str) -> Path:
         return self.path / self.manifest.adapters[name]
@@ -151,15 +217,19 @@ def load_release(
 ) -> Release:
     """Load and fully validate a release; raise ReleaseError naming every defect found."""
     path = Path(path)
-    if not path.is_dir():
-        raise ReleaseError(path, [f"not a folder: {path}"])
-    path = path.resolve()  # follows `latest`
-    manifest_file = path / MANIFEST
-    if not manifest_file.is_file():
-        raise ReleaseError(path, [f"missing {MANIFEST}"])
     try:
-        raw = json.loads(manifest_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        if not path.is_dir():
+            raise ReleaseError(path, [f"not a folder: {str(path)[:300]}"])
+        path = path.resolve()  # follows `latest`
+        manifest_file = path / MANIFEST
+        if not manifest_file.is_file():
+            raise ReleaseError(path, [f"missing {MANIFEST}"])
+        text = manifest_file.read_bytes().decode("utf-8")
+    except (OSError, ValueError) as e:  # a name too long, a loop of links, no permission, not UTF-8
+        raise ReleaseError(str(path)[:300], [f"cannot read the release: {type(e).__name__}: {e}"[:500]]) from None
+    try:
+        raw = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         raise ReleaseError(path, [f"{MANIFEST} is not valid JSON: {e}"]) from None
     try:
         manifest = Manifest.from_dict(raw)
@@ -167,6 +237,8 @@ def load_release(
         raise ReleaseError(path, [f"{MANIFEST} does not follow the schema: {type(e).__name__}: {e}"]) from None
 
     problems = _check_manifest(manifest, path, max_lora_rank)
+    if not problems:
+        problems += _check_digests(manifest, raw, path)
     if expect_base is not None and manifest.base_model.name != expect_base:
         problems.append(f"base model is {manifest.base_model.name!r}, the server runs {expect_base!r}")
     if expect_embedder is not None and manifest.embedder.name != expect_embedder:
@@ -176,6 +248,35 @@ def load_release(
     if problems:
         raise ReleaseError(path, problems)
     return Release(path=path, manifest=manifest, centroids=centroids)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _check_digests(m: Manifest, raw: dict[str, Any], root: Path) -> list[str]:
+    """Check the recorded digests against the files (or compute them for a manifest that has none)."""
+    actual = {name: adapter_digest((root / rel).resolve()) for name, rel in m.adapters.items()}
+    problems = [
+        f"adapter {name!r}: its files changed after the release was written (digest mismatch)"
+        for name, digest in actual.items()
+        if m.digests.get(name, digest) != digest
+    ]
+    if m.digest and m.digest != manifest_digest(raw):
+        problems.append(f"{MANIFEST} changed after the release was written (its digest does not match)")
+    if not problems:
+        m.digests = actual
+        m.digest = m.digest or manifest_digest({**raw, "digests": actual})
+    return problems
+
+
+def manifest_digest(raw: dict[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON, its `digest` field left out: the release's identity.
+
+    Computed over the JSON as written, so a field that a later fedrouter adds with a default does
+    not change the digest of a release written before it."""
+    d = {k: v for k, v in raw.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _check_manifest(m: Manifest, root: Path, max_lora_rank: int | None) -> list[str]:
@@ -227,16 +328,7 @@ def _check_adapter(root: Path, name: str, rel: str, max_r: int) -> list[str]:
     missing = [f for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS) if not (folder / f).is_file()]
     if missing:
         return [f"adapter {name!r}: missing {', '.join(missing)} in {rel}"]
-    try:
-        config = json.loads((folder / ADAPTER_CONFIG).read_text())
-    except json.JSONDecodeError as e:
-        return [f"adapter {name!r}: {ADAPTER_CONFIG} is not valid JSON: {e}"]
-    r = config.get("r")
-    if not isinstance(r, int) or r <= 0:
-        return [f"adapter {name!r}: {ADAPTER_CONFIG} has no positive integer rank 'r'"]
-    if r > max_r:
-        return [f"adapter {name!r}: rank {r} is above the release's lora.r {max_r}"]
-    return []
+    return [f"adapter {name!r}: {p}" for p in check_adapter_folder(folder, max_r)]
 
 
 def _load_centroids(root: Path, m: Manifest) -> tuple[np.ndarray, list[str]]:
@@ -304,7 +396,10 @@ def write_release(
             for fname in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
                 shutil.copyfile(Path(adapters[name]) / fname, dest / fname)
         np.save(tmp / CENTROIDS, np.ascontiguousarray(centroids, dtype=np.float32))
-        (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+        raw = manifest.to_dict()
+        raw["digests"] = {n: adapter_digest(tmp / rel) for n, rel in manifest.adapters.items()}
+        raw["digest"] = manifest_digest(raw)
+        (tmp / MANIFEST).write_text(json.dumps(raw, indent=2) + "\n")
         load_release(tmp)  # never publish something that would not load
         os.rename(tmp, out)
     except BaseException:

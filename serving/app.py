@@ -1,29 +1,33 @@
 """The gateway application: `create_app(settings)` wires release, router, vLLM and routes.
 
 No module-level state: everything lives in the app built here. Tests inject an embedder and an
-HTTP transport standing in for vLLM; `fedrouter serve` passes neither.
+HTTP transport standing in for vLLM; `fedrouter serve` passes neither. What an unauthenticated
+client can reach: the two generation routes, /v1/models, /health (status only) and /metrics;
+no docs, no schema, nothing that names a path, a backend URL or a vLLM-side name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from fedrouter.router.embed import Embedder
 from fedrouter.router.release import load_release
 from fedrouter.serving.admin_routes import build_admin_router
 from fedrouter.serving.backends import BackendPool
-from fedrouter.serving.errors import install_error_handlers
+from fedrouter.serving.errors import CatchAll, GatewayError, install_error_handlers
 from fedrouter.serving.metrics import GatewayMetrics
 from fedrouter.serving.openai_routes import build_openai_router
-from fedrouter.serving.registry import Registry, register_adapters
+from fedrouter.serving.registry import Registry
 from fedrouter.serving.reload import Reloader
 from fedrouter.serving.settings import GatewaySettings
 from fedrouter.serving.supervisor import VLLMSupervisor, vllm_lora_rank
@@ -40,22 +44,33 @@ def create_app(
     if settings.release is None:
         raise ValueError("a release to serve is needed (--release or FEDROUTER_RELEASE)")
     release = load_release(settings.release)  # refuse a bad release before starting anything
+    token = settings.token()
     metrics = GatewayMetrics()
     registry = Registry(metrics)
     supervisor = None
-    urls = list(settings.backends)
+    urls, api_key = list(settings.backends), settings.vllm_api_key
     if not urls:
+        api_key = api_key or secrets.token_urlsafe(32)  # only this gateway will know it
         supervisor = VLLMSupervisor(
-            settings.vllm_host, settings.vllm_port, settings.vllm_args, settings.vllm_kv_cache_gib, settings.vllm_log
+            settings.vllm_host,
+            settings.vllm_port,
+            settings.vllm_args,
+            settings.vllm_kv_cache_gib,
+            settings.vllm_log,
+            api_key,
+            settings.restart_backoff_max_s,
         )
         urls = [supervisor.url]
     pool = BackendPool(
         urls,
+        api_key=api_key,
         request_timeout_s=settings.request_timeout_s,
         connect_retry_s=settings.connect_retry_s,
         transport=transport,
     )
-    pool.on_error = lambda url: metrics.backend_errors.labels(url).inc()
+    # /metrics is public: replicas are labelled by position, not URL (/admin/health maps them)
+    replica = {b.url: f"replica-{i}" for i, b in enumerate(pool.backends)}
+    pool.on_error = lambda url: metrics.backend_errors.labels(replica[url]).inc()
 
     max_rank = vllm_lora_rank(release.manifest.lora.r) if supervisor is not None else None
     reloader = Reloader(
@@ -65,48 +80,71 @@ def create_app(
         max_batch=settings.max_batch,
         max_lora_rank=max_rank,
         drain_timeout_s=settings.drain_timeout_s,
+        reload_timeout_s=settings.reload_timeout_s,
+        route_max_chars=settings.route_max_chars,
+        route_timeout_s=settings.route_timeout_s,
         embed_device=settings.embed_device,
         embedder=embedder,
     )
 
+    async def restart_vllm() -> None:
+        """Restart the supervised vLLM with the flags it started with, after a capped backoff."""
+        assert supervisor is not None
+        delay = supervisor.restart_delay()
+        code = supervisor.process.poll() if supervisor.process else None
+        log.error("vLLM exited (code %s); restarting in %.0f s\n%s", code, delay, supervisor.log_tail(15))
+        supervisor.stop()  # its whole process group: no engine process is left behind
+        await asyncio.sleep(delay)
+        supervisor.restarts += 1
+        supervisor.failures += 1
+        supervisor.start()
+        await asyncio.to_thread(supervisor.wait_healthy, settings.vllm_start_timeout_s)
+        log.info("vLLM is back")
+
     async def keep_backends() -> None:
-        """Restart a dead supervised vLLM; re-register the current adapters in any replica that lost them."""
+        """Restart a dead supervised vLLM; register the current adapters in any replica that lacks them."""
+        up_since = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
             try:
                 if supervisor is not None and not supervisor.alive():
-                    log.error("vLLM exited unexpectedly; restarting it\n%s", supervisor.log_tail(15))
-                    supervisor.restarts += 1
-                    supervisor.start(registry.current.release)
-                    await asyncio.to_thread(supervisor.wait_healthy, settings.vllm_start_timeout_s)
-                    log.info("vLLM is back")
+                    await restart_vllm()
+                    up_since = time.monotonic()
+                elif supervisor is not None and time.monotonic() - up_since > 60:
+                    supervisor.failures = 0  # stayed up: the next crash restarts at once again
                 await pool.refresh()
-                wanted = set(registry.current.adapters.values())
-                if any(b.healthy and not wanted <= b.served for b in pool.backends):
-                    log.warning(
-                        "a vLLM replica lost release %s's adapters; registering them again", registry.current.id
-                    )
-                    await register_adapters(pool, registry.current.release)
+                served = registry.current
+                if pool.lacking(set(served.adapters.values())):
+                    log.warning("a vLLM replica lacks release %s's adapters; registering them", served.id)
+                    await pool.register(served.backend_names())
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("keeping the backends up failed; trying again")
+            except Exception as e:
+                log.error("keeping the backends up failed (%s); trying again", getattr(e, "detail", None) or e)
 
     async def watch_release() -> None:
-        """--watch: reload when the release path (typically `releases/latest`) points elsewhere."""
+        """--watch: reload when the release path (typically `releases/latest`) points elsewhere.
+        A target that fails to load is tried again at every interval (it may be completed later)."""
         assert settings.release is not None
-        seen = Path(settings.release).resolve()
+        seen = registry.current.release.path
+        refused: dict[Path, str] = {}
         while True:
             await asyncio.sleep(settings.watch_interval_s)
-            now = Path(settings.release).resolve()
-            if now == seen or not now.is_dir():
-                continue
-            seen = now
             try:
+                now = Path(settings.release).resolve()
+                if now == seen or not now.is_dir():
+                    continue
                 log.info("watch: %s now points at %s", settings.release, now)
                 await reloader.load(now)
+                seen = now
+                refused.pop(now, None)
+            except asyncio.CancelledError:
+                raise
             except Exception as e:
-                log.error("watch: release %s refused: %s", now, getattr(e, "message", e))
+                message = getattr(e, "message", None) or repr(e)
+                if refused.get(now) != message:  # say it once per target and reason
+                    log.error("watch: release %s refused (will try again): %s", now, message)
+                refused[now] = message
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -147,27 +185,41 @@ def create_app(
             if supervisor is not None:
                 supervisor.stop()
 
-    app = FastAPI(title="fedrouter gateway", lifespan=lifespan)
+    # No /docs, /redoc or /openapi.json: the schema is served at /admin/openapi.json (with the token).
+    app = FastAPI(title="fedrouter gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.registry, app.state.pool, app.state.metrics = registry, pool, metrics
     app.state.supervisor, app.state.reloader = supervisor, reloader
+    app.state.openapi = lambda: gateway_openapi(app)
     install_error_handlers(app)
-    app.include_router(build_openai_router(registry, pool, metrics, settings.max_inflight))
-    if settings.admin_token:
-        app.include_router(build_admin_router(registry, reloader, settings.admin_token))
+    app.add_middleware(CatchAll)
+    app.include_router(build_openai_router(registry, pool, metrics, settings))
+    if token:
+        app.include_router(build_admin_router(registry, reloader, pool, token, app.state.openapi))
 
     @app.get("/health")
     async def health() -> Response:
-        await pool.refresh()
-        up = [b.url for b in pool.backends if b.healthy]
-        body = {
-            "status": "ok" if up else "unavailable",
-            "release": registry.current.id,
-            "backends": [{"url": b.url, "healthy": b.healthy} for b in pool.backends],
-        }
-        return JSONResponse(body, status_code=200 if up else 503)
+        """Up or not, nothing more (the backends' state is refreshed every second by the keeper)."""
+        try:
+            up = registry.current is not None and any(b.healthy for b in pool.backends)
+        except GatewayError:
+            up = False
+        if up:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable"}, status_code=503, headers={"retry-after": "2"})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+def gateway_openapi(app: FastAPI) -> dict:
+    """The public OpenAPI schema (admin routes left out), with the request bodies' definitions."""
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            if isinstance(op, dict):
+                components.update(op.pop("x-components", {}))
+    return schema

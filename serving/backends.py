@@ -1,38 +1,48 @@
-"""The vLLM side: an HTTP client for one OpenAI server and a pool of replicas.
+"""The vLLM side: one client (one persistent connection pool) per OpenAI server, the pool of
+replicas, and the LoRA adapters registered in them.
 
-Requests go to the healthy replica with the fewest requests in flight. A request whose replica
-refused the connection or died before answering is sent again, to another replica or, while all
-are down, to the first that comes back within `connect_retry_s`: a backend restart loses nothing.
-Non-streaming answers are read whole inside the retry; a stream is retried only until its
-headers arrive, since after that the client has seen part of it.
+Delivery. A request goes to the replica `_choose` picks among the healthy ones that serve its
+model (a replica that refused a connection serves nothing until it lists its models again and the
+keeper has registered the adapters it lacks). It is sent again, to another replica, only when it was never delivered: the connection
+was refused or could not be opened. Once a replica accepted it, any failure is a 503 for that
+request (Retry-After): it may have been processed, and sending it again would generate twice (a
+request that crashes vLLM would crash every replica in turn). While every replica refuses
+connections, a request waits up to `connect_retry_s` for one to come back (a supervised restart).
+
+Registration. Adapters are loaded with vLLM's runtime endpoint (VLLM_ALLOW_RUNTIME_LORA_UPDATING)
+into every replica that is up; a replica that is down gets them when it is back (`lacking`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
 from fedrouter.serving.errors import BackendUnavailable
 
-# Failures before any byte of the answer reached the client: the request was not delivered, or
-# its replica died before answering. Inference has no side effects, so sending it again is safe.
-_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+log = logging.getLogger("fedrouter.serving")
+# Failures before the request reached any replica: sending it elsewhere cannot duplicate work.
+_UNDELIVERED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_JSON = {"content-type": "application/json"}
+_RETRY = "the model backend is not available; retry shortly"
 
 
 @dataclass
 class Backend:
     url: str
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient  # admin calls (models, adapter loading)
+    transport: httpx.AsyncBaseTransport  # the same connection pool, used directly on the hot path
     inflight: int = 0
     healthy: bool = True
     served: set[str] = field(default_factory=set)  # model names this replica serves
+    roots: set[str] = field(default_factory=set)  # of those, the base models (`parent` null)
 
 
 class BackendPool:
@@ -40,61 +50,86 @@ class BackendPool:
         self,
         urls: list[str],
         *,
+        api_key: str | None = None,  # sent as a bearer token (vLLM --api-key / VLLM_API_KEY)
         request_timeout_s: float = 600.0,
         connect_retry_s: float = 30.0,
+        admin_timeout_s: float = 120.0,  # loading or unloading one adapter
         transport: httpx.AsyncBaseTransport | None = None,  # tests inject a fake vLLM here
     ):
         if not urls:
             raise ValueError("at least one backend URL is needed")
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-        self.backends = [
-            Backend(
-                u.rstrip("/"),
-                httpx.AsyncClient(base_url=u.rstrip("/"), timeout=timeout, limits=limits, transport=transport),
-            )
-            for u in urls
-        ]
-        self._connect_retry_s = connect_retry_s
+        self._timeout = timeout.as_dict()
+        # vLLM's server closes idle connections after 5 s: ours expire first, so that a request is
+        # never written into a connection the server is closing (it could not be retried safely).
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=4.0)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {**headers, **_JSON}
+        self.backends = []
+        for u in urls:
+            t = transport or httpx.AsyncHTTPTransport(limits=limits)
+            client = httpx.AsyncClient(base_url=u.rstrip("/"), timeout=timeout, headers=headers, transport=t)
+            self.backends.append(Backend(u.rstrip("/"), client, t))
+        self._index = {b.url: i for i, b in enumerate(self.backends)}
+        self._connect_retry_s, self._admin_timeout_s = connect_retry_s, admin_timeout_s
         self._rr = itertools.count()
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
         self.on_error = lambda backend: None  # metrics hook
 
-    def _pick(self, exclude: set[str]) -> Backend | None:
-        candidates = [b for b in self.backends if b.url not in exclude and b.healthy] or [
-            b for b in self.backends if b.url not in exclude
-        ]
-        if not candidates:
-            return None
-        turn = next(self._rr)  # round-robin among equally loaded replicas
-        return min(candidates, key=lambda b: (b.inflight, (self.backends.index(b) - turn) % len(self.backends)))
+    def _choose(self, candidates: list[Backend], model: str | None) -> Backend:
+        """The replica choice: fewest requests in flight, round-robin among equals."""
+        turn = next(self._rr)
+        n = len(self.backends)
+        return min(candidates, key=lambda b: (b.inflight, (self._index[b.url] - turn) % n))
+
+    def _candidates(self, exclude: set[str], model: str | None) -> list[Backend]:
+        """Replicas known to serve `model` (healthy ones first). None while a replica that went
+        down is back but not yet re-registered: the request then waits, as for a refused connection."""
+        ok = [b for b in self.backends if b.url not in exclude and (model is None or model in b.served)]
+        return [b for b in ok if b.healthy] or ok
 
     @asynccontextmanager
-    async def _deliver(self, send) -> AsyncIterator[httpx.Response]:
-        """Run `send(backend)` on a replica that accepts the connection; retry undelivered requests."""
+    async def request(
+        self, method: str, path: str, content: bytes | None = None, *, model: str | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        """A response from some replica, usable inside the `async with` (streamed if asked).
+        `content` is the JSON body, already serialised; `model` steers the replica choice. The
+        response is streamed: read it inside the `async with`."""
         deadline = time.monotonic() + self._connect_retry_s
         tried: set[str] = set()
         last_error: Exception | None = None
         while True:
-            backend = self._pick(tried)
-            if backend is None:
+            candidates = self._candidates(tried, model)
+            if not candidates:
                 if time.monotonic() >= deadline:
-                    raise BackendUnavailable(f"no vLLM backend is reachable ({last_error})")
+                    raise BackendUnavailable(_RETRY, f"no replica accepted a connection: {last_error!r}")
                 await asyncio.sleep(0.25)
                 tried.clear()
                 continue
+            backend = self._choose(candidates, model)
             backend.inflight += 1
             try:
+                # The transport itself (httpx's client layer costs ~0.2 ms a request and adds nothing here)
+                url = self._urls.get((backend.url, path)) or self._urls.setdefault(
+                    (backend.url, path), httpx.URL(backend.url + path)
+                )  # parsed once
+                request = httpx.Request(
+                    method, url, headers=self._headers, content=content, extensions={"timeout": self._timeout}
+                )
                 try:
-                    response = await send(backend.client)
-                except _RETRYABLE as e:
+                    response = await backend.transport.handle_async_request(request)
+                except _UNDELIVERED as e:
                     backend.healthy = False
+                    backend.served = set()  # unknown until it answers /v1/models again (a restart loses all)
                     self.on_error(backend.url)
                     tried.add(backend.url)
                     last_error = e
                     continue
                 except httpx.HTTPError as e:
                     self.on_error(backend.url)
-                    raise BackendUnavailable(f"vLLM backend {backend.url} failed: {type(e).__name__}") from e
+                    raise BackendUnavailable(
+                        "the model backend failed while answering; retry", f"{backend.url}: {e!r}"
+                    ) from None
                 backend.healthy = True
                 try:
                     yield response
@@ -104,38 +139,21 @@ class BackendPool:
             finally:
                 backend.inflight -= 1
 
-    @asynccontextmanager
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None, *, stream: bool = False):
-        """A response from some replica, usable inside the `async with` (streamed if asked)."""
-
-        async def send(client: httpx.AsyncClient) -> httpx.Response:
-            req = client.build_request(method, path, json=body)
-            return await client.send(req, stream=stream)
-
-        async with self._deliver(send) as response:
-            yield response
-
-    async def each(self, method: str, path: str, body: dict[str, Any] | None = None) -> list[httpx.Response]:
-        """Send to every replica (adapter registration); raises BackendUnavailable if one is down."""
-        out = []
-        for b in self.backends:
-            try:
-                out.append(await b.client.request(method, path, json=body))
-            except httpx.HTTPError as e:
-                self.on_error(b.url)
-                raise BackendUnavailable(f"vLLM backend {b.url} is unreachable: {type(e).__name__}") from e
-        return out
-
     async def refresh(self) -> None:
-        """Ask every replica what it serves and whether it is up."""
-        for b in self.backends:
+        """Ask every replica (concurrently) what it serves and whether it is up."""
+
+        async def one(b: Backend) -> None:
             try:
                 r = await b.client.get("/v1/models", timeout=5.0)
                 r.raise_for_status()
-                b.served = {m["id"] for m in r.json().get("data", [])}
+                data = r.json()["data"]
+                b.served = {m["id"] for m in data}
+                b.roots = {m["id"] for m in data if m.get("parent") is None}
                 b.healthy = True
-            except (httpx.HTTPError, ValueError, KeyError):
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
                 b.healthy = False
+
+        await asyncio.gather(*(one(b) for b in self.backends))
 
     async def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -145,8 +163,76 @@ class BackendPool:
                 return
             if time.monotonic() > deadline:
                 down = [b.url for b in self.backends if not b.healthy]
-                raise BackendUnavailable(f"vLLM backends not ready after {timeout_s:.0f} s: {down}")
+                raise BackendUnavailable(_RETRY, f"vLLM backends not ready after {timeout_s:.0f} s: {down}")
             await asyncio.sleep(1.0)
+
+    def base_model(self, wanted: str) -> str:
+        """The vLLM name of the base model: read from /v1/models (the entry whose `parent` is null),
+        whatever it is called and whatever static adapters the server also lists."""
+        up = [b for b in self.backends if b.healthy] or self.backends
+        roots = up[0].roots
+        if wanted in roots:
+            return wanted
+        if len(roots) == 1:
+            (name,) = roots
+            log.info("vLLM serves the base model as %r, the release calls it %r", name, wanted)
+            return name
+        raise BackendUnavailable(f"vLLM does not serve one base model named {wanted!r} (it serves {sorted(roots)})")
+
+    def lacking(self, names: set[str]) -> list[Backend]:
+        """Healthy replicas that do not serve all of `names` (restarted, or down at a reload)."""
+        return [b for b in self.backends if b.healthy and not names <= b.served]
+
+    async def register(self, names: dict[str, str]) -> list[tuple[Backend, str]]:
+        """Load adapters (vLLM name -> folder) into every replica that is up and lacks them; what
+        was loaded, to undo. A replica that goes down meanwhile is skipped (it gets them when it is
+        back); none up, or a replica refusing an adapter, raises BackendUnavailable after undoing."""
+        await self.refresh()
+        up = [b for b in self.backends if b.healthy]
+        loaded: list[tuple[Backend, str]] = []
+        try:
+            for b in up:
+                for name, path in names.items():
+                    if name in b.served:
+                        continue
+                    try:
+                        r = await b.client.post(
+                            "/v1/load_lora_adapter",
+                            json={"lora_name": name, "lora_path": path},
+                            timeout=self._admin_timeout_s,
+                        )
+                    except httpx.HTTPError as e:
+                        b.healthy = False
+                        log.warning("vLLM at %s is down (%r); it gets the adapters when it is back", b.url, e)
+                        break
+                    if r.status_code != 200 and "already" not in r.text:
+                        raise BackendUnavailable(
+                            f"vLLM at {b.url} refused adapter {name!r} ({r.status_code}: {r.text[:300]}); "
+                            "it needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, --enable-lora and access to the folder"
+                        )
+                    b.served.add(name)
+                    loaded.append((b, name))
+            if not any(b.healthy for b in up):
+                raise BackendUnavailable("no vLLM replica is reachable to register the adapters")
+        except BaseException:
+            await self.unload(loaded)
+            raise
+        return loaded
+
+    async def unload(self, pairs: list[tuple[Backend, str]]) -> None:
+        """Unload (replica, vLLM name) pairs, best effort: a replica that is down has nothing loaded."""
+        for b, name in pairs:
+            try:
+                r = await b.client.post("/v1/unload_lora_adapter", json={"lora_name": name}, timeout=30.0)
+                b.served.discard(name)
+                if r.status_code not in (200, 404):
+                    log.warning("vLLM at %s kept adapter %s (%s: %s)", b.url, name, r.status_code, r.text[:200])
+            except httpx.HTTPError as e:
+                log.warning("could not unload %s from %s: %r", name, b.url, e)
+
+    async def unregister(self, names: set[str]) -> None:
+        """Unload vLLM names from every replica (best effort)."""
+        await self.unload([(b, n) for b in self.backends for n in sorted(names)])
 
     async def close(self) -> None:
         for b in self.backends:

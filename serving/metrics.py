@@ -32,6 +32,13 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.request_seconds = Histogram(
+            "fedrouter_request_seconds",
+            "Time from a request's arrival to its last byte, streamed or not",
+            ["selection"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=self.registry,
+        )
         self.inflight = Gauge("fedrouter_inflight_requests", "Requests being answered", registry=self.registry)
 
     def render(self) -> bytes:

@@ -1,23 +1,29 @@
-"""Forward one OpenAI request to vLLM for a resolved `Target`, streaming or not.
+"""Forward one checked OpenAI request to vLLM for a resolved `Target`, streaming or not.
 
-The request body goes to vLLM unchanged except for `model` (the vLLM name); vLLM validates
-every other field. In the answer, `model` is rewritten to the public name, and the routing
-decision is reported in `x-fedrouter-*` headers.
+The body goes to vLLM as the client sent it except for `model` (the vLLM name), serialised once
+with orjson. The answer is passed through as bytes: the only edit is `model` -> the public name,
+done on the bytes (vLLM writes compact JSON and vLLM names are safe identifiers, so the first
+`"model":"<vLLM name>"` is the field, never text inside a string, where quotes are escaped).
+The routing decision is reported in `x-fedrouter-*` headers.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+import orjson
+from fastapi.responses import Response, StreamingResponse
 
 from fedrouter.serving.backends import BackendPool
-from fedrouter.serving.errors import BackendUnavailable, error_body
+from fedrouter.serving.errors import BackendUnavailable, error_body, error_response
 from fedrouter.serving.registry import Target
+
+log = logging.getLogger("fedrouter.serving")
+_FAILED = "the model backend failed while answering; retry"
 
 
 def routing_headers(target: Target) -> dict[str, str]:
@@ -27,70 +33,81 @@ def routing_headers(target: Target) -> dict[str, str]:
     return h
 
 
-async def forward(pool: BackendPool, path: str, body: dict[str, Any], target: Target) -> Response:
-    body = {**body, "model": target.backend}
-    headers = routing_headers(target)
-    if body.get("stream"):
-        return await _forward_stream(pool, path, body, target, headers)
-    async with pool.request("POST", path, body) as r:  # read whole inside the pool's retry
-        if r.status_code != 200:
-            return _backend_error(r, headers)
-        try:
-            payload = r.json()
-        except ValueError:
-            raise BackendUnavailable(f"vLLM answered {path} with something that is not JSON") from None
+def rewrite_model(data: bytes, target: Target) -> bytes:
+    """`"model":"<vLLM name>"` -> the public name, in the first place it occurs (the field)."""
+    old = b'"model":"' + target.backend.encode() + b'"'
+    if old in data:
+        return data.replace(old, b'"model":"' + target.public.encode() + b'"', 1)
+    try:  # not vLLM's compact form: parse, set, write (rare)
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
     if isinstance(payload, dict) and "model" in payload:
         payload["model"] = target.public
-    return JSONResponse(payload, headers=headers)
+        return orjson.dumps(payload)
+    return data
+
+
+async def forward(pool: BackendPool, path: str, body: dict[str, Any], target: Target, stream: bool) -> Response:
+    content = orjson.dumps({**body, "model": target.backend})
+    headers = routing_headers(target)
+    if stream:
+        return await _forward_stream(pool, path, content, target, headers)
+    async with pool.request("POST", path, content, model=target.backend) as r:
+        try:
+            data = await r.aread()
+        except httpx.HTTPError as e:
+            raise BackendUnavailable(_FAILED, repr(e)) from None
+        if r.status_code != 200:
+            return _backend_error(r.status_code, data, target, headers)
+    return Response(rewrite_model(data, target), media_type="application/json", headers=headers)
 
 
 async def _forward_stream(
-    pool: BackendPool, path: str, body: dict[str, Any], target: Target, headers: dict[str, str]
+    pool: BackendPool, path: str, content: bytes, target: Target, headers: dict[str, str]
 ) -> Response:
     stack = AsyncExitStack()
-    r = await stack.enter_async_context(pool.request("POST", path, body, stream=True))
+    r = await stack.enter_async_context(pool.request("POST", path, content, model=target.backend))
     if r.status_code != 200:
         try:
-            await r.aread()
-            return _backend_error(r, headers)
+            return _backend_error(r.status_code, await r.aread(), target, headers)
+        except httpx.HTTPError as e:
+            raise BackendUnavailable(_FAILED, repr(e)) from None
         finally:
             await stack.aclose()
-    # vLLM writes compact JSON; backend names are safe names, so no escaping can hide them.
-    old = [f'"model":"{target.backend}"'.encode(), f'"model": "{target.backend}"'.encode()]
+    old = f'"model":"{target.backend}"'.encode()
     new = f'"model":"{target.public}"'.encode()
+    failed = False
 
     async def relay() -> AsyncIterator[bytes]:
+        nonlocal failed
         try:
             async for line in r.aiter_lines():
-                data = line.encode()
-                for o in old:
-                    data = data.replace(o, new)
-                yield data + b"\n"
-        except httpx.HTTPError as e:  # vLLM went away mid-answer: say so in the stream
-            err = error_body(503, f"vLLM backend failed during the stream: {type(e).__name__}", "service_unavailable")
-            yield b"data: " + json.dumps(err).encode() + b"\n\n"
+                yield line.encode().replace(old, new, 1) + b"\n"
+        except httpx.HTTPError:  # vLLM went away mid-answer: say so in the stream
+            failed = True
+            yield b"data: " + orjson.dumps(error_body(503, _FAILED, "service_unavailable")) + b"\n\n"
         finally:
             await stack.aclose()  # also when the client disconnects: vLLM then aborts the request
 
-    return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+    response = StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+    response.relay_failed = lambda: failed  # read by the request's lifetime for its status
+    return response
 
 
-def _backend_error(r: httpx.Response, headers: dict[str, str]) -> Response:
-    """vLLM's 4xx are the client's fault and already in OpenAI's shape; pass them on. Anything
-    else is the backend's fault: 503."""
-    if 400 <= r.status_code < 500 and r.status_code != 404:
+def _backend_error(status: int, data: bytes, target: Target, headers: dict[str, str]) -> Response:
+    """vLLM's 4xx (other than 404) are the client's fault: passed on in OpenAI's shape, with the
+    vLLM name replaced by the public one. 404 (the adapter is not loaded there) and anything else
+    are the backend's: a 503 that says nothing internal."""
+    if 400 <= status < 500 and status != 404:
         try:
-            payload = r.json()
-            if isinstance(payload, dict) and "error" in payload:
-                return JSONResponse(payload, status_code=r.status_code, headers=headers)
-        except ValueError:
-            pass
-        return JSONResponse(
-            error_body(r.status_code, r.text[:500], "invalid_request_error"), status_code=r.status_code, headers=headers
-        )
-    # 404 from vLLM means the adapter is not loaded there: the gateway's state, not the client's.
-    return JSONResponse(
-        error_body(503, f"vLLM answered {r.status_code}: {r.text[:300]}", "service_unavailable"),
-        status_code=503,
-        headers=headers,
-    )
+            err = orjson.loads(data).get("error", {})
+            message = str(err.get("message", ""))
+            param = err.get("param") if isinstance(err.get("param"), str) else None
+        except (orjson.JSONDecodeError, AttributeError):
+            message, param = data[:300].decode("utf-8", "replace"), None
+        message = message.replace(target.backend, target.public)[:1000] or f"the request was refused ({status})"
+        return error_response(status, message, "invalid_request_error", param, "invalid_request", headers=headers)
+    log.warning("vLLM answered %s for %s: %r", status, target.backend, data[:300])
+    e = BackendUnavailable(f"model {target.public!r} is not available right now; retry shortly")
+    return error_response(503, e.message, e.type, None, e.code, retry_after=e.retry_after, headers=headers)

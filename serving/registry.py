@@ -1,14 +1,15 @@
 """The release being served, and how a request's `model` becomes a vLLM model name.
 
-Owns the mapping public name <-> vLLM name for the current release: adapters are registered in
-vLLM under versioned names (`name@release`) and clients only see plain names. `resolve` turns a
-request's `model` ("auto", an adapter, or the base model) into a `Target`.
+Owns the mapping public name <-> vLLM name: adapters are known to vLLM under names derived from
+their content (`name@<digest>`), so two releases that both call themselves `v1` never share a
+name unless they share the weights, and clients only see plain names. `resolve` turns a
+request's `model` ("auto", an adapter, or the base model) into a `Target`. Registering the names
+in vLLM is the backend layer's job (serving/backends.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,13 +18,16 @@ from fedrouter.router.batcher import MicroBatcher
 from fedrouter.router.embed import Embedder
 from fedrouter.router.release import Release
 from fedrouter.router.router import Route, Router
-from fedrouter.serving.backends import BackendPool
 from fedrouter.serving.errors import BackendUnavailable, BadRequest, ModelNotFound
 from fedrouter.serving.metrics import GatewayMetrics
-from fedrouter.serving.supervisor import backend_adapter_name
 
-log = logging.getLogger("fedrouter.serving")
 AUTO = "auto"
+
+
+def backend_adapter_name(adapter: str, digest: str) -> str:
+    """The name an adapter is registered under in vLLM: its public name and its content digest.
+    vLLM caches adapters by name, so a name must never be reused for other weights."""
+    return f"{adapter}@{digest[:16]}"
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,23 @@ class ServedRelease:
     """One release ready to serve: its router, its micro-batcher and its name map."""
 
     def __init__(
-        self, release: Release, embedder: Embedder, base_backend: str, metrics: GatewayMetrics, max_batch: int
+        self,
+        release: Release,
+        embedder: Embedder,
+        base_backend: str,
+        metrics: GatewayMetrics,
+        max_batch: int,
+        *,
+        route_max_chars: int = 2048,
+        route_timeout_s: float = 30.0,
     ):
         self.release = release
         self.router = Router(release, embedder)
         self.base_public = release.manifest.base_model.name
         self.base_backend = base_backend
-        self.adapters = {n: backend_adapter_name(n, release.id) for n in release.manifest.adapters}
+        digests = release.manifest.digests
+        self.adapters = {n: backend_adapter_name(n, digests[n]) for n in release.manifest.adapters}
+        self.route_max_chars, self.route_timeout_s = route_max_chars, route_timeout_s
 
         def route_batch(texts: list[str]) -> list[Route]:
             metrics.embed_batch.observe(len(texts))
@@ -82,8 +96,22 @@ class ServedRelease:
     def id(self) -> str:
         return self.release.id
 
+    @property
+    def digest(self) -> str:
+        return self.release.digest
+
+    def backend_names(self) -> dict[str, str]:
+        """vLLM name -> adapter folder, for registration."""
+        return {self.adapters[n]: str(self.release.adapter_dir(n)) for n in self.adapters}
+
     def public_models(self) -> list[str]:
         return [AUTO, self.base_public, *self.adapters]
+
+    def routable(self, text: str) -> str:
+        """The text routed on: cut to `route_max_chars`, lone surrogates replaced, so that no
+        prompt can hold the embedder long or make it fail for the others in its batch."""
+        text = text[: self.route_max_chars]
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class Registry:
@@ -94,7 +122,7 @@ class Registry:
     @property
     def current(self) -> ServedRelease:
         if self._current is None:
-            raise BackendUnavailable("no release is loaded yet")
+            raise BackendUnavailable("no release is loaded yet; retry shortly")
         return self._current
 
     def install(self, served: ServedRelease) -> ServedRelease | None:
@@ -102,10 +130,8 @@ class Registry:
         previous, self._current = self._current, served
         return previous
 
-    async def resolve(self, model: object, text: Callable[[], str | None]) -> Target:
+    async def resolve(self, model: str, text: Callable[[], str | None]) -> Target:
         """`text` gives the prompt to route on; it is only called for model="auto"."""
-        if not isinstance(model, str) or not model:
-            raise BadRequest("'model' must be a non-empty string: 'auto', an adapter name or the base model", "model")
         served = self.current  # one snapshot: the whole request uses one release
         served.acquire()  # before any await, so a swap cannot retire it under this request
         try:
@@ -120,7 +146,12 @@ class Registry:
             if prompt is None:
                 raise BadRequest("model='auto' needs text to route on (a user message or a text prompt)", "model")
             started = time.perf_counter()
-            route = await served.batcher.submit(prompt)
+            try:
+                route = await served.batcher.submit(served.routable(prompt), timeout_s=served.route_timeout_s)
+            except asyncio.TimeoutError:
+                raise BackendUnavailable("routing timed out; retry shortly", "embedder timeout") from None
+            except Exception as e:  # the embedder failed on this prompt: only this request fails
+                raise BackendUnavailable("the router could not embed this prompt", repr(e)) from None
             self._metrics.routing_seconds.observe(time.perf_counter() - started)
             if route.adapter is None:
                 return Target(served.base_public, served.base_backend, served.id, route, served)
@@ -130,60 +161,3 @@ class Registry:
         if model in served.adapters:
             return Target(model, served.adapters[model], served.id, None, served)
         raise ModelNotFound(model, served.public_models())
-
-
-async def register_adapters(pool: BackendPool, release: Release) -> str:
-    """Make every replica serve the release's adapters; returns the base model's vLLM name.
-
-    Adapters a replica already serves (supervised mode passes them as --lora-modules) are left
-    alone; others are loaded with vLLM's runtime endpoint, which needs the replica to run with
-    VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and to see the release's folder.
-    """
-    await pool.refresh()
-    names = {backend_adapter_name(n, release.id): str(release.adapter_dir(n)) for n in release.manifest.adapters}
-    loaded: list[tuple[object, str]] = []
-    try:
-        for b in pool.backends:
-            for name, path in names.items():
-                if name in b.served:
-                    continue
-                r = await b.client.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path})
-                if r.status_code != 200:
-                    raise BackendUnavailable(
-                        f"vLLM at {b.url} refused adapter {name!r} ({r.status_code}: {r.text[:300]}); "
-                        "start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora"
-                    )
-                loaded.append((b, name))
-    except Exception:
-        for b, name in loaded:  # leave the backends as they were
-            await _unload(b, name)
-        raise
-    await pool.refresh()
-    return _base_name(pool, release.manifest.base_model.name)
-
-
-async def unregister_adapters(pool: BackendPool, release: Release) -> None:
-    """Unload a retired release's adapters from every replica (best effort)."""
-    for b in pool.backends:
-        for n in release.manifest.adapters:
-            await _unload(b, backend_adapter_name(n, release.id))
-
-
-async def _unload(backend, name: str) -> None:
-    try:
-        r = await backend.client.post("/v1/unload_lora_adapter", json={"lora_name": name})
-        if r.status_code not in (200, 404):
-            log.warning("vLLM at %s kept adapter %s (%s: %s)", backend.url, name, r.status_code, r.text[:200])
-    except Exception as e:  # a backend that is down has nothing loaded anyway
-        log.warning("could not unload %s from %s: %s", name, backend.url, e)
-
-
-def _base_name(pool: BackendPool, wanted: str) -> str:
-    served = pool.backends[0].served
-    if wanted in served:
-        return wanted
-    roots = sorted(n for n in served if "@" not in n)
-    if len(roots) == 1:
-        log.warning("vLLM serves the base model as %r, the release calls it %r", roots[0], wanted)
-        return roots[0]
-    raise BackendUnavailable(f"vLLM does not serve the release's base model {wanted!r} (it serves {sorted(served)})")

