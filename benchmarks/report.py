@@ -118,6 +118,10 @@ def routing(r: dict) -> str:
             f"| {s['centroids']} | {s['exact_single_us']} | {s['exact_batch256_us_per_query']} | "
             f"{s.get('ivf_single_us', '–')} | {s.get('ivf_agrees_with_exact', '–')} |"
         )
+    if "backends" in r:
+        from benchmarks.embedding import render
+
+        rows.append(render(r["backends"]))
     return "\n".join(rows)
 
 

@@ -1,6 +1,6 @@
 """The `fedrouter` command: subcommands dispatch to the packages; nothing imports this module.
 
-fedrouter models prepare                      base model folder from the GGUF; embedder check
+fedrouter models prepare                      base model folder from the GGUF; embedder check + ONNX export
 fedrouter release build --out DIR ...         a release from existing PEFT adapters + examples
 fedrouter release inspect DIR                 the manifest as a table
 fedrouter route "prompt" --release DIR        which adapter a prompt goes to
@@ -58,6 +58,15 @@ def cmd_models_prepare(args: argparse.Namespace) -> None:
     console.print(
         f"embedder: [green]ready[/] {DEFAULT_EMBEDDER} ({emb.info.dim}-d, loaded offline in {time.monotonic() - started:.1f} s)"
     )
+    from fedrouter.router.onnx_embed import export_onnx, export_ready, onnx_cache_dir
+
+    if export_ready(DEFAULT_EMBEDDER) and not args.force:
+        console.print(f"embedder on ONNX Runtime: [green]ready[/] at {onnx_cache_dir(DEFAULT_EMBEDDER)}")
+    else:
+        started = time.monotonic()
+        with console.status("exporting the embedder to ONNX (fp32 + int8, once)"):
+            out = export_onnx(DEFAULT_EMBEDDER, force=args.force)
+        console.print(f"embedder on ONNX Runtime: [green]exported[/] to {out} in {time.monotonic() - started:.0f} s")
 
 
 def cmd_release_build(args: argparse.Namespace) -> None:

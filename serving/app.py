@@ -66,6 +66,8 @@ def create_app(
         max_lora_rank=max_rank,
         drain_timeout_s=settings.drain_timeout_s,
         embed_device=settings.embed_device,
+        embed_backend=settings.embed_backend,
+        embed_threads=settings.embed_threads,
         embedder=embedder,
     )
 
@@ -111,10 +113,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks: list[asyncio.Task] = []
-        if settings.embed_threads > 0:
-            import torch
-
-            torch.set_num_threads(settings.embed_threads)
         try:
             if supervisor is not None:
                 started = time.monotonic()

@@ -40,11 +40,14 @@ class Reloader:
         max_lora_rank: int | None,
         drain_timeout_s: float,
         embed_device: str = "cpu",
+        embed_backend: str = "torch",
+        embed_threads: int = 0,
         embedder: Embedder | None = None,
     ):
         self._registry, self._pool, self._metrics = registry, pool, metrics
         self._max_batch, self._max_lora_rank = max_batch, max_lora_rank
         self._drain_timeout_s, self._embed_device = drain_timeout_s, embed_device
+        self._embed_backend, self._embed_threads = embed_backend, embed_threads
         self._embedder = embedder  # fixed by tests; else rebuilt from each release's manifest
         self._lock = asyncio.Lock()
         self.previous: Path | None = None
@@ -60,7 +63,9 @@ class Reloader:
         elif current is not None and current.router.embedder.info == release.manifest.embedder:
             emb = current.router.embedder  # same model: no reload
         else:
-            emb = await asyncio.to_thread(load_embedder, release.manifest.embedder, self._embed_device)
+            emb = await asyncio.to_thread(
+                load_embedder, release.manifest.embedder, self._embed_device, self._embed_backend, self._embed_threads
+            )
         return ServedRelease(release, emb, base_backend, self._metrics, self._max_batch)
 
     async def load(self, path: str | Path) -> dict:

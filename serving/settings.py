@@ -29,7 +29,10 @@ class GatewaySettings(BaseSettings):
     max_inflight: int = 512  # above this, 429
     # Routing
     embed_device: str = "cpu"
-    # torch threads of the gateway's embedder. 1: on a CPU shared with vLLM, a multi-threaded
+    # "auto": MiniLM on ONNX Runtime int8 when `fedrouter models prepare` exported it (same vector
+    # space, ~2 ms a prompt), else PyTorch; or "onnx-int8", "onnx-fp32", "torch" (router/embed.py).
+    embed_backend: str = "auto"
+    # Threads of the gateway's embedder (torch or onnxruntime). 1: on a CPU shared with vLLM, a multi-threaded
     # embedder's OpenMP barriers wait on threads descheduled by vLLM's, and one short prompt
     # took ~500 ms instead of ~15 ms (measured, benchmarks/README.md). 0: torch's default.
     embed_threads: int = 1
