@@ -74,8 +74,17 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class VLLMSupervisor:
-    def __init__(self, host: str, port: int, extra_args: list[str], kv_cache_gib: int, log_path: Path | None):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        extra_args: list[str],
+        kv_cache_gib: int,
+        log_path: Path | None,
+        env: dict[str, str] | None = None,  # on top of the gateway's environment
+    ):
         self.host, self.port = host, port
+        self._env = dict(env or {})
         self.url = f"http://{host}:{port}"
         self._extra_args = list(extra_args)
         self._kv_cache_gib = kv_cache_gib
@@ -86,7 +95,7 @@ class VLLMSupervisor:
     def start(self, release: Release) -> None:
         """Spawn vLLM (returns at once; `wait_healthy` waits). Call from the main thread: the
         parent-death signal fires when the spawning thread exits."""
-        env = dict(os.environ)
+        env = {**os.environ, **self._env}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # hot reload registers adapters at run time
         env.setdefault("HF_HUB_OFFLINE", "1")
