@@ -158,6 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "admin_token": args.admin_token,
             "vllm_log": args.vllm_log,
             "watch": args.watch or None,
+            "replica_policy": args.replica_policy,
         }.items()
         if v is not None
     }
@@ -305,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="URL",
         help="a running vLLM OpenAI server (repeat for replicas); default: start and supervise one",
+    )
+    serve.add_argument(
+        "--replica-policy",
+        choices=["affinity", "least-loaded"],
+        help="with several --backend: adapter affinity (default) or least loaded for every request",
     )
     serve.add_argument("--vllm-port", type=int, help="port of the supervised vLLM (default 8100)")
     serve.add_argument("--vllm-arg", action="append", metavar="ARG", help="extra argument for the supervised vLLM")

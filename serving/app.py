@@ -54,8 +54,13 @@ def create_app(
         request_timeout_s=settings.request_timeout_s,
         connect_retry_s=settings.connect_retry_s,
         transport=transport,
+        policy=settings.replica_policy,
+        load_factor=settings.affinity_load_factor,
     )
     pool.on_error = lambda url: metrics.backend_errors.labels(url).inc()
+    pool.on_pick = lambda url, placement: metrics.backend_requests.labels(url, placement).inc()
+    for b in pool.backends:
+        metrics.backend_inflight.labels(b.url).set_function(lambda b=b: b.inflight)
 
     max_rank = vllm_lora_rank(release.manifest.lora.r) if supervisor is not None else None
     reloader = Reloader(

@@ -1,6 +1,8 @@
 """The vLLM side: an HTTP client for one OpenAI server and a pool of replicas.
 
-Requests go to the healthy replica with the fewest requests in flight. A request whose replica
+Requests for an adapter go to a replica that already holds it (policy "affinity", serving/affinity.py:
+consistent hashing with bounded load), other requests to the healthy replica with the fewest in
+flight (policy "least-loaded" does that for every request). A request whose replica
 refused the connection or died before answering is sent again, to another replica or, while all
 are down, to the first that comes back within `connect_retry_s`: a backend restart loses nothing.
 Non-streaming answers are read whole inside the retry; a stream is retried only until its
@@ -19,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from fedrouter.serving.affinity import AffinityRing
 from fedrouter.serving.errors import BackendUnavailable
 
 # Failures before any byte of the answer reached the client: the request was not delivered, or
@@ -43,6 +46,8 @@ class BackendPool:
         request_timeout_s: float = 600.0,
         connect_retry_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,  # tests inject a fake vLLM here
+        policy: str = "least-loaded",  # or "affinity"
+        load_factor: float = 1.25,  # affinity: most in flight on a replica, as a multiple of the mean
     ):
         if not urls:
             raise ValueError("at least one backend URL is needed")
@@ -57,25 +62,39 @@ class BackendPool:
         ]
         self._connect_retry_s = connect_retry_s
         self._rr = itertools.count()
+        if policy not in ("least-loaded", "affinity"):
+            raise ValueError(f"unknown replica policy {policy!r} (least-loaded, affinity)")
+        self._ring = (
+            AffinityRing([b.url for b in self.backends], load_factor=load_factor) if policy == "affinity" else None
+        )
         self.on_error = lambda backend: None  # metrics hook
+        self.on_pick = lambda backend, placement: None  # metrics hook: placement home | spill | least-loaded
 
-    def _pick(self, exclude: set[str]) -> Backend | None:
+    def _pick(self, exclude: set[str], model: str | None = None) -> Backend | None:
         candidates = [b for b in self.backends if b.url not in exclude and b.healthy] or [
             b for b in self.backends if b.url not in exclude
         ]
         if not candidates:
             return None
+        if self._ring is not None:
+            by_url = {b.url: b for b in candidates}
+            key = model if model and "@" in model else None  # adapters are name@release; else the base model
+            url, home = self._ring.choose(key, {u: b.inflight for u, b in by_url.items()})
+            self.on_pick(url, "home" if home else "spill" if key else "least-loaded")
+            return by_url[url]
         turn = next(self._rr)  # round-robin among equally loaded replicas
-        return min(candidates, key=lambda b: (b.inflight, (self.backends.index(b) - turn) % len(self.backends)))
+        pick = min(candidates, key=lambda b: (b.inflight, (self.backends.index(b) - turn) % len(self.backends)))
+        self.on_pick(pick.url, "least-loaded")
+        return pick
 
     @asynccontextmanager
-    async def _deliver(self, send) -> AsyncIterator[httpx.Response]:
+    async def _deliver(self, send, model: str | None = None) -> AsyncIterator[httpx.Response]:
         """Run `send(backend)` on a replica that accepts the connection; retry undelivered requests."""
         deadline = time.monotonic() + self._connect_retry_s
         tried: set[str] = set()
         last_error: Exception | None = None
         while True:
-            backend = self._pick(tried)
+            backend = self._pick(tried, model)
             if backend is None:
                 if time.monotonic() >= deadline:
                     raise BackendUnavailable(f"no vLLM backend is reachable ({last_error})")
@@ -105,14 +124,25 @@ class BackendPool:
                 backend.inflight -= 1
 
     @asynccontextmanager
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None, *, stream: bool = False):
-        """A response from some replica, usable inside the `async with` (streamed if asked)."""
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        stream: bool = False,
+        model: str | None = None,
+    ):
+        """A response from some replica, usable inside the `async with` (streamed if asked). `model` (the
+        vLLM model name, default `body["model"]`) chooses the replica under the affinity policy."""
 
         async def send(client: httpx.AsyncClient) -> httpx.Response:
             req = client.build_request(method, path, json=body)
             return await client.send(req, stream=stream)
 
-        async with self._deliver(send) as response:
+        if model is None and isinstance(body, dict) and isinstance(body.get("model"), str):
+            model = body["model"]
+        async with self._deliver(send, model) as response:
             yield response
 
     async def each(self, method: str, path: str, body: dict[str, Any] | None = None) -> list[httpx.Response]:

@@ -32,6 +32,19 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.backend_inflight = Gauge(
+            "fedrouter_backend_inflight_requests",
+            "Requests in flight on each vLLM replica",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.backend_requests = Counter(
+            "fedrouter_backend_requests",
+            "Requests sent to each vLLM replica, by placement: the adapter's home replica, spilled "
+            "(home over its load bound), or least-loaded (no adapter, or that policy)",
+            ["backend", "placement"],
+            registry=self.registry,
+        )
         self.inflight = Gauge("fedrouter_inflight_requests", "Requests being answered", registry=self.registry)
 
     def render(self) -> bytes:

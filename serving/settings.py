@@ -27,6 +27,10 @@ class GatewaySettings(BaseSettings):
     request_timeout_s: float = 600.0  # one generation, end to end
     connect_retry_s: float = 180.0  # keep retrying a request no backend answered (covers a vLLM restart)
     max_inflight: int = 512  # above this, 429
+    # Replicas: "affinity" sends an adapter's requests to the replica that holds it (consistent hashing
+    # with bounded load, serving/affinity.py); "least-loaded" spreads every request evenly.
+    replica_policy: str = "affinity"
+    affinity_load_factor: float = 1.25  # a replica takes at most this multiple of the mean load in flight
     # Routing
     embed_device: str = "cpu"
     # "auto": MiniLM on ONNX Runtime int8 when `fedrouter models prepare` exported it (same vector
