@@ -62,7 +62,8 @@ def overhead(r: dict) -> str:
             "| path | p50 ms | p99 ms |",
             "|---|---|---|",
             *[f"| {k} | {v['p50_ms']} | {v['p99_ms']} |" for k, v in lat.items()],
-            f"| embedding pass alone (MiniLM, in-process) | {r['embedding_pass']['p50_ms']} | {r['embedding_pass']['p99_ms']} |",
+            f"| embedding pass alone (MiniLM, {r['settings'].get('embedder_backend', 'torch')}, in-process) | "
+            f"{r['embedding_pass']['p50_ms']} | {r['embedding_pass']['p99_ms']} |",
             "",
             f"Added by the gateway (p50): explicit adapter {r['added_p50_ms']['explicit']} ms, "
             f"`auto` {r['added_p50_ms']['auto']} ms (target: one embedding pass + 1 ms = "
@@ -148,8 +149,22 @@ def training(r: dict) -> str:
     )
 
 
+def _module(name: str):
+    """A section rendered by the benchmark's own module (`render(result)`), imported when needed."""
+
+    def render(r: dict) -> str:
+        import importlib
+
+        return importlib.import_module(f"benchmarks.{name}").render(r)
+
+    return render
+
+
 SECTIONS = [
     ("serving", serving),
+    ("vllm_bench", _module("vllm_bench")),
+    ("replicas", _module("replicas")),
+    ("many_adapters", _module("many_adapters")),
     ("gateway_overhead", overhead),
     ("reload", reload),
     ("routing", routing),
@@ -171,7 +186,10 @@ client-centric training, and routed adapters come close to oracle routing.
 | `benchmarks/serving.py` | vLLM direct (base, right adapter) vs gateway (`auto`, explicit) at concurrency 1-32 |
 | `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request |
 | `benchmarks/reload.py` | hot reload under 8 clients: switch time, failures, in-flight latency |
-| `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching |
+| `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching, embedding backends (torch / ONNX) |
+| `benchmarks/vllm_bench.py` | vLLM's own `vllm bench serve` client: TTFT, TPOT, ITL, tok/s for base, adapters, `auto` |
+| `benchmarks/replicas.py` | 2 vLLM replicas: adapter affinity vs least-loaded, adapters outnumbering `--max-loras` |
+| `benchmarks/many_adapters.py` | a release of 64 adapters vs 4: start, reload, memory, throughput |
 | `benchmarks/training_compare.py` | FedRouter vs FedAvg, local, clustered, FLoRAL, oracle on `dual` and `generalization` |
 """
 
