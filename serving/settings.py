@@ -34,7 +34,7 @@ class GatewaySettings(BaseSettings):
     # Routing
     embed_device: str = "cpu"
     # "auto": MiniLM on ONNX Runtime int8 when `fedrouter models prepare` exported it (same vector
-    # space, ~2 ms a prompt), else PyTorch; or "onnx-int8", "onnx-fp32", "torch" (router/embed.py).
+    # space, ~2.5 ms a prompt), else PyTorch; or "onnx-int8", "onnx-fp32", "onnx-int8-all", "torch".
     embed_backend: str = "auto"
     # Threads of the gateway's embedder (torch or onnxruntime). 1: on a CPU shared with vLLM, a multi-threaded
     # embedder's OpenMP barriers wait on threads descheduled by vLLM's, and one short prompt
