@@ -166,6 +166,8 @@ class BackendPool:
                 b.healthy = True
             except (httpx.HTTPError, ValueError, KeyError):
                 b.healthy = False
+        if self._ring is not None:  # balance the homes of the adapters the replicas serve
+            self._ring.set_keys({n for b in self.backends for n in b.served if "@" in n})
 
     async def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -30,6 +30,16 @@ def test_a_new_replica_takes_adapters_only_from_others_and_moves_no_other():
     assert moved == {"adapter0@v1": C, "adapter2@v1": C, "adapter5@v1": C}
 
 
+def test_a_known_adapter_set_is_split_evenly():
+    ring = AffinityRing([A, B])
+    ring.set_keys(KEYS)  # hashing alone puts 5 of the 8 on B
+    assert [ring.home(k) for k in KEYS] == [B, B, B, A, A, A, A, B]
+    three = AffinityRing([A, B, C])
+    three.set_keys(KEYS)  # at most ceil(8 / 3) = 3 each
+    assert [three.home(k) for k in KEYS] == [C, B, C, A, A, C, A, B]
+    assert ring.choose("adapter5@v1", {A: 0, B: 0}) == (A, True)
+
+
 def test_home_while_within_the_load_bound_else_the_least_loaded():
     ring = AffinityRing([A, B], load_factor=1.25)
     key = "adapter0@v1"  # home B
