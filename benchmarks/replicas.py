@@ -57,7 +57,8 @@ def main() -> None:
         from fedrouter.serving.affinity import AffinityRing
 
         ring = AffinityRing(urls)
-        homes = {n: urls.index(ring.order(f"{n}@v1")[0]) for n in names}
+        ring.set_keys([f"{n}@v1" for n in names])  # as the gateway does with what the replicas serve
+        homes = {n: urls.index(ring.home(f"{n}@v1")) for n in names}
         for rnd in range(args.rounds):
             for policy in POLICIES:
                 extra = ["--replica-policy", policy]
