@@ -121,4 +121,13 @@ def render(r: dict) -> str:
             f"{v['micro_batched_prompts_per_s']} / {v['batched_ceiling_prompts_per_s']} "
             f"({v['micro_batching_vs_ceiling']}) |"
         )
+    out += [
+        "",
+        "Reading it: `int8` is the gateway's default (`auto`) where it meets the agreement goals; `int8-all` "
+        "quantises the FFN down-projections too (faster, further from PyTorch). The ceiling is the backend's "
+        "own batches of 64 on one thread; the micro-batcher also runs one batch at a time on one thread (the "
+        "gateway's setting, leaving the other core to vLLM). `one_at_a_time_prompts_per_s` in the JSON runs one "
+        "pass per request on a thread each: with ONNX Runtime (which releases the GIL) two run at once on the "
+        "two cores and none is padded, so it can exceed both.",
+    ]
     return "\n".join(out)
