@@ -36,11 +36,13 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench", help="scratch folder")
     args = ap.parse_args()
 
-    from fedrouter.router.embed import SentenceTransformerEmbedder
+    from fedrouter.router.embed import load_embedder
+    from fedrouter.router.release import load_release
 
     work = Path(args.work) / "overhead"
     (release,) = bench_releases(work, ["v1"])
-    embedder = SentenceTransformerEmbedder()
+    # the gateway's embedder, as it runs there: the default backend (ONNX when exported), one thread
+    embedder = load_embedder(load_release(release).manifest.embedder, backend="auto", threads=1)
 
     embed_ms = []
     for i in range(args.n):
@@ -96,6 +98,7 @@ def main() -> None:
         "settings": {
             "base": "SmolLM2-135M-Instruct",
             "embedder": "all-MiniLM-L6-v2",
+            "embedder_backend": getattr(embedder, "backend", "torch"),
             "adapters": 3,
             "max_tokens": 1,
             "concurrency": 1,

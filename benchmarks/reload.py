@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import httpx
 
 from benchmarks.gateway_overhead import percentile
 from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine, vllm_name
+from fedrouter.serving.launch import Traffic
 
 TOKEN = "bench-token"
 
@@ -40,34 +39,8 @@ def main() -> None:
     bench_releases(work, ["v1", "v2"])
 
     os.environ["FEDROUTER_ADMIN_TOKEN"] = TOKEN
-    rows: list[tuple[float, float, int, str | None]] = []  # (sent, done, status, release)
-    stop = threading.Event()
-    lock = threading.Lock()
-
-    def client(url: str, i: int) -> None:
-        rng = random.Random(i)
-        with httpx.Client(timeout=300) as c:
-            while not stop.is_set():
-                sent = time.monotonic()
-                try:
-                    r = c.post(
-                        f"{url}/v1/chat/completions",
-                        json={
-                            "model": "auto",
-                            "messages": [{"role": "user", "content": rng.choice(PROBES)}],
-                            "max_tokens": 16,
-                        },
-                    )
-                    row = (sent, time.monotonic(), r.status_code, r.headers.get("x-fedrouter-release"))
-                except httpx.HTTPError:
-                    row = (sent, time.monotonic(), 0, None)
-                with lock:
-                    rows.append(row)
-
     with gateway(work / "releases" / "v1", work / "logs") as stack:
-        threads = [threading.Thread(target=client, args=(stack.url, i), daemon=True) for i in range(args.clients)]
-        for t in threads:
-            t.start()
+        traffic = Traffic(stack.url, PROBES, clients=args.clients, max_tokens=16).start()
         time.sleep(args.steady_s)
         asked = time.monotonic()
         r = httpx.post(
@@ -79,9 +52,8 @@ def main() -> None:
         answered = time.monotonic()
         r.raise_for_status()
         time.sleep(args.steady_s)
-        stop.set()
-        for t in threads:
-            t.join()
+        traffic.stop()
+        rows = [row[:4] for row in traffic.results]  # (sent, done, status, release)
         served = httpx.get(f"{stack.url}/admin/health", headers={"authorization": f"Bearer {TOKEN}"}).json()
         v1_only = {vllm_name(work / "releases" / "v1", a) for a in TASKS} - {
             vllm_name(work / "releases" / "v2", a) for a in TASKS

@@ -64,7 +64,8 @@ def overhead(r: dict) -> str:
             "| path | p50 ms | p99 ms |",
             "|---|---|---|",
             *[f"| {k} | {v['p50_ms']} | {v['p99_ms']} |" for k, v in lat.items()],
-            f"| embedding pass alone (MiniLM, in-process) | {r['embedding_pass']['p50_ms']} | {r['embedding_pass']['p99_ms']} |",
+            f"| embedding pass alone (MiniLM, {r['settings'].get('embedder_backend', 'torch')}, in-process) | "
+            f"{r['embedding_pass']['p50_ms']} | {r['embedding_pass']['p99_ms']} |",
             "",
             f"Added by the gateway (median over runs of each run's p50 difference): explicit adapter "
             f"{r['added_p50_ms']['explicit']} ms (target ≤ 1 ms), `auto` {r['added_p50_ms']['auto']} ms"
@@ -126,6 +127,10 @@ def routing(r: dict) -> str:
             f"| {s['centroids']} | {s['exact_single_us']} | {s['exact_batch256_us_per_query']} | "
             f"{s.get('ivf_single_us', '–')} | {s.get('ivf_agrees_with_exact', '–')} |"
         )
+    if "backends" in r:
+        from benchmarks.embedding import render
+
+        rows.append(render(r["backends"]))
     return "\n".join(rows)
 
 
@@ -152,8 +157,22 @@ def training(r: dict) -> str:
     )
 
 
+def _module(name: str):
+    """A section rendered by the benchmark's own module (`render(result)`), imported when needed."""
+
+    def render(r: dict) -> str:
+        import importlib
+
+        return importlib.import_module(f"benchmarks.{name}").render(r)
+
+    return render
+
+
 SECTIONS = [
     ("serving", serving),
+    ("vllm_bench", _module("vllm_bench")),
+    ("replicas", _module("replicas")),
+    ("many_adapters", _module("many_adapters")),
     ("gateway_overhead", overhead),
     ("reload", reload),
     ("routing", routing),
@@ -175,7 +194,10 @@ client-centric training, and routed adapters come close to oracle routing.
 | `benchmarks/serving.py` | vLLM direct (base, right adapter) vs gateway (`auto`, explicit) at concurrency 1-32 |
 | `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request |
 | `benchmarks/reload.py` | hot reload under 8 clients: switch time, failures, in-flight latency |
-| `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching |
+| `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching, embedding backends (torch / ONNX) |
+| `benchmarks/vllm_bench.py` | vLLM's own `vllm bench serve` client: TTFT, TPOT, ITL, tok/s for base, adapters, `auto` |
+| `benchmarks/replicas.py` | 2 vLLM replicas: adapter affinity vs least-loaded, adapters outnumbering `--max-loras` |
+| `benchmarks/many_adapters.py` | a release of 64 adapters vs 4: start, reload, memory, throughput |
 | `benchmarks/training_compare.py` | FedRouter vs FedAvg, local, clustered, FLoRAL, oracle on `dual` and `generalization` |
 """
 

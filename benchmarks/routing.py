@@ -6,11 +6,13 @@
 - the centroid index from 8 to 4,096 centroids: exact (IndexFlatIP) and approximate (IVF), with
   the approximate index's agreement with the exact one;
 - embedding throughput under concurrency: the gateway's micro-batcher against one forward pass
-  per request, and the embedder's own batched throughput (the ceiling).
+  per request, and the embedder's own batched throughput (the ceiling);
+- the embedding backends (PyTorch, ONNX Runtime fp32 / int8): agreement, latency, micro-batching
+  (benchmarks/embedding.py).
 
     python -m benchmarks.routing
 
-Writes benchmarks/results/routing.json, routing_accuracy.png, routing_map.png.
+Writes benchmarks/results/routing.json, routing_accuracy.png, routing_map.png, routing_backends.png.
 """
 
 from __future__ import annotations
@@ -192,6 +194,7 @@ def plots(acc: dict, test: dict, embedder, folder: Path) -> None:
 
 
 def main() -> None:
+    from benchmarks import embedding
     from fedrouter.router.embed import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()
@@ -207,10 +210,12 @@ def main() -> None:
         "latency": latency(embedder, prompts, acc["centroids"]),
         "index_scaling": index_scaling(embedder.info.dim),
         "embedding_throughput": embedding_throughput(embedder, prompts),
+        "backends": embedding.compare_backends(train, test, threads=1),  # last: it sets torch to one thread
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "routing.json").write_text(json.dumps(result, indent=2) + "\n")
     plots(acc, test, embedder, RESULTS)
+    embedding.plot(result["backends"], RESULTS / "routing_backends.png")
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 

@@ -10,7 +10,16 @@ import argparse
 import subprocess
 import sys
 
-ORDER = ["routing", "gateway_overhead", "serving", "reload", "training_compare"]
+ORDER = [
+    "routing",
+    "gateway_overhead",
+    "serving",
+    "vllm_bench",
+    "reload",
+    "many_adapters",
+    "replicas",
+    "training_compare",
+]
 
 
 def main() -> None:

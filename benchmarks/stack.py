@@ -1,31 +1,17 @@
 """A serving stack for benchmarks: the default base model (SmolLM2-135M), LoRA adapters, a release,
-and a supervised gateway, started as a user would start it (`fedrouter serve`)."""
+and a supervised gateway, started as a user would start it (`fedrouter serve`, via serving/launch.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from fedrouter.serving.launch import Launched, free_port, gateway  # noqa: F401 (the benchmarks' launcher)
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def machine() -> dict:
@@ -105,61 +91,6 @@ def bench_releases(work: Path, ids: list[str]) -> list[Path]:
             )
         out.append(release)
     return out
-
-
-@dataclass
-class Running:
-    url: str  # the gateway
-    vllm_url: str  # the vLLM server it supervises
-    start_s: float  # from `fedrouter serve` to a healthy gateway (vLLM start included)
-    vllm_key: str  # that server's API key (given to the gateway here, to compare with vLLM direct)
-
-
-@contextmanager
-def gateway(release: Path, log_dir: Path, extra: list[str] = ()) -> Iterator[Running]:
-    """Start `fedrouter serve` with a supervised vLLM, as a user would."""
-    port, vllm_port = free_port(), free_port()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "fedrouter.cli",
-        "serve",
-        "--release",
-        str(release),
-        "--port",
-        str(port),
-        "--vllm-port",
-        str(vllm_port),
-        "--vllm-log",
-        str(log_dir / "vllm.log"),
-        *extra,
-    ]
-    key = secrets.token_urlsafe(16)
-    env = {**os.environ, "FEDROUTER_VLLM_API_KEY": key}
-    started = time.monotonic()
-    with open(log_dir / "gateway.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"gateway exited:\n{(log_dir / 'gateway.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - started > 900:
-                raise TimeoutError("gateway did not start in 900 s")
-            time.sleep(0.5)
-        yield Running(url, f"http://127.0.0.1:{vllm_port}", time.monotonic() - started, key)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def vllm_name(release: Path, adapter: str) -> str:

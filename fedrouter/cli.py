@@ -1,6 +1,6 @@
 """The `fedrouter` command: subcommands dispatch to the packages; nothing imports this module.
 
-fedrouter models prepare                      base model folder from the GGUF; embedder check
+fedrouter models prepare                      base model folder from the GGUF; embedder check + ONNX export
 fedrouter release build --out DIR ...         a release from existing PEFT adapters + examples
 fedrouter release inspect DIR                 the manifest as a table
 fedrouter route "prompt" --release DIR        which adapter a prompt goes to
@@ -58,6 +58,15 @@ def cmd_models_prepare(args: argparse.Namespace) -> None:
     console.print(
         f"embedder: [green]ready[/] {DEFAULT_EMBEDDER} ({emb.info.dim}-d, loaded offline in {time.monotonic() - started:.1f} s)"
     )
+    from fedrouter.router.onnx_embed import export_onnx, export_ready, onnx_cache_dir
+
+    if export_ready(DEFAULT_EMBEDDER) and not args.force:
+        console.print(f"embedder on ONNX Runtime: [green]ready[/] at {onnx_cache_dir(DEFAULT_EMBEDDER)}")
+    else:
+        started = time.monotonic()
+        with console.status("exporting the embedder to ONNX (fp32 + int8, once)"):
+            out = export_onnx(DEFAULT_EMBEDDER, force=args.force)
+        console.print(f"embedder on ONNX Runtime: [green]exported[/] to {out} in {time.monotonic() - started:.0f} s")
 
 
 def cmd_release_build(args: argparse.Namespace) -> None:
@@ -150,6 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "admin_token_file": args.admin_token_file,
             "vllm_log": args.vllm_log,
             "watch": args.watch or None,
+            "replica_policy": args.replica_policy,
         }.items()
         if v is not None
     }
@@ -305,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="URL",
         help="a running vLLM OpenAI server (repeat for replicas); default: start and supervise one",
+    )
+    serve.add_argument(
+        "--replica-policy",
+        choices=["affinity", "least-loaded"],
+        help="with several --backend: adapter affinity (default) or least loaded for every request",
     )
     serve.add_argument("--vllm-port", type=int, help="port of the supervised vLLM (default 8100)")
     serve.add_argument("--vllm-arg", action="append", metavar="ARG", help="extra argument for the supervised vLLM")

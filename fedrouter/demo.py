@@ -7,13 +7,8 @@ What exists already (releases of an earlier run) is reused.
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,15 +17,11 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from fedrouter.serving import launch
+
 RUN = Path("runs/demo")
 TOKEN = "demo-admin-token"
 console = Console(width=None if sys.stdout.isatty() else 140)  # logs and CI: keep the tables one line a row
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _step(n: int, text: str) -> None:
@@ -41,37 +32,19 @@ def _train(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "fedrouter.cli", "train", *args], check=True)
 
 
-def _start_gateway(release: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "FEDROUTER_ADMIN_TOKEN": TOKEN}
-    cmd = [
-        sys.executable,
-        "-m",
-        "fedrouter.cli",
-        "serve",
-        "--release",
-        str(release),
-        "--port",
-        str(port),
-        "--vllm-port",
-        str(_free_port()),
-        "--vllm-log",
-        str(log.with_name("vllm.log")),
-    ]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    started = time.monotonic()
+def _start_gateway(release: Path, log_dir: Path) -> launch.Launched:
     with console.status("starting vLLM with every adapter of the release, then the gateway (~30-60 s)"):
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the gateway exited; see {log}:\n{log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-    console.print(f"gateway up on http://127.0.0.1:{port} in {time.monotonic() - started:.0f} s (logs: {log.parent})")
-    return proc
+        args = [
+            "--release",
+            str(release),
+            "--vllm-port",
+            str(launch.free_port()),
+            "--vllm-log",
+            str(log_dir / "vllm.log"),
+        ]
+        gw = launch.start_gateway(args, log=log_dir / "gateway.log", env={"FEDROUTER_ADMIN_TOKEN": TOKEN})
+    console.print(f"gateway up on {gw.url} in {gw.start_s:.0f} s (logs: {log_dir})")
+    return gw
 
 
 def _ask(client: httpx.Client, url: str, model: str, prompt: str) -> httpx.Response:
@@ -115,29 +88,6 @@ def _base(url: str, client: httpx.Client) -> str:
     return next(m["id"] for m in client.get(f"{url}/v1/models").json()["data"] if m["parent"] is None)
 
 
-class _Traffic(threading.Thread):
-    def __init__(self, url: str, prompts: list[str]):
-        super().__init__(daemon=True)
-        self.url, self.prompts, self.stop, self.seen = url, prompts, threading.Event(), Counter()
-
-    def run(self) -> None:
-        def worker(i: int) -> None:
-            rng = random.Random(i)
-            with httpx.Client(timeout=300) as c:
-                while not self.stop.is_set():
-                    try:
-                        r = _ask(c, self.url, "auto", rng.choice(self.prompts))
-                        self.seen[(r.headers.get("x-fedrouter-release"), r.status_code)] += 1
-                    except httpx.HTTPError:
-                        self.seen[("error", 0)] += 1
-
-        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-
 def main() -> None:
     from fedrouter.training.config import TrainConfig
     from fedrouter.training.data.scenarios import scenario_from_config
@@ -160,11 +110,10 @@ def main() -> None:
     ]  # 2 per task and client
 
     _step(2, "serve release v1: vLLM with every adapter + the routing gateway")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     logs = RUN / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    proc = _start_gateway(releases / "v1", port, logs / "gateway.log")
+    gw = _start_gateway(releases / "v1", logs)
+    url = gw.url
     try:
         _step(3, 'model="auto": each prompt goes to the adapter of its nearest task cluster')
         _score_table(url, samples, "release v1, routed")
@@ -176,8 +125,7 @@ def main() -> None:
             _train(["--resume", str(RUN), "--rounds", "1", "--seed", "1"])
 
         _step(5, "hot reload v1 -> v2 while 8 clients keep sending requests")
-        traffic = _Traffic(url, [s["prompt"] for s in samples])
-        traffic.start()
+        traffic = launch.Traffic(url, [s["prompt"] for s in samples], clients=8, max_tokens=12).start()
         time.sleep(3)
         r = httpx.post(
             f"{url}/admin/reload",
@@ -187,17 +135,16 @@ def main() -> None:
         )
         console.print(f"reload: {r.json()}")
         time.sleep(4)
-        traffic.stop.set()
-        traffic.join(timeout=300)
-        failed = sum(n for (rel, status), n in traffic.seen.items() if status != 200)
-        for (rel, status), n in sorted(traffic.seen.items(), key=str):
+        traffic.stop()
+        seen = Counter((row[3] if row[2] else "error", row[2]) for row in traffic.results)
+        failed = len(traffic.failures())
+        for (rel, status), n in sorted(seen.items(), key=str):
             console.print(f"  {n:4d} responses from release {rel} (HTTP {status})")
         console.print(f"failed requests across the reload: [bold]{failed}[/]")
         _score_table(url, samples, "release v2, routed")
     finally:
         _step(6, "shut down")
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        launch.stop(gw, grace_s=120)
         console.print("gateway and vLLM stopped")
     console.print(
         f"demo done in {time.monotonic() - started:.0f} s. Releases: {releases}; "

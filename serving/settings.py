@@ -40,9 +40,16 @@ class GatewaySettings(BaseSettings):
     max_n: int = 128  # choices per request (`n`, `best_of`); OpenAI's limit
     max_tokens: int = 32768  # `max_tokens` / `max_completion_tokens`
     max_logprobs: int = 20  # `logprobs` (completions) and `top_logprobs` (chat)
+    # Replicas: "affinity" sends an adapter's requests to the replica that holds it (consistent hashing
+    # with bounded load, serving/affinity.py); "least-loaded" spreads every request evenly.
+    replica_policy: str = "affinity"
+    affinity_load_factor: float = 1.25  # a replica takes at most this multiple of the mean load in flight
     # Routing
     embed_device: str = "cpu"
-    # torch threads of the gateway's embedder. 1: on a CPU shared with vLLM, a multi-threaded
+    # "auto": MiniLM on ONNX Runtime int8 when `fedrouter models prepare` exported it (same vector
+    # space, ~2.5 ms a prompt), else PyTorch; or "onnx-int8", "onnx-fp32", "onnx-int8-all", "torch".
+    embed_backend: str = "auto"
+    # Threads of the gateway's embedder (torch or onnxruntime). 1: on a CPU shared with vLLM, a multi-threaded
     # embedder's OpenMP barriers wait on threads descheduled by vLLM's, and one short prompt
     # took ~500 ms instead of ~15 ms (measured, benchmarks/README.md). 0: torch's default.
     embed_threads: int = 1

@@ -87,10 +87,12 @@ class VLLMSupervisor:
         log_path: Path | None,
         api_key: str,
         backoff_max_s: float = 60.0,
+        env: dict[str, str] | None = None,  # on top of the gateway's environment
     ):
         if not is_loopback(host):
             raise ValueError(f"the supervised vLLM listens on loopback only, not {host!r} (attach with --backend)")
         self.host, self.port = host, port
+        self._env = dict(env or {})
         self.url = f"http://{host}:{port}"
         self._extra_args = list(extra_args)
         self._kv_cache_gib = kv_cache_gib
@@ -114,7 +116,7 @@ class VLLMSupervisor:
             if release is None:
                 raise ValueError("the first start of vLLM needs a release")
             self.command = vllm_command(release, self.host, self.port, self._extra_args)
-        env = dict(os.environ)
+        env = {**os.environ, **self._env}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # adapters are registered at run time
         env["VLLM_API_KEY"] = self._api_key

@@ -137,3 +137,42 @@ def write_examples(folder: Path, examples: dict[str, list[str]] = TASK_EXAMPLES)
         files[task] = folder / f"{task}.jsonl"
         files[task].write_text("".join(json.dumps({"prompt": p, "task": task}) + "\n" for p in prompts))
     return files
+
+
+def make_tiny_sentence_transformer(out: Path, seed: int = 0) -> Path:
+    """A 2-layer random BERT with a WordPiece tokenizer trained on the spot, saved as a
+    sentence-transformers folder (Transformer + mean Pooling + Normalize), like all-MiniLM-L6-v2."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as st
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = [p for ps in TASK_EXAMPLES.values() for p in ps] * 4
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    hf = out / "hf"
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
+    fast.save_pretrained(hf)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(hf)
+    body = st.Transformer(str(hf), max_seq_length=64)
+    model = SentenceTransformer(modules=[body, st.Pooling(64, "mean"), st.Normalize()], device="cpu")
+    model.save(str(out / "st"))
+    return out / "st"

@@ -4,12 +4,8 @@ adapters, a release built with `fedrouter release build`, the gateway started wi
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +13,8 @@ import openai
 import pytest
 
 from fedrouter.router.release import load_release
+from fedrouter.serving import launch
+from fedrouter.serving.launch import free_port, stop
 from fedrouter.serving.registry import backend_adapter_name
 from tests.tiny import TASK_PROBES, make_lora, make_tiny_llama, write_examples
 
@@ -33,39 +31,10 @@ def vllm_name(release: Path, adapter: str) -> str:
     return backend_adapter_name(adapter, load_release(release).manifest.digests[adapter])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_gateway(args: list[str], port: int, log: Path, timeout_s: float = 600) -> subprocess.Popen:
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "FEDROUTER_VLLM_API_KEY": VLLM_KEY}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [*FEDROUTER, "serve", "--port", str(port), *args], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"gateway exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    proc.kill()
-    pytest.fail(f"gateway not healthy after {timeout_s} s:\n{log.read_text()[-4000:]}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """`fedrouter serve --port PORT *args`, healthy (the launcher the demo and benchmarks use)."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "FEDROUTER_VLLM_API_KEY": VLLM_KEY}
+    return launch.start_gateway(args, port=port, log=log, env=env, timeout_s=timeout_s).proc
 
 
 def build(out: Path, base: Path, adapters: dict[str, Path], examples: dict[str, Path]) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import threading
 import time
 
 import httpx
@@ -13,6 +11,7 @@ import numpy as np
 import psutil
 import pytest
 
+from fedrouter.serving import launch
 from tests.integration.test_gateway_vllm import build, free_port, start_gateway, stop, vllm_name
 from tests.tiny import TASK_PROBES, make_lora, make_tiny_llama, write_examples
 
@@ -22,51 +21,9 @@ ADMIN = {"authorization": f"Bearer {TOKEN}"}
 PROMPTS = [p for ps in TASK_PROBES.values() for p in ps]
 
 
-class Traffic:
-    """`n` clients sending routed chat requests back to back until stopped."""
-
-    def __init__(self, url: str, n: int = 8):
-        self.url, self.results, self._stop = url, [], threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
-
-    def _run(self, i: int) -> None:
-        rng = random.Random(i)
-        with httpx.Client(timeout=300) as client:
-            while not self._stop.is_set():
-                sent = time.monotonic()
-                body = {
-                    "model": "auto",
-                    "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
-                    "max_tokens": 4,
-                }
-                try:
-                    r = client.post(f"{self.url}/v1/chat/completions", json=body)
-                    row = (
-                        sent,
-                        time.monotonic(),
-                        r.status_code,
-                        r.headers.get("x-fedrouter-release"),
-                        r.headers.get("x-fedrouter-adapter"),
-                        r.text[:200],
-                    )
-                except httpx.HTTPError as e:
-                    row = (sent, time.monotonic(), 0, None, None, repr(e))
-                with self._lock:
-                    self.results.append(row)
-
-    def __enter__(self) -> Traffic:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=300)
-
-    def failures(self) -> list:
-        return [r for r in self.results if r[2] != 200]
+def Traffic(url: str, n: int = 8) -> launch.Traffic:
+    """`n` clients sending routed chat requests back to back until the `with` block ends."""
+    return launch.Traffic(url, PROMPTS, clients=n, max_tokens=4)
 
 
 @pytest.fixture(scope="module")
