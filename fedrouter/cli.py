@@ -7,6 +7,7 @@ fedrouter route "prompt" --release DIR        which adapter a prompt goes to
 fedrouter serve --release DIR                 the routed OpenAI-compatible gateway
 fedrouter train --out runs/NAME ...           federated training (Flower simulation) -> a release
 fedrouter eval --release DIR                  scores per task with routing as the gateway routes
+fedrouter data export --scenario S --out DIR  the train/test data a run would use, as JSONL per client
 fedrouter demo                                train -> serve -> retrain -> hot reload, explained
 """
 
@@ -238,6 +239,21 @@ def cmd_eval(args: argparse.Namespace) -> None:
     console.print(f"wrote {stem}.json, .md, .png")
 
 
+def cmd_data_export(args: argparse.Namespace) -> None:
+    from fedrouter.training.config import TrainConfig
+    from fedrouter.training.data.scenarios import export_scenario, scenario_from_config
+
+    values = {
+        k: getattr(args, k)
+        for k in ("scenario", "tasks", "held_out", "num_clients", "seed", "train_per_task", "test_per_task")
+        if getattr(args, k) is not None
+    }
+    cfg = TrainConfig(out=args.out, **values)
+    scenario = scenario_from_config(cfg)
+    for folder, c in zip(export_scenario(scenario, args.out), scenario.clients):
+        print(f"{folder}: {len(c.train)} train ({','.join(c.tasks)}), {len(c.test) + len(scenario.held_out)} test")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from fedrouter.demo import main as demo
 
@@ -329,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int)
     ev.add_argument("--out", help="folder for eval JSON/markdown/PNG (default: <run>/eval)")
     ev.set_defaults(fn=cmd_eval)
+
+    data = sub.add_parser("data", help="training data: export, fetch").add_subparsers(dest="action", required=True)
+    export = data.add_parser("export", help="write DIR/client<i>/train.jsonl and test.jsonl for a scenario")
+    export.add_argument("--scenario", choices=["single", "dual", "iid", "generalization"])
+    export.add_argument("--tasks", help="comma-separated task names (default: the training default)")
+    export.add_argument("--held-out", dest="held_out", help="tasks nobody trains on (in every test.jsonl)")
+    export.add_argument("--clients", dest="num_clients", type=int)
+    export.add_argument("--seed", type=int)
+    export.add_argument("--train-per-task", dest="train_per_task", type=int)
+    export.add_argument("--test-per-task", dest="test_per_task", type=int)
+    export.add_argument("--out", required=True, help="folder to write client<i>/ into")
+    export.set_defaults(fn=cmd_data_export)
 
     demo = sub.add_parser("demo", help="the whole loop on the default models (what `make demo` runs)")
     demo.set_defaults(fn=cmd_demo)

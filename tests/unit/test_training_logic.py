@@ -1,5 +1,8 @@
 """Aggregation, clustering, FLoRAL export and data: expected values written out."""
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +11,15 @@ from fedrouter.router.vectors import nearest_ids
 from fedrouter.training.aggregate import aggregate_by_cluster, weighted_average
 from fedrouter.training.clustering import global_clusters, local_clusters
 from fedrouter.training.config import TrainConfig
-from fedrouter.training.data.scenarios import client_tasks, load_client_file, make_scenario
-from fedrouter.training.data.tasks import SYNTHETIC
+from fedrouter.training.data.scenarios import (
+    all_tasks,
+    client_tasks,
+    export_scenario,
+    load_client_file,
+    load_client_files,
+    make_scenario,
+)
+from fedrouter.training.data.tasks import SYNTHETIC, held_out_part
 from fedrouter.training.evaluate import score
 from fedrouter.training.floral import attach_mixture, channel_weights, export_mixture
 from fedrouter.training.strategies import LocalClusters, make_plan
@@ -137,12 +147,73 @@ def test_scenarios_partition_as_documented():
     assert again.clients[2].train == s.clients[2].train  # every client regenerates the same data
 
 
+SCENARIO_TASKS = ["add", "sentiment", "capital", "parity", "max", "letters", "acronym", "first_letter"]
+
+
+@pytest.mark.parametrize("scenario", ["single", "dual", "iid", "generalization"])
+def test_no_test_prompt_is_a_training_prompt(scenario):
+    """Across all clients: a prompt any client evaluates on is never one any client trained on."""
+    tasks = sorted(all_tasks())  # synthetic and the installed corpus tasks
+    for seed in (0, 1):
+        s = make_scenario(scenario, tasks, len(tasks), 48, 24, seed=seed, held_out=[])
+        train = {x["prompt"] for c in s.clients for x in c.train}
+        test = {x["prompt"] for c in s.clients for x in c.test}
+        assert test and train and not (train & test), sorted(train & test)[:5]
+
+
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))
-def test_every_synthetic_task_answers_its_own_prompts(name):
+def test_every_task_splits_train_and_test_and_answers_consistently(name):
+    """Many draws per split: the prompt sets are disjoint, the answer is a function of the prompt,
+    and a task has more than one answer (a constant answer would make exact match trivial)."""
     import random
 
-    prompt, response = SYNTHETIC[name].sample(random.Random(0))
-    assert prompt and response and score(response, response, "exact") == 1.0
+    task, rng = SYNTHETIC[name], random.Random(7)
+    answers: dict[str, str] = {}
+    by_split = {}
+    for split in ("train", "test"):
+        drawn = [task.sample(rng, split) for _ in range(400)]
+        for prompt, response in drawn:
+            assert answers.setdefault(prompt, response) == response, prompt
+        by_split[split] = {p for p, _ in drawn}
+    assert not (by_split["train"] & by_split["test"])
+    assert len(set(answers.values())) >= 2
+
+
+def test_lookup_tasks_hold_out_their_entities():
+    import random
+
+    for name, entity in [("capital", r"capital of (.+)\?"), ("letters", r"word '(.+)'"), ("acronym", r"of '(.+)'")]:
+        seen = {}
+        for split in ("train", "test"):
+            rng = random.Random(0)
+            seen[split] = {re.search(entity, SYNTHETIC[name].sample(rng, split)[0]).group(1) for _ in range(300)}
+        assert seen["test"] and not (seen["train"] & seen["test"]), name
+    assert held_out_part(list(range(10)), "test") == [4, 9]
+
+
+def test_independent_answers_of_the_arithmetic_tasks():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(50):
+        p, r = SYNTHETIC["add"].sample(rng, "test")
+        a, b = map(int, re.findall(r"\d+", p))
+        assert int(r) == a + b
+        p, r = SYNTHETIC["subtract"].sample(rng, "train")
+        b, a = map(int, re.findall(r"\d+", p))
+        assert int(r) == a - b
+        p, r = SYNTHETIC["parity"].sample(rng, "train")
+        assert r == ("even" if int(re.findall(r"\d+", p)[0]) % 2 == 0 else "odd")
+
+
+def test_data_export_round_trip(tmp_path):
+    s = make_scenario("dual", ["add", "capital", "parity"], 3, 8, 4, seed=2, held_out=["max"])
+    export_scenario(s, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["client0", "client1", "client2"]
+    rows = [json.loads(line) for line in (tmp_path / "client1" / "test.jsonl").read_text().splitlines()]
+    assert set(rows[0]) == {"prompt", "response", "task"} and len(rows) == 2 * 4 + 4
+    back = load_client_files(tmp_path)
+    assert back.clients[1].train == s.clients[1].train and back.clients[1].tasks == ["capital", "parity"]
 
 
 def test_scores():
