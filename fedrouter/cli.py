@@ -194,7 +194,9 @@ def _train_config(args: argparse.Namespace):
         key = key.replace("-", "_")
         if not sep or key not in types:
             raise SystemExit(f"error: --set expects KEY=VALUE with KEY one of {', '.join(types)}; got {item!r}")
-        values[key] = {"int": int, "float": float}.get(types[key], str)(raw)
+        values[key] = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(
+            types[key], str
+        )(raw)
     if "out" not in values:
         raise SystemExit("error: --out runs/NAME is needed (or --resume runs/NAME)")
     return TrainConfig(**values)
@@ -322,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="federated training on the Flower simulation engine -> a release")
     train.add_argument("--out", help="run folder: releases go to OUT/releases/v<N>")
     train.add_argument("--resume", metavar="RUN_OR_RELEASE", help="continue from a run's latest release (next version)")
-    train.add_argument("--strategy", choices=["fedrouter", "fedavg", "local", "clustered", "floral", "oracle"])
+    train.add_argument("--strategy", help="fedrouter, oracle, fedavg, fedavg-matched, local, clustered, floral")
     train.add_argument("--scenario", choices=["single", "dual", "iid", "generalization"])
     train.add_argument("--tasks", help="comma-separated task names (see training/data)")
     train.add_argument("--held-out", dest="held_out", help="tasks nobody trains on")

@@ -98,18 +98,23 @@ def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
         stop(proc)
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "local", "clustered", "floral", "oracle"])
+@pytest.mark.parametrize("strategy", ["fedavg", "fedavg-matched", "local", "clustered", "floral", "oracle"])
 def test_every_baseline_writes_a_valid_release(tmp_path, base, strategy):
+    """Every strategy's plan through real Flower: the release loads, has the adapters the strategy
+    promises, and records which clusters each client trained."""
     train(tmp_path / "run", base, strategy)
     release = load_release(tmp_path / "run" / "releases" / "latest")
-    names = list(release.manifest.adapters)
-    expected = {"fedavg": 1, "local": 3, "floral": 3, "oracle": 3}.get(strategy)
-    if expected:
-        assert len(names) == expected, names
-    if strategy == "floral":
-        assert release.manifest.lora.r == 8 * 3  # a mixture of K=3 rank-8 adaptors is one rank-24 LoRA
+    m = release.manifest
+    names = list(m.adapters)
+    expected = {"fedavg": 1, "fedavg-matched": 1, "local": 3, "floral": 3, "oracle": 3, "clustered": 2}[strategy]
+    assert len(names) == expected, names
+    assert m.lora.r == {"fedavg-matched": 8 * 3, "floral": 8 * 3}.get(strategy, 8)  # K=3 rank-8 adaptors: rank 24
     if strategy == "oracle":
         assert names == ["add", "capital", "parity"]
+    if strategy == "clustered":  # FedAvg warm-up in round 1, 3 clients grouped into k_clients=2 in round 2
+        assert [h["clusters"] for h in m.training["history"]] == [1, 2]
+    assert sorted(m.client_clusters) == ["0", "1", "2"]
+    assert all(0 <= c < len(m.clusters) for counts in m.client_clusters.values() for c in counts)
 
 
 def test_deployment_engine_on_localhost(tmp_path, base):

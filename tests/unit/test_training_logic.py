@@ -22,7 +22,7 @@ from fedrouter.training.data.scenarios import (
 from fedrouter.training.data.tasks import SYNTHETIC, held_out_part
 from fedrouter.training.evaluate import score
 from fedrouter.training.floral import attach_mixture, channel_weights, export_mixture
-from fedrouter.training.strategies import LocalClusters, make_plan
+from fedrouter.training.strategies import REGISTRY, LocalClusters, Update, get_strategy, regroup_clients
 
 
 def test_weighted_average_expected_values():
@@ -79,21 +79,100 @@ def _local(names_per_client):
     return out
 
 
+def _plan(name, local, **cfg):
+    return get_strategy(name).plan(local, TrainConfig(strategy=name, **cfg))
+
+
 def test_plans_of_the_simple_strategies():
     local = _local([["add", "capital"], ["capital", "parity"]])
-    oracle = make_plan("oracle", local, 4, 0)
+    oracle = _plan("oracle", local)
     assert oracle.names == ["add", "capital", "parity"] and oracle.assign == {0: {0: 0, 1: 1}, 1: {0: 1, 1: 2}}
+    assert oracle.client_clusters(local) == {"0": {0: 1, 1: 2}, "1": {1: 1, 2: 2}}
     one = _local([["all"], ["all"], ["all"]])
-    assert make_plan("fedavg", one, 4, 0).assign == {0: {0: 0}, 1: {0: 0}, 2: {0: 0}}
-    assert make_plan("local", one, 4, 0).assign == {0: {0: 0}, 1: {0: 1}, 2: {0: 2}}
-    assert make_plan("floral", one, 4, 0).train_mode == "floral"
+    assert _plan("fedavg", one).assign == {0: {0: 0}, 1: {0: 0}, 2: {0: 0}}
+    assert _plan("local", one).assign == {0: {0: 0}, 1: {0: 1}, 2: {0: 2}}
+    assert _plan("clustered", one).names == ["shared"]  # the FedAvg warm-up
+    assert _plan("floral", one).train_mode == "floral"
+    cfg = TrainConfig(k_global=4, lora_r=2)
+    assert [REGISTRY[n].rank_factor(cfg) for n in ("fedavg", "fedavg-matched", "floral", "fedrouter")] == [1, 4, 4, 1]
+
+
+def test_every_strategy_is_one_registered_object():
+    assert set(REGISTRY) == {"fedrouter", "oracle", "fedavg", "fedavg-matched", "local", "clustered", "floral"}
+    with pytest.raises(ValueError, match="not one of"):
+        get_strategy("magic")
+    with pytest.raises(ValueError, match="resume"):
+        TrainConfig(strategy="floral", resume="runs/x/releases/v1")
 
 
 def test_resumed_plan_keeps_the_release_clusters():
     local = _local([["a", "b"]])
     fixed = local[0].centroids[::-1].copy()
-    plan = make_plan("fedrouter", local, 4, 0, fixed_centroids=fixed, fixed_names=["x", "y"])
+    plan = get_strategy("fedrouter").resume_plan(local, fixed, ["x", "y"])
     assert plan.assign == {0: {0: 1, 1: 0}} and plan.names == ["x", "y"]
+
+
+def _lora(b: list[float]) -> dict:
+    return {"m.lora_A.weight": torch.ones(1, 2), "m.lora_B.weight": torch.tensor(b)[:, None]}
+
+
+def test_regroup_clients_by_ward_clustering_of_their_updates():
+    """Six clients whose B updates point three ways -> three groups of two, each the plain mean."""
+    local = _local([["all"]] * 6)
+    start = _lora([0.0, 0.0, 0.0])
+    dirs = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    updates = [Update(p, 0, _lora([x * (1 + 0.1 * p) for x in dirs[p // 2]]), 10) for p in range(6)]
+    plan, adapters = regroup_clients(local, updates, start, k=3)
+    assert plan.assign == {0: {0: 0}, 1: {0: 0}, 2: {0: 1}, 3: {0: 1}, 4: {0: 2}, 5: {0: 2}}
+    assert plan.names == ["group0", "group1", "group2"] and plan.centroids.shape == (3, 8)
+    torch.testing.assert_close(adapters[1]["m.lora_B.weight"][:, 0], torch.tensor([0.0, (1.2 + 1.3) / 2, 0.0]))
+
+
+def test_clustered_differs_from_local_when_clients_outnumber_groups():
+    local = _local([["all"]] * 4)
+    cfg = TrainConfig(strategy="clustered", k_clients=2, rounds=3, cluster_round=2)
+    s = get_strategy("clustered")
+    plan = s.plan(local, cfg)
+    start = _lora([0.0, 0.0])
+    updates = [Update(p, 0, _lora([1.0, 0.1 * p] if p < 2 else [0.1 * p, 1.0]), 5) for p in range(4)]
+    same_plan, adapters = s.aggregate(1, plan, {0: start}, updates, local, cfg)  # round 1: FedAvg warm-up
+    assert same_plan.names == ["shared"]
+    torch.testing.assert_close(
+        adapters[0]["m.lora_B.weight"][:, 0], torch.tensor([(1 + 1 + 0.2 + 0.3) / 4, (0 + 0.1 + 1 + 1) / 4])
+    )
+    grouped, adapters = s.aggregate(2, plan, {0: start}, updates, local, cfg)
+    assert grouped.assign == {0: {0: 0}, 1: {0: 0}, 2: {0: 1}, 3: {0: 1}} and len(adapters) == 2
+    assert len(get_strategy("local").plan(local, cfg).names) == 4
+
+
+def test_floral_average_weights_each_adaptor_by_examples_times_mixture():
+    from fedrouter.training.floral import floral_average
+
+    r = 1
+    a = [
+        {"x.lora_A.weight": torch.tensor([[1.0], [2.0]]), "x.lora_B.weight": torch.tensor([[1.0, 2.0]])},
+        {"x.lora_A.weight": torch.tensor([[3.0], [4.0]]), "x.lora_B.weight": torch.tensor([[3.0, 4.0]])},
+    ]
+    logits = [np.log(np.array([0.9, 0.1])), np.log(np.array([0.5, 0.5]))]
+    out = floral_average(a, logits, [10, 30], r)
+    w0 = np.array([10 * 0.9, 30 * 0.5]) / (10 * 0.9 + 30 * 0.5)  # adaptor 0
+    w1 = np.array([10 * 0.1, 30 * 0.5]) / (10 * 0.1 + 30 * 0.5)  # adaptor 1
+    expected_a = torch.tensor([[w0 @ [1.0, 3.0]], [w1 @ [2.0, 4.0]]], dtype=torch.float32)
+    torch.testing.assert_close(out["x.lora_A.weight"], expected_a)
+    torch.testing.assert_close(
+        out["x.lora_B.weight"], torch.tensor([[w0 @ [1.0, 3.0], w1 @ [2.0, 4.0]]], dtype=torch.float32)
+    )
+
+
+def test_pyproject_flower_config_matches_train_config_defaults():
+    from dataclasses import fields
+    from pathlib import Path
+
+    import tomllib
+
+    flwr = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    defaults = {f.name.replace("_", "-"): f.default for f in fields(TrainConfig)}
+    assert flwr == defaults
 
 
 def test_floral_export_equals_the_mixture_forward():
@@ -237,3 +316,4 @@ def test_config_from_flower_run_config():
         TrainConfig.from_record({"nope": 1})
     with pytest.raises(ValueError, match="strategy"):
         TrainConfig(strategy="magic")
+    assert TrainConfig.from_record({"strategy": "fedavg-matched"}).strategy == "fedavg-matched"
