@@ -235,9 +235,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     stem.with_suffix(".md").write_text(table + "\n")
     plot(result, stem.with_suffix(".png"), f"release {rel.id} ({result['strategy']}, {cfg.scenario})")
     console.print(table)
-    console.print(
-        f"routing agrees with the best adapter per task on {result['routing_agrees_with_oracle']:.0%} of prompts"
-    )
+    if "routing_agrees_with_oracle" in result:
+        console.print(
+            f"global routing picks the best adapter of the task for {result['routing_agrees_with_oracle']:.0%} of prompts"
+        )
     console.print(f"wrote {stem}.json, .md, .png")
 
 
