@@ -121,36 +121,11 @@ def routing(r: dict) -> str:
     return "\n".join(rows)
 
 
-def training(r: dict) -> str:
-    name = r["benchmark"]
-    md = (RESULTS / f"{name}.md").read_text() if (RESULTS / f"{name}.md").exists() else ""
-    s = r["settings"]
-    title = "FedRouter vs baselines" if name == "training_compare" else f"FedRouter vs baselines: {name}"
-    return "\n".join(
-        [
-            f"### {title} ({_machine(r)})",
-            "",
-            f"SmolLM2-135M, rank-{s['lora_r']} LoRA on {s['lora_targets']}, {s['num_clients']} clients, `dual` partition "
-            f"of {s['tasks']} ({s['train_per_task']} samples per client and task), {s['rounds']} rounds x "
-            f"{s['local_steps']} steps, batch {s['batch_size']}. Exact match on {s['test_per_task']} held-out prompts per "
-            "task and client. `routed`: the release's router picks the adapter (as `model=\"auto\"`); `client's own`: "
-            "the client's own adapter (client-centric strategies); `oracle`: the best adapter per task. "
-            f"![training](results/{name}.png)",
-            "",
-            md,
-            f"Paper's claims: {r['paper']['interference']} under interference, {r['paper']['generalization']} on "
-            "generalization.",
-        ]
-    )
-
-
 SECTIONS = [
     ("serving", serving),
     ("gateway_overhead", overhead),
     ("reload", reload),
     ("routing", routing),
-    ("training_compare", training),
-    ("training_interference", training),
 ]
 
 HEADER = """# Benchmarks
@@ -168,7 +143,7 @@ client-centric training, and routed adapters come close to oracle routing.
 | `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request |
 | `benchmarks/reload.py` | hot reload under 8 clients: switch time, failures, in-flight latency |
 | `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching |
-| `benchmarks/training_compare.py` | FedRouter vs FedAvg, local, clustered, FLoRAL, oracle on `dual` and `generalization` |
+| `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle; dual, interference, generalization; seeds; routing modes; embedders |
 """
 
 
@@ -197,22 +172,6 @@ ANALYSIS = """### Reading the numbers (2-core CPU; see each section's JSON for t
   even at 4,096 centroids; the IVF index pays only from thousands of adapters. Micro-batching
   reaches the embedder's own batched throughput under 32 concurrent requests (1.7x one pass per
   request).
-- **Training.** In this regime (4 easy tasks, rank 8) every strategy lands within a few points on
-  each client's own tasks (`dual`): FedRouter 0.729, FedAvg 0.719, clustered FL 0.755 (the best
-  here, one seed). The paper's interference effect does not show on tasks this easy, as the design
-  notes predicted. Generalization does: on tasks a client never trained on, FedRouter's routed
-  adapters score 0.802 against 0.281 for local training (+185% relative), 0.198 for clustered FL
-  and 0.740 for FLoRAL's mixtures. Routing picked the best adapter for 100% of prompts, so routed
-  equals oracle-per-task for FedRouter. One seed, 24 prompts per task and client: differences of a
-  few points are within noise.
-- **Interference regime** (`training_interference`: 8 tasks over 8 clients, two each, rank-2 LoRA,
-  K = 8): one shared adapter can no longer hold every task. FedRouter 0.781 vs FedAvg 0.672 on the
-  clients' own tasks (+16.3% relative; the paper reports up to +6.1% against client-centric
-  baselines), 0.825 vs 0.707 on tasks never trained on (+16.7%). Only FedRouter and FedAvg ran in
-  this regime (the local baseline did not fit in the session; `python -m benchmarks.training_compare
-  --name training_interference --strategies fedrouter,fedavg,local,clustered,floral,oracle --tasks
-  add,sentiment,capital,parity,max,letters,acronym,first_letter --clients 8 --k-global 8 --lora-r 2
-  --test-per-task 12` runs them all).
 """
 
 
@@ -222,6 +181,9 @@ def main() -> None:
         r = _load(name)
         parts.append(render(r) if r else f"### {name}\n\n(not run yet on this machine)")
     parts.append(ANALYSIS)
+    from benchmarks.training_tables import markdown as training_markdown
+
+    parts.append(training_markdown())  # rendered from results/training_runs.jsonl
     (HERE / "README.md").write_text("\n\n".join(parts) + "\n")
     print(f"wrote {HERE / 'README.md'}")
 

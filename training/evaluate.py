@@ -182,6 +182,11 @@ def evaluate_release(
     if best and "global" in chosen:
         agree = [chosen["global"][i] == best[tasks[i]] for i in range(len(items))]
         result["routing_agrees_with_oracle"] = float(np.mean(agree))
+    if "global" in chosen:  # how consistently one task's prompts go to one adapter (label-free of scores)
+        majority = [
+            max(np.unique([chosen["global"][i] for i in by_task[t]], return_counts=True)[1]) for t in task_names
+        ]
+        result["routing_purity"] = float(sum(majority) / sum(len(by_task[t]) for t in task_names))
     return result
 
 

@@ -204,6 +204,7 @@ class Task:
     metric: str  # "exact" (exact match) or "rouge1" (ROUGE-1 F1)
     generate: Callable[[random.Random, str], Example] | None = None  # synthetic tasks: (rng, split)
     pool: tuple[Example, ...] = ()  # corpus tasks: fixed items, split by item (every 5th for testing)
+    test_pool: tuple[Example, ...] = ()  # if given, `pool` is the train split and this the test split
     max_new_tokens: int = 8  # enough for every answer of the task
     _splits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -223,7 +224,12 @@ class Task:
         for e in self.pool:
             seen.setdefault(e[0], e)
         unique = list(seen.values())
-        self._splits[split] = [e for i, e in enumerate(unique) if (i % TEST_SHARE == 0) == (split == "test")]
+        if self.test_pool:  # given splits: a test prompt that is also a training prompt is dropped
+            test = [e for e in dict((e[0], e) for e in self.test_pool).values() if e[0] not in seen]
+            self._splits.update(train=unique, test=test)
+        else:
+            self._splits["train"] = [e for i, e in enumerate(unique) if i % TEST_SHARE != 0]
+            self._splits["test"] = [e for i, e in enumerate(unique) if i % TEST_SHARE == 0]
         return self._splits[split]
 
 
