@@ -75,6 +75,14 @@ def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
     assert release.id == "v1" and len(release.manifest.adapters) == 3
     assert release.manifest.training["strategy"] == "fedrouter" and len(release.manifest.training["history"]) == 2
 
+    # evaluation with real generation on the tiny model, in every routing mode the release allows
+    from fedrouter.training.data.scenarios import make_scenario
+    from fedrouter.training.evaluate import evaluate_release
+
+    result = evaluate_release(release.path, make_scenario("dual", ["add", "capital", "parity"], 3, 4, 2, seed=0))
+    assert set(result["modes"]) == {"global", "local", "oracle", "base"} and result["n"] == 12
+    assert all(0.0 <= v <= 1.0 for v in result["modes"].values())
+
     # retraining continues from it and writes the next version
     train(None, base, "fedrouter", "--resume", str(tmp_path / "run"), "--rounds", "1")
     v2 = load_release(tmp_path / "run" / "releases" / "latest")
