@@ -125,13 +125,15 @@ def goal_lines(records: list[dict], regime: str) -> list[str]:
     if regime == "interference" and "oracle" in d:
         rel = d["oracle"]["relative"]
         lines.append(
-            f"- Goal: within 2% of oracle: FedRouter is {rel:+.1%} relative to oracle: **{'met' if rel is not None and rel >= -0.02 else 'not met'}**."
+            f"- Goal: within 2% of oracle: FedRouter is {rel:+.1%} relative to oracle over "
+            f"{len(d['oracle']['seeds'])} seed(s): **{'met' if rel is not None and rel >= -0.02 else 'not met'}**."
         )
     if regime == "generalization" and "local" in d:
         rel = d["local"]["relative"]
         lines.append(
             f"- Goal: ≥ +{PAPER['generalization']:.0%} relative over client-centric (`local`): measured "
-            f"{rel:+.1%}: **{'met' if rel is not None and rel >= PAPER['generalization'] else 'not met'}**."
+            f"{rel:+.1%} over {len(d['local']['seeds'])} seed(s): "
+            f"**{'met' if rel is not None and rel >= PAPER['generalization'] else 'not met'}**."
         )
     return lines
 
@@ -140,11 +142,19 @@ def embedder_table(records: list[dict]) -> list[str]:
     rs = [r for r in records if r["strategy"] == "fedrouter" and r["routing"] == "global"]
     if not {r["embedder"] for r in rs} >= {"minilm", "base-llm"}:
         return []
-    rows = ["| regime | embedder | routing accuracy | score (mean ± 95% CI) | seeds |", "|---" * 5 + "|"]
+    rows = [
+        "| regime | embedder | routing accuracy | routing purity | score (mean ± 95% CI) | seeds |",
+        "|---" * 6 + "|",
+    ]
+
+    def mean_of(group: list[dict], key: str) -> str:
+        vals = [r[key] for r in group if r.get(key) is not None]
+        return f"{np.mean(vals):.2f}" if vals else "–"
+
     for (regime, emb), group in sorted(_by(rs, "regime", "embedder").items()):
-        acc = [r["routing_accuracy"] for r in group if r.get("routing_accuracy") is not None]
         rows.append(
-            f"| {regime} | {emb} | {np.mean(acc):.2f} | {_fmt(*ci95([r['score'] for r in group]))} | {len(group)} |"
+            f"| {regime} | {emb} | {mean_of(group, 'routing_accuracy')} | {mean_of(group, 'routing_purity')} | "
+            f"{_fmt(*ci95([r['score'] for r in group]))} | {len(group)} |"
         )
     return rows
 
