@@ -184,6 +184,7 @@ def plot(records: list[dict], path: Path) -> None:
         axes[0][j].tick_params(axis="x", rotation=30)
         axes[1][j].set_title(f"{regime}: score after each round")
         axes[1][j].set_xlabel("round")
+        axes[1][j].xaxis.get_major_locator().set_params(integer=True)
         axes[1][j].set_ylim(0, 1)
         axes[1][j].legend(fontsize=7)
     fig.tight_layout()
