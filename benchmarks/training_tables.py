@@ -192,12 +192,29 @@ def plot(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+READING = """How to read these tables. Each strategy is compared as it is used: FedRouter and oracle through
+global routing (the gateway's `model="auto"`), client-centric strategies through each client's own
+adapter (`none`); their other modes are shown too. `routing accuracy`: the share of test prompts
+that global routing sends to the adapter scoring best on their task. CIs are over seeds (t-distribution);
+with one seed there is none. Every strategy spends the same optimizer steps per client and round: a
+FedRouter client splits its steps between its clusters, so with few steps each task adapter gets fewer
+updates than one shared adapter does, and `fedavg-matched` (rank K·r, the same alpha/r scaling) also
+takes larger effective steps. Profiles whose settings keep steps low (chosen for the time budget of
+a 2-core machine) favour the shared adapters; more local steps are what the paper's regime uses.
+Which strategies and seeds ran is in each table: a missing row did not run."""
+
+
 def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) -> str:
     """The training section of benchmarks/README.md, one sub-section per profile (full, quick)."""
     records = load() if records is None else records
     if not records:
         return "### Training\n\n(no records yet: `make bench-train`)"
-    out = ["### Training: FedRouter vs baselines (rendered from `results/training_runs.jsonl`)", ""]
+    out = [
+        "### Training: FedRouter vs baselines (rendered from `results/training_runs.jsonl`)",
+        "",
+        READING,
+        "",
+    ]
     for profile in sorted({r["profile"] for r in records}):
         rs = [r for r in records if r["profile"] == profile]
         s, m = rs[0]["settings"], rs[0]["machine"]
