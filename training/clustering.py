@@ -1,7 +1,8 @@
 """Local and global clustering of FedRouter, and client clustering by LoRA weights.
 
 All vectors are L2-normalised embeddings; k-means is scikit-learn's (weighted where the paper
-weights), and centroids are re-normalised so that routing is a cosine comparison.
+weights), and centroids are re-normalised so that routing is a cosine comparison. Clients are
+grouped by their LoRA updates with scipy's Ward linkage (the clustered-FL baseline).
 """
 
 from __future__ import annotations
@@ -45,8 +46,19 @@ def global_clusters(
     return l2_normalize(centroids), out
 
 
-def cluster_by_weights(updates: list[np.ndarray], k: int, seed: int) -> np.ndarray:
-    """Clustered FL baseline: group clients whose flattened LoRA updates point the same way."""
-    x = l2_normalize(np.stack(updates))  # [C, P]
-    _, labels = kmeans(x, k, seed)
-    return labels
+def hierarchical_clusters(updates: list[np.ndarray], k: int) -> np.ndarray:
+    """Clustered FL baseline, as GabrielTalasso/FedRouter's federated_learning/fed_clustered.py
+    does it: the clients' cosine-similarity matrix of their flattened LoRA updates, Ward linkage
+    over the pairwise distances of its rows, cut into (at most) k clusters.
+
+    updates[c] [P] -> labels [C] in 0..k'-1, numbered by first appearance."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    x = l2_normalize(np.stack(updates).astype(np.float64))  # [C, P]
+    if len(x) <= k:
+        return np.arange(len(x), dtype=np.int64)
+    similarity = x @ x.T  # [C, C]
+    raw = fcluster(linkage(pdist(similarity), method="ward"), t=k, criterion="maxclust")
+    order = list(dict.fromkeys(raw.tolist()))
+    return np.array([order.index(v) for v in raw], dtype=np.int64)

@@ -1,7 +1,8 @@
 """Run settings of a federated training run: one dataclass, read once.
 
-Under `flwr run .` the values come from pyproject's `[tool.flwr.app.config]` (Flower's
-`context.run_config`, keys with dashes); `fedrouter train` builds the same object from its flags.
+The defaults are defined here only: pyproject's `[tool.flwr.app.config]` repeats them for `flwr
+run .` (Flower's `context.run_config`, keys with dashes) and a unit test checks that the two agree.
+`fedrouter train` builds the same object from its flags.
 The server sends the settings to the clients inside every message, so a ClientApp never needs
 its own copy.
 """
@@ -11,13 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-STRATEGIES = ("fedrouter", "fedavg", "local", "clustered", "floral", "oracle")
-
 
 @dataclass
 class TrainConfig:
-    strategy: str = "fedrouter"  # one of STRATEGIES
-    out: str = "runs/demo"  # run folder; releases go to <out>/releases/v<N>
+    strategy: str = "fedrouter"  # a name of training/strategies (REGISTRY)
+    out: str = "runs/flwr"  # run folder; releases go to <out>/releases/v<N>
     # Data
     scenario: str = "dual"  # single | dual | iid | generalization
     tasks: str = "add,sentiment,capital,parity"  # comma-separated task names (training/data)
@@ -41,19 +40,27 @@ class TrainConfig:
     batch_size: int = 4  # 4 x ~46 tokens: ~0.6 s a step for SmolLM2-135M on 2 cores
     lr: float = 1e-3
     k_local: int = 2  # k-means clusters per client (FedRouter)
-    k_global: int = 4  # global task clusters K (FedRouter, clustered, FLoRAL adaptors)
+    k_global: int = 4  # global task clusters K (FedRouter; FLoRAL adaptors; fedavg-matched's rank K·r)
+    k_clients: int = 2  # clustered FL: client groups (the reference's n_clusters), independent of K
+    cluster_round: int = 2  # clustered FL: FedAvg before this round, clients grouped by their updates in it
+    router_lr: float = 0.1  # FLoRAL: mixture logits' learning rate (zeligism/FLoRAL conf/task/*.yaml)
+    router_noise: float = 1.0  # FLoRAL: U[0, this) noise on the logits while training (its router_noise_std)
     # Release
+    release_every_round: bool = False  # also write a release after every round (per-round score curves)
     threshold: float = 0.0  # routing threshold written into the release
     fallback: str = "nearest"  # below the threshold: "base" or "nearest"
     resume: str = ""  # a release to start from (adapters and centroids); empty: fresh LoRAs
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy {self.strategy!r} is not one of {STRATEGIES}")
-        if self.resume and self.strategy == "floral":  # its release keeps per-client mixtures only
-            raise ValueError("--resume is not supported for floral: its release does not keep the shared adaptors")
+        from fedrouter.training.strategies import get_strategy
+
+        strategy = get_strategy(self.strategy)  # raises on an unknown name
+        if self.resume and not strategy.resumable:
+            raise ValueError(f"--resume is not supported for {self.strategy}: its release does not keep what it trains")
         if self.rounds < 1 or self.local_steps < 1 or self.num_clients < 1:
             raise ValueError("rounds, local_steps and num_clients must be at least 1")
+        if self.k_global < 1 or self.k_clients < 1 or self.cluster_round < 1:
+            raise ValueError("k_global, k_clients and cluster_round must be at least 1")
 
     @property
     def task_list(self) -> list[str]:

@@ -1,14 +1,18 @@
-"""Evaluate a release on a scenario's test data, routing exactly as the gateway routes.
+"""Evaluate a release on a scenario's test data, in the routing modes of the FedRouter paper.
 
-Every test prompt is answered (greedy) by the base model and by every adapter of the release
-once; the modes then pick, per prompt, whose answer counts:
+Per test prompt, whose greedy answer counts:
 
-- `routed`: the adapter the release's Router picks (the gateway's `model="auto"`);
-- `oracle`: per task, the adapter that scores best on it (an upper bound on routing);
+- `global`: the adapter the release's Router picks among all clusters (the gateway's `model="auto"`);
+- `local`: the Router among the clusters the prompt's client trained (the manifest's
+  `client_clusters`; the paper's local mode); prompts of no known client fall back to global;
+- `oracle`: per task, the adapter that scores best on it (picked on the first `probe` prompts of
+  the task; an upper bound on routing);
 - `client`: the client's own adapter (client-centric strategies: local, clustered, floral, fedavg);
 - `base`: the base model without LoRA.
 
-Scores: exact match (case- and punctuation-insensitive) or ROUGE-1 F1, per the task.
+Answers are generated lazily, batched per adapter and answer length, only for the (adapter,
+prompt) pairs some mode needs: the cost is about (modes + adapters·probe/N) passes, not one per
+adapter. Scores: exact match (case- and punctuation-insensitive) or ROUGE-1 F1, per the task.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from fedrouter.router.release import Release, load_release
 from fedrouter.training.data.scenarios import Scenario, all_tasks
 
 HELD_OUT = -1  # "client" id of the held-out tasks
+MODES = ("global", "local", "oracle", "client", "base")
 
 
 def normalise(text: str) -> str:
@@ -50,95 +55,138 @@ def _items(scenario: Scenario) -> list[tuple[int, dict]]:
     return items + [(HELD_OUT, s) for s in scenario.held_out]
 
 
-def answer_all(
-    release: Release, prompts: list[str], max_new_tokens: dict[str, int], tasks: list[str]
-) -> dict[str, list[str]]:
-    """Greedy answers of the base model (key "") and of every adapter, for every prompt."""
-    from peft import PeftModel
+class Answers:
+    """Greedy answers of the base model (key "") and the release's adapters, made on demand."""
 
-    from fedrouter.training.model import generate, load_base, load_tokenizer
+    def __init__(self, release: Release, prompts: list[str], lengths: list[int], batch_size: int = 48):
+        self.release, self.prompts, self.lengths, self.batch_size = release, prompts, lengths, batch_size
+        self.cache: dict[str, dict[int, str]] = defaultdict(dict)
+        self._model = self._tok = None
 
-    base_path = release.manifest.base_model.path
-    tok = load_tokenizer(base_path)
-    names = list(release.manifest.adapters)
-    model = PeftModel.from_pretrained(load_base(base_path), str(release.adapter_dir(names[0])), adapter_name=names[0])
-    for n in names[1:]:
-        model.load_adapter(str(release.adapter_dir(n)), adapter_name=n)
-    model.eval()
-    by_len: dict[int, list[int]] = defaultdict(list)  # one generate call per answer length
-    for i, t in enumerate(tasks):
-        by_len[max_new_tokens.get(t, 8)].append(i)
-    out: dict[str, list[str]] = {}
-    for who in ["", *names]:
-        answers = [""] * len(prompts)
-        for length, idx in by_len.items():
-            if who:
-                model.set_adapter(who)
-                texts = generate(model, tok, [prompts[i] for i in idx], length)
-            else:
-                with model.disable_adapter():
-                    texts = generate(model, tok, [prompts[i] for i in idx], length)
-            for i, t in zip(idx, texts):
-                answers[i] = t
-        out[who] = answers
-    return out
+    def _load(self):
+        from peft import PeftModel
+
+        from fedrouter.training.model import load_base, load_tokenizer
+
+        base_path = self.release.manifest.base_model.path
+        self._tok = load_tokenizer(base_path)
+        names = list(self.release.manifest.adapters)
+        model = PeftModel.from_pretrained(
+            load_base(base_path), str(self.release.adapter_dir(names[0])), adapter_name=names[0]
+        )
+        for n in names[1:]:
+            model.load_adapter(str(self.release.adapter_dir(n)), adapter_name=n)
+        self._model = model.eval()
+
+    def get(self, needs: dict[str, list[int]]) -> None:
+        """Generate what `needs` ({who: prompt indices}) asks for and the cache lacks."""
+        from fedrouter.training.model import generate
+
+        for who, idx in needs.items():
+            todo = sorted(set(idx) - set(self.cache[who]))
+            if not todo:
+                continue
+            if self._model is None:
+                self._load()
+            by_len: dict[int, list[int]] = defaultdict(list)  # one generate call per answer length
+            for i in todo:
+                by_len[self.lengths[i]].append(i)
+            for length, ids in by_len.items():
+                texts = [self.prompts[i] for i in ids]
+                if who:
+                    self._model.set_adapter(who)
+                    out = generate(self._model, self._tok, texts, length, self.batch_size)
+                else:
+                    with self._model.disable_adapter():
+                        out = generate(self._model, self._tok, texts, length, self.batch_size)
+                self.cache[who].update(zip(ids, out))
 
 
-def evaluate_release(release_path: str | Path, scenario: Scenario) -> dict:
+def evaluate_release(
+    release_path: str | Path,
+    scenario: Scenario,
+    modes: tuple[str, ...] = MODES,
+    probe: int = 8,
+    embedder=None,
+) -> dict:
+    """Scores of a release per mode (mean, per task, per client), and routing agreement.
+
+    `embedder`: the release's own (loaded from its manifest) unless given."""
     from fedrouter.router.embed import load_embedder
     from fedrouter.router.router import Router
 
     release = load_release(release_path)
+    m = release.manifest
     items = _items(scenario)
     prompts = [s["prompt"] for _, s in items]
     tasks = [s["task"] for _, s in items]
     known = all_tasks()
     metric = {t: known[t].metric if t in known else "exact" for t in set(tasks)}
-    lengths = {t: known[t].max_new_tokens if t in known else 32 for t in set(tasks)}
-    answers = answer_all(release, prompts, lengths, tasks)
-    scores = {
-        who: np.array([score(a, s["response"], metric[s["task"]]) for a, (_, s) in zip(ans, items)])
-        for who, ans in answers.items()
-    }  # who -> [N]
-
-    routes = Router(release, load_embedder(release.manifest.embedder)).route_batch(prompts)
-    routed_to = [r.adapter or "" for r in routes]
+    lengths = [known[t].max_new_tokens if t in known else 32 for t in tasks]
+    answers = Answers(release, prompts, lengths)
     task_names = sorted(set(tasks))
-    matrix = {
-        who: {t: float(np.mean([scores[who][i] for i in range(len(items)) if tasks[i] == t])) for t in task_names}
-        for who in scores
-    }
-    best = {t: max((w for w in scores if w), key=lambda w: matrix[w][t]) for t in task_names}
-    client_adapters = {int(k): v for k, v in release.manifest.training.get("client_adapters", {}).items()}
+    by_task = {t: [i for i in range(len(items)) if tasks[i] == t] for t in task_names}
 
-    chosen = {
-        "routed": routed_to,
-        "oracle": [best[t] for t in tasks],
-        "base": [""] * len(items),
-    }
-    if client_adapters:
+    def scores_of(who: str, idx: list[int]) -> list[float]:
+        return [score(answers.cache[who][i], items[i][1]["response"], metric[tasks[i]]) for i in idx]
+
+    router = Router(release, embedder or load_embedder(m.embedder))
+    vectors = router.embedder.embed(prompts)  # [N, dim]
+    chosen: dict[str, list[str]] = {}
+    if "global" in modes:
+        chosen["global"] = [r.adapter or "" for r in router.route_vectors(vectors)]
+    if "local" in modes and m.client_clusters:
+        local = list(chosen.get("global") or [r.adapter or "" for r in router.route_vectors(vectors)])
+        for c in sorted({c for c, _ in items}):
+            allowed = router.clusters_of(str(c))
+            idx = [i for i, (cc, _) in enumerate(items) if cc == c]
+            if allowed is not None and idx:
+                for i, r in zip(idx, router.route_vectors(vectors[idx], allowed)):
+                    local[i] = r.adapter or ""
+        chosen["local"] = local
+    best: dict[str, str] = {}
+    if "oracle" in modes:
+        names = list(m.adapters)
+        answers.get({n: [i for t in task_names for i in by_task[t][:probe]] for n in names})
+        best = {t: max(names, key=lambda n: np.mean(scores_of(n, by_task[t][:probe]))) for t in task_names}
+        chosen["oracle"] = [best[t] for t in tasks]
+    client_adapters = {int(k): v for k, v in m.training.get("client_adapters", {}).items()}
+    if "client" in modes and client_adapters:
         chosen["client"] = [client_adapters.get(c, "") for c, _ in items]
+    if "base" in modes:
+        chosen["base"] = [""] * len(items)
+    needs: dict[str, list[int]] = defaultdict(list)
+    for who in chosen.values():
+        for i, w in enumerate(who):
+            needs[w].append(i)
+    answers.get(needs)
+
     result: dict = {
         "release": str(release.path),
-        "strategy": release.manifest.training.get("strategy"),
+        "strategy": m.training.get("strategy"),
         "n": len(items),
         "modes": {},
         "per_task": {},
         "per_client": {},
+        "metric": metric,
+        "oracle_adapters": best,
     }
     for mode, who in chosen.items():
-        s = np.array([scores[w][i] for i, w in enumerate(who)])
+        s = np.array([scores_of(w, [i])[0] for i, w in enumerate(who)])
         result["modes"][mode] = float(s.mean())
-        result["per_task"][mode] = {
-            t: float(s[[i for i in range(len(items)) if tasks[i] == t]].mean()) for t in task_names
-        }
+        result["per_task"][mode] = {t: float(s[by_task[t]].mean()) for t in task_names}
         result["per_client"][mode] = {
             str(c): float(s[[i for i, (cc, _) in enumerate(items) if cc == c]].mean())
             for c in sorted({c for c, _ in items})
         }
-    result["routing_agrees_with_oracle"] = float(np.mean([routed_to[i] == best[tasks[i]] for i in range(len(items))]))
-    result["matrix"] = {(w or "base"): v for w, v in matrix.items()}
-    result["metric"] = metric
+    if best and "global" in chosen:
+        agree = [chosen["global"][i] == best[tasks[i]] for i in range(len(items))]
+        result["routing_agrees_with_oracle"] = float(np.mean(agree))
+    if "global" in chosen:  # how consistently one task's prompts go to one adapter (label-free of scores)
+        majority = [
+            max(np.unique([chosen["global"][i] for i in by_task[t]], return_counts=True)[1]) for t in task_names
+        ]
+        result["routing_purity"] = float(sum(majority) / sum(len(by_task[t]) for t in task_names))
     return result
 
 

@@ -6,7 +6,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -24,6 +23,7 @@ from fedrouter.router.release import (
     write_release,
 )
 from fedrouter.training.config import TrainConfig
+from fedrouter.training.strategies import Export
 
 
 def save_adapter(
@@ -47,22 +47,13 @@ def save_adapter(
     return folder
 
 
-def export_release(
-    cfg: TrainConfig,
-    embedder: Embedder,
-    base_path: str,
-    adapters: dict[str, dict[str, torch.Tensor]],  # adapter name -> LoRA tensors
-    ranks: dict[str, int],  # adapter name -> rank
-    centroids: np.ndarray,  # [K, dim], row i = cluster i
-    cluster_adapters: list[str],  # adapter of each cluster
-    sizes: list[int],
-    training: dict,
-) -> Release:
+def export_release(cfg: TrainConfig, embedder: Embedder, base_path: str, parts: Export, training: dict) -> Release:
+    """Write the next release of the run `cfg.out` from a strategy's `Export`."""
     out = next_release_dir(Path(cfg.out) / "releases")
     with tempfile.TemporaryDirectory(prefix="fedrouter-export-") as tmp:
         dirs = {}
-        for name, state in adapters.items():
-            r = ranks[name]
+        for name, state in parts.adapters.items():
+            r = parts.ranks[name]
             alpha = cfg.lora_alpha * r / cfg.lora_r  # keeps alpha / r, the LoRA scaling, of the training run
             dirs[name] = save_adapter(Path(tmp) / name, state, r, alpha, cfg.target_modules, base_path)
         from fedrouter.router.build import lora_info
@@ -73,10 +64,11 @@ def export_release(
             embedder=embedder.info,
             clusters=[
                 Cluster(id=i, adapter=a, path=f"{ADAPTERS_DIR}/{a}", size=int(s))
-                for i, (a, s) in enumerate(zip(cluster_adapters, sizes))
+                for i, (a, s) in enumerate(zip(parts.cluster_adapters, parts.sizes))
             ],
             lora=lora_info(list(dirs.values())),
             routing=RoutingInfo(threshold=cfg.threshold, fallback=cfg.fallback),
             training=json.loads(json.dumps(training, default=float)),
+            client_clusters=parts.client_clusters,
         )
-        return write_release(out, manifest, centroids, dirs)
+        return write_release(out, manifest, parts.centroids, dirs)

@@ -8,7 +8,7 @@ sequence; forward passes run under bf16 autocast on CPU.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import torch
@@ -103,9 +103,13 @@ def train_steps(
     batch_size: int,
     lr: float,
     seed: int,
-    params: list[torch.nn.Parameter] | None = None,
+    params: list | None = None,
+    before_step: Callable[[], None] | None = None,
 ) -> float:
-    """`steps` AdamW steps on batches drawn from `samples`; returns the mean loss."""
+    """`steps` AdamW steps on batches drawn from `samples`; returns the mean loss.
+
+    `params`: parameters or AdamW parameter groups (default: the trainable ones); `before_step`
+    is called before every step's forward pass (FLoRAL redraws its router noise there)."""
     if not samples or steps <= 0:
         return float("nan")
     rng = random.Random(seed)
@@ -120,6 +124,8 @@ def train_steps(
             rng.shuffle(extra)
             order += extra * max(1, batch_size // len(extra) + 1)
         batch, order = order[:batch_size], order[batch_size:]
+        if before_step is not None:
+            before_step()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = answer_loss(model, make_batch(tok, batch))
         loss.backward()

@@ -2,9 +2,11 @@
 
 1. query: every client reports its local centroids and counts (never its data);
 2. plan: the strategy turns them into global clusters and a cluster per local cluster;
-3. rounds: each client trains the adapters of its clusters; the server averages LoRA tensors
-   within each cluster, weighted by examples (clustered FL regroups clients after round 1);
+3. rounds: each client trains the adapters of its clusters; the strategy aggregates (cluster-wise
+   FedAvg; clustered FL regroups clients after its warm-up; FLoRAL weights by mixtures);
 4. export: adapters + centroids + manifest -> runs/<run>/releases/v<N>, `latest` updated.
+
+What differs between strategies is in the strategy objects (training/strategies), never here.
 
 `flwr run .` reads the settings from pyproject's [tool.flwr.app.config]; `fedrouter train` passes
 them directly (`server_app_for`).
@@ -20,9 +22,8 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from fedrouter.training.aggregate import aggregate_by_cluster, weighted_average
 from fedrouter.training.config import TrainConfig
-from fedrouter.training.strategies import LocalClusters, Plan, make_plan, query_mode, regroup_clients
+from fedrouter.training.strategies import LocalClusters, Strategy, Update, get_strategy
 
 Report = Callable[[str, dict], None]  # (event, data): progress display hook
 
@@ -60,13 +61,8 @@ def _initial_lora(cfg: TrainConfig, base: str, rank_factor: int) -> dict[str, to
     return lora_state(with_lora(load_base(base), r, cfg.lora_alpha * rank_factor, cfg.target_modules, cfg.seed))
 
 
-def _flat(state: dict[str, torch.Tensor]) -> np.ndarray:
-    return torch.cat([state[k].flatten() for k in sorted(state)]).numpy()
-
-
 def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: None):
     """The whole run; returns the written Release."""
-    from fedrouter.router.embed import make_embedder
     from fedrouter.training.base_model import prepare_base_model
 
     base = cfg.base_model or str(prepare_base_model())
@@ -75,9 +71,12 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
     node_ids = _wait_for_nodes(grid, cfg.num_clients)
 
     # 1. query: we learn which node holds which partition from the replies
-    mode = query_mode(cfg.strategy)
+    strategy = get_strategy(cfg.strategy)
     config = ConfigRecord(cfg.to_record())
-    probe = {i: RecordDict({"config": config, "plan": ConfigRecord({"mode": mode})}) for i in range(len(node_ids))}
+    probe = {
+        i: RecordDict({"config": config, "plan": ConfigRecord({"mode": strategy.query_mode})})
+        for i in range(len(node_ids))
+    }
     by_index = _ask(grid, dict(enumerate(node_ids)), "query", probe)
     nodes = {pid: reply.metadata.src_node_id for pid, reply in by_index.items()}
     local = {
@@ -91,20 +90,20 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
     report("query", {"clients": len(local), "local_clusters": sum(len(l.names) for l in local.values())})
 
     # 2. plan, and the adapters every cluster starts from
-    rank_factor = cfg.k_global if cfg.strategy == "floral" else 1
+    factor = strategy.rank_factor(cfg)
     resume = _load_resume(cfg)
     if resume is not None:
-        plan = make_plan(cfg.strategy, local, cfg.k_global, cfg.seed, resume.centroids, resume.names)
+        plan = strategy.resume_plan(local, resume.centroids, resume.names)
         adapters = dict(enumerate(resume.states))
     else:
-        plan = make_plan(cfg.strategy, local, cfg.k_global, cfg.seed)
-        init = _initial_lora(cfg, base, rank_factor)
+        plan = strategy.plan(local, cfg)
+        init = _initial_lora(cfg, base, factor)
         adapters = {g: init for g in range(len(plan.names))}
     report("plan", {"clusters": len(plan.names), "assign": plan.assign})
 
     # 3. rounds
-    mixtures: dict[int, np.ndarray] = {}
     history = []
+    updates: list[Update] = []
     for rnd in range(1, cfg.rounds + 1):
         t0 = time.monotonic()
         contents = {}
@@ -115,6 +114,7 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
                     {
                         "mode": plan.train_mode,
                         "round": rnd,
+                        "rank_factor": factor,
                         "local_ids": list(mapping),
                         "global_ids": list(mapping.values()),
                     }
@@ -125,76 +125,55 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
             contents[pid] = RecordDict(record)
         replies = _ask(grid, nodes, "train", contents)
         updates, losses = [], []
-        for pid, reply in replies.items():
+        for pid, reply in sorted(replies.items()):
             m = reply.content["metrics"]
+            mixture = reply.content["mixture"]["logits"].numpy() if "mixture" in reply.content else None
             for key in reply.content.array_records:
                 if key.startswith("lora/"):
                     g = int(key.split("/")[1])
-                    updates.append((g, reply.content[key].to_torch_state_dict(), int(m[f"n/{g}"])))
+                    state = reply.content[key].to_torch_state_dict()
+                    updates.append(Update(pid, g, state, int(m[f"n/{g}"]), mixture))
                     losses.append(float(m[f"loss/{g}"]))
-            if "mixture" in reply.content:
-                mixtures[pid] = reply.content["mixture"]["logits"].numpy()
-        previous = adapters
-        adapters = {**adapters, **aggregate_by_cluster(updates)}
-        if cfg.strategy == "clustered" and rnd == 1 and resume is None:
-            deltas = {
-                pid: _flat(adapters[plan.assign[pid][0]]) - _flat(previous[plan.assign[pid][0]]) for pid in plan.assign
-            }
-            plan, sources = regroup_clients(plan, local, deltas, cfg.k_global, cfg.seed)
-            adapters = {g: weighted_average([adapters[s] for s in src], [1.0] * len(src)) for g, src in sources.items()}
+        plan, adapters = strategy.aggregate(rnd, plan, adapters, updates, local, cfg)
         history.append(
-            {"round": rnd, "loss": float(np.mean(losses)) if losses else None, "seconds": time.monotonic() - t0}
+            {
+                "round": rnd,
+                "loss": float(np.mean(losses)) if losses else None,
+                "seconds": time.monotonic() - t0,
+                "clusters": len(plan.names),
+            }
         )
         report("round", history[-1])
+        if cfg.release_every_round and rnd < cfg.rounds:  # per-round curves: a release after every round
+            _write(cfg, strategy, plan, local, adapters, updates, base, history, time.monotonic() - started)
 
     # 4. release
-    embedder = make_embedder(cfg.embedder_kind, cfg.embedder)
-    release = _export(cfg, plan, local, adapters, mixtures, embedder, base, history, time.monotonic() - started)
+    release = _write(cfg, strategy, plan, local, adapters, updates, base, history, time.monotonic() - started)
     report("release", {"path": str(release.path), "id": release.id})
     return release
 
 
-def _export(cfg, plan: Plan, local, adapters, mixtures, embedder, base, history, seconds):
+def _write(cfg: TrainConfig, strategy: Strategy, plan, local, adapters, updates, base, history, seconds):
+    from fedrouter.router.embed import make_embedder
     from fedrouter.training.export import export_release
 
+    parts = strategy.export(plan, local, adapters, updates, cfg)
     training = {
         "strategy": cfg.strategy,
-        "rounds": cfg.rounds,
+        "rounds": len(history),
         "scenario": cfg.scenario,
         "tasks": cfg.task_list,
         "local_steps": cfg.local_steps,
         "num_clients": cfg.num_clients,
         "seed": cfg.seed,
         "seconds": round(seconds, 1),
-        "history": history,
+        "history": list(history),
         "resumed_from": cfg.resume or None,
         "config": cfg.to_record(),
+        **parts.training,
     }
-    if plan.train_mode == "floral":
-        from fedrouter.training.floral import export_mixture
-
-        pids = sorted(mixtures)
-        named = {f"client{p}": export_mixture(adapters[0], mixtures[p], cfg.lora_r) for p in pids}
-        ranks = {n: cfg.lora_r * cfg.k_global for n in named}
-        centroids = np.stack([local[p].centroids[0] for p in pids])
-        training["client_adapters"] = {str(p): f"client{p}" for p in pids}
-        training["mixtures"] = {str(p): torch.softmax(torch.tensor(mixtures[p]), 0).tolist() for p in pids}
-        sizes = [int(local[p].counts.sum()) for p in pids]
-        return export_release(cfg, embedder, base, named, ranks, centroids, list(named), sizes, training)
-    named = {plan.names[g]: adapters[g] for g in range(len(plan.names))}
-    if cfg.strategy in ("local", "clustered", "fedavg"):
-        training["client_adapters"] = {str(p): plan.names[m[0]] for p, m in plan.assign.items()}
-    return export_release(
-        cfg,
-        embedder,
-        base,
-        named,
-        {n: cfg.lora_r for n in named},
-        plan.centroids,
-        plan.names,
-        plan.sizes(local),
-        training,
-    )
+    embedder = make_embedder(cfg.embedder_kind, cfg.embedder)
+    return export_release(cfg, embedder, base, parts, training)
 
 
 class _Resume:

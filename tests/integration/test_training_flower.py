@@ -75,6 +75,14 @@ def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
     assert release.id == "v1" and len(release.manifest.adapters) == 3
     assert release.manifest.training["strategy"] == "fedrouter" and len(release.manifest.training["history"]) == 2
 
+    # evaluation with real generation on the tiny model, in every routing mode the release allows
+    from fedrouter.training.data.scenarios import make_scenario
+    from fedrouter.training.evaluate import evaluate_release
+
+    result = evaluate_release(release.path, make_scenario("dual", ["add", "capital", "parity"], 3, 4, 2, seed=0))
+    assert set(result["modes"]) == {"global", "local", "oracle", "base"} and result["n"] == 12
+    assert all(0.0 <= v <= 1.0 for v in result["modes"].values())
+
     # retraining continues from it and writes the next version
     train(None, base, "fedrouter", "--resume", str(tmp_path / "run"), "--rounds", "1")
     v2 = load_release(tmp_path / "run" / "releases" / "latest")
@@ -98,18 +106,23 @@ def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
         stop(proc)
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "local", "clustered", "floral", "oracle"])
+@pytest.mark.parametrize("strategy", ["fedavg", "fedavg-matched", "local", "clustered", "floral", "oracle"])
 def test_every_baseline_writes_a_valid_release(tmp_path, base, strategy):
+    """Every strategy's plan through real Flower: the release loads, has the adapters the strategy
+    promises, and records which clusters each client trained."""
     train(tmp_path / "run", base, strategy)
     release = load_release(tmp_path / "run" / "releases" / "latest")
-    names = list(release.manifest.adapters)
-    expected = {"fedavg": 1, "local": 3, "floral": 3, "oracle": 3}.get(strategy)
-    if expected:
-        assert len(names) == expected, names
-    if strategy == "floral":
-        assert release.manifest.lora.r == 8 * 3  # a mixture of K=3 rank-8 adaptors is one rank-24 LoRA
+    m = release.manifest
+    names = list(m.adapters)
+    expected = {"fedavg": 1, "fedavg-matched": 1, "local": 3, "floral": 3, "oracle": 3, "clustered": 2}[strategy]
+    assert len(names) == expected, names
+    assert m.lora.r == {"fedavg-matched": 8 * 3, "floral": 8 * 3}.get(strategy, 8)  # K=3 rank-8 adaptors: rank 24
     if strategy == "oracle":
         assert names == ["add", "capital", "parity"]
+    if strategy == "clustered":  # FedAvg warm-up in round 1, 3 clients grouped into k_clients=2 in round 2
+        assert [h["clusters"] for h in m.training["history"]] == [1, 2]
+    assert sorted(m.client_clusters) == ["0", "1", "2"]
+    assert all(0 <= c < len(m.clusters) for counts in m.client_clusters.values() for c in counts)
 
 
 def test_deployment_engine_on_localhost(tmp_path, base):

