@@ -33,6 +33,9 @@ def _body_schema(model: type[Sampling]) -> dict[str, Any]:
     }
 
 
+CLIENT_HEADER = "x-fedrouter-client"  # names the requester's client: `auto` routes among its clusters
+
+
 def build_openai_router(
     registry: Registry, pool: BackendPool, metrics: GatewayMetrics, settings: GatewaySettings
 ) -> APIRouter:
@@ -46,7 +49,8 @@ def build_openai_router(
             req = parse(schema, body, limits)
             life.selection = "auto" if req.model == AUTO else "explicit"
             life.take_slot()  # only now: a slow client holds a connection, never a slot
-            life.pin(await registry.resolve(req.model, req.route_text))
+            client = request.headers.get(CLIENT_HEADER) or (req.user if settings.route_by_user else None)
+            life.pin(await registry.resolve(req.model, req.route_text, client))
             assert life.target is not None
             response = await unless_client_leaves(request, forward(pool, path, body, life.target, req.stream))
             return life.respond(response)

@@ -30,6 +30,8 @@ def routing_headers(target: Target) -> dict[str, str]:
     h = {"x-fedrouter-adapter": target.public, "x-fedrouter-release": target.release_id}
     if target.route is not None:
         h["x-fedrouter-score"] = f"{target.route.score:.4f}"
+    if target.routing is not None:
+        h["x-fedrouter-routing"] = target.routing
     return h
 
 

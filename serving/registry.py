@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from fedrouter.router.batcher import MicroBatcher
 from fedrouter.router.embed import Embedder
 from fedrouter.router.release import Release
@@ -37,6 +39,7 @@ class Target:
     release_id: str
     route: Route | None  # set when model="auto"
     served: ServedRelease | None = field(default=None, repr=False, compare=False)
+    routing: str | None = None  # model="auto": "global" (every cluster) or "local" (the client's clusters)
 
     def done(self) -> None:
         """The request is answered: its release may be retired once none are left."""
@@ -66,11 +69,13 @@ class ServedRelease:
         self.adapters = {n: backend_adapter_name(n, digests[n]) for n in release.manifest.adapters}
         self.route_max_chars, self.route_timeout_s = route_max_chars, route_timeout_s
 
-        def route_batch(texts: list[str]) -> list[Route]:
+        def embed_batch(texts: list[str]) -> list[np.ndarray]:
             metrics.embed_batch.observe(len(texts))
-            return self.router.route_batch(texts)
+            return list(self.router.embedder.embed(texts))  # [N, dim] -> N rows
 
-        self.batcher: MicroBatcher[Route] = MicroBatcher(route_batch, max_batch=max_batch)
+        # Embedding is batched across requests; the nearest-centroid search is per request, since
+        # a request that names its client is routed among that client's clusters only.
+        self.batcher: MicroBatcher[np.ndarray] = MicroBatcher(embed_batch, max_batch=max_batch)
         self.inflight = 0  # requests resolved against this release and not yet answered
         self._idle = asyncio.Event()
         self._idle.set()
@@ -130,32 +135,39 @@ class Registry:
         previous, self._current = self._current, served
         return previous
 
-    async def resolve(self, model: str, text: Callable[[], str | None]) -> Target:
-        """`text` gives the prompt to route on; it is only called for model="auto"."""
+    async def resolve(self, model: str, text: Callable[[], str | None], client: str | None = None) -> Target:
+        """`text` gives the prompt to route on; it is only called for model="auto". `client`: the
+        requester's client id; a known one routes `auto` among the clusters that client trained
+        (the FedRouter paper's local mode), an unknown one or None among all of them (global)."""
         served = self.current  # one snapshot: the whole request uses one release
         served.acquire()  # before any await, so a swap cannot retire it under this request
         try:
-            return await self._resolve(served, model, text)
+            return await self._resolve(served, model, text, client)
         except BaseException:
             served.release_lease()
             raise
 
-    async def _resolve(self, served: ServedRelease, model: str, text: Callable[[], str | None]) -> Target:
+    async def _resolve(
+        self, served: ServedRelease, model: str, text: Callable[[], str | None], client: str | None
+    ) -> Target:
         if model == AUTO:
             prompt = text()
             if prompt is None:
                 raise BadRequest("model='auto' needs text to route on (a user message or a text prompt)", "model")
             started = time.perf_counter()
             try:
-                route = await served.batcher.submit(served.routable(prompt), timeout_s=served.route_timeout_s)
+                vector = await served.batcher.submit(served.routable(prompt), timeout_s=served.route_timeout_s)
             except asyncio.TimeoutError:
                 raise BackendUnavailable("routing timed out; retry shortly", "embedder timeout") from None
             except Exception as e:  # the embedder failed on this prompt: only this request fails
                 raise BackendUnavailable("the router could not embed this prompt", repr(e)) from None
+            clusters = served.router.clusters_of(client) if client else None
+            route = served.router.route_vectors(vector[None, :], clusters)[0]
             self._metrics.routing_seconds.observe(time.perf_counter() - started)
+            mode = "global" if clusters is None else "local"
             if route.adapter is None:
-                return Target(served.base_public, served.base_backend, served.id, route, served)
-            return Target(route.adapter, served.adapters[route.adapter], served.id, route, served)
+                return Target(served.base_public, served.base_backend, served.id, route, served, mode)
+            return Target(route.adapter, served.adapters[route.adapter], served.id, route, served, mode)
         if model == served.base_public:
             return Target(model, served.base_backend, served.id, None, served)
         if model in served.adapters:

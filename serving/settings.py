@@ -42,6 +42,9 @@ class GatewaySettings(BaseSettings):
     max_logprobs: int = 20  # `logprobs` (completions) and `top_logprobs` (chat)
     # Replicas: "affinity" sends an adapter's requests to the replica that holds it (consistent hashing
     # with bounded load, serving/affinity.py); "least-loaded" spreads every request evenly.
+    # Client-scoped routing: a request naming its client (header x-fedrouter-client, or OpenAI's
+    # `user` field when this is on) is routed among the clusters that client trained.
+    route_by_user: bool = False
     replica_policy: str = "affinity"
     affinity_load_factor: float = 1.25  # a replica takes at most this multiple of the mean load in flight
     # Routing
