@@ -55,7 +55,7 @@ def overhead(r: dict) -> str:
     lat = r["latency"]
     return "\n".join(
         [
-            f"### Gateway overhead at concurrency 1 ({_machine(r)})",
+            f"### Gateway overhead at concurrency 1{' against a stub vLLM' if 'stub' in r['settings'].get('backend', '') else ''} ({_machine(r)})",
             "",
             f"{r['settings'].get('runs', 1)} runs of {r['settings']['n']} sequential rounds (vLLM direct, gateway "
             "explicit, gateway `auto`; same prompt and adapter, order rotated), completions of 1 token; "
@@ -155,6 +155,7 @@ def training(r: dict) -> str:
 SECTIONS = [
     ("serving", serving),
     ("gateway_overhead", overhead),
+    ("gateway_overhead_stub", overhead),
     ("reload", reload),
     ("routing", routing),
     ("training_compare", training),
@@ -173,7 +174,7 @@ client-centric training, and routed adapters come close to oracle routing.
 | module | what |
 |---|---|
 | `benchmarks/serving.py` | vLLM direct (base, right adapter) vs gateway (`auto`, explicit) at concurrency 1-32 |
-| `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request |
+| `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request (`--stub`: against a stub that answers at once) |
 | `benchmarks/reload.py` | hot reload under 8 clients: switch time, failures, in-flight latency |
 | `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching |
 | `benchmarks/training_compare.py` | FedRouter vs FedAvg, local, clustered, FLoRAL, oracle on `dual` and `generalization` |
