@@ -74,7 +74,14 @@ def overhead(r: dict) -> str:
                 if "added_paired_ms" in r
                 else ""
             )
-            + f". Gateway start (vLLM included): {r['gateway_start_s']} s.",
+            + f". Gateway start (vLLM included): {r['gateway_start_s']} s."
+            + (
+                " With vLLM on the same 2 cores, client, gateway, vLLM's API server and its engine contend for"
+                " the CPU, so the extra hop costs mostly scheduling; the stub section isolates the gateway's own cost."
+                if "stub" not in r["settings"].get("backend", "")
+                else " The stub answers at once and takes almost no CPU: this is the gateway's own hop"
+                " (uvicorn + checks + one loopback round trip), the part the gateway's code controls."
+            ),
         ]
     )
 
