@@ -8,7 +8,10 @@ small as it gets and the difference is the gateway's. `--runs` runs of `--n` tri
 latency is each run's p50 difference, and the result the median over runs. The embedding pass
 alone is timed in-process for comparison.
 
-    python -m benchmarks.gateway_overhead [--n 200] [--runs 5]
+    python -m benchmarks.gateway_overhead [--n 200] [--runs 5] [--stub]
+
+--stub puts benchmarks/stub_vllm.py (answers at once) in vLLM's place: the gateway's own hop,
+without the CPU a real vLLM takes on the same 2 cores (results/gateway_overhead_stub.json).
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine, vllm_name
+from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, free_port, gateway, machine, vllm_name
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -34,6 +39,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="requests per configuration and run")
     ap.add_argument("--runs", type=int, default=5, help="paired runs; the result is their median")
     ap.add_argument("--work", default="runs/bench", help="scratch folder")
+    ap.add_argument("--stub", action="store_true", help="a stub answering at once instead of vLLM")
     args = ap.parse_args()
 
     from fedrouter.router.embed import load_embedder
@@ -52,10 +58,19 @@ def main() -> None:
 
     names = {a: vllm_name(release, a) for a in TASKS}
     runs: list[dict[str, list[float]]] = []
-    with gateway(release, work / "logs") as stack:
+    stub = None
+    extra: list[str] = []
+    if args.stub:
+        port = free_port()
+        stub = subprocess.Popen([sys.executable, "-m", "benchmarks.stub_vllm", str(port)])
+        extra = ["--backend", f"http://127.0.0.1:{port}"]
+        time.sleep(3)
+    with gateway(release, work / "logs", extra) as stack:
         # one keep-alive connection per target, as a client would hold; the key only matters to vLLM
         direct = httpx.Client(
-            base_url=stack.vllm_url, timeout=120, headers={"authorization": f"Bearer {stack.vllm_key}"}
+            base_url=extra[1] if stub else stack.vllm_url,
+            timeout=120,
+            headers={"authorization": f"Bearer {stack.vllm_key}"},
         )
         via = httpx.Client(base_url=stack.url, timeout=120)
         configs = {
@@ -82,6 +97,8 @@ def main() -> None:
             p50 = {k: statistics.median(v) for k, v in lat.items()}
             print(f"run {run}: " + "  ".join(f"{k} p50 {v:.2f} ms" for k, v in p50.items()), flush=True)
         start_s = stack.start_s
+    if stub is not None:
+        stub.kill()
 
     def summary(xs: list[float]) -> dict:
         return {"p50_ms": round(statistics.median(xs), 2), "p99_ms": round(percentile(xs, 99), 2), "n": len(xs)}
@@ -104,6 +121,7 @@ def main() -> None:
             "concurrency": 1,
             "n": args.n,
             "runs": args.runs,
+            "backend": "stub (benchmarks/stub_vllm.py)" if args.stub else "vLLM",
         },
         "gateway_start_s": round(start_s, 1),
         "embedding_pass": summary(embed_ms),
@@ -115,7 +133,9 @@ def main() -> None:
         "added_paired_ms": {k: round(statistics.median(paired(f"gateway_{k}")), 2) for k in ("explicit", "auto")},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gateway_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / ("gateway_overhead_stub.json" if args.stub else "gateway_overhead.json")).write_text(
+        json.dumps(result, indent=2) + "\n"
+    )
     print(json.dumps(result, indent=2))
 
 

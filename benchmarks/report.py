@@ -55,7 +55,7 @@ def overhead(r: dict) -> str:
     lat = r["latency"]
     return "\n".join(
         [
-            f"### Gateway overhead at concurrency 1 ({_machine(r)})",
+            f"### Gateway overhead at concurrency 1{' against a stub vLLM' if 'stub' in r['settings'].get('backend', '') else ''} ({_machine(r)})",
             "",
             f"{r['settings'].get('runs', 1)} runs of {r['settings']['n']} sequential rounds (vLLM direct, gateway "
             "explicit, gateway `auto`; same prompt and adapter, order rotated), completions of 1 token; "
@@ -75,7 +75,14 @@ def overhead(r: dict) -> str:
                 if "added_paired_ms" in r
                 else ""
             )
-            + f". Gateway start (vLLM included): {r['gateway_start_s']} s.",
+            + f". Gateway start (vLLM included): {r['gateway_start_s']} s."
+            + (
+                " With vLLM on the same 2 cores, client, gateway, vLLM's API server and its engine contend for"
+                " the CPU, so the extra hop costs mostly scheduling; the stub section isolates the gateway's own cost."
+                if "stub" not in r["settings"].get("backend", "")
+                else " The stub answers at once and takes almost no CPU: this is the gateway's own hop"
+                " (uvicorn + checks + one loopback round trip), the part the gateway's code controls."
+            ),
         ]
     )
 
@@ -151,6 +158,7 @@ SECTIONS = [
     ("replicas", _module("replicas")),
     ("many_adapters", _module("many_adapters")),
     ("gateway_overhead", overhead),
+    ("gateway_overhead_stub", overhead),
     ("reload", reload),
     ("routing", routing),
 ]
@@ -168,7 +176,7 @@ FedRouter ahead of FedAvg under interference and of client-centric training on u
 | module | what |
 |---|---|
 | `benchmarks/serving.py` | vLLM direct (base, right adapter) vs gateway (`auto`, explicit) at concurrency 1-32 |
-| `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request |
+| `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request (`--stub`: against a stub that answers at once) |
 | `benchmarks/reload.py` | hot reload under 8 clients: switch time, failures, in-flight latency |
 | `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching, embedding backends (torch / ONNX) |
 | `benchmarks/vllm_bench.py` | vLLM's own `vllm bench serve` client: TTFT, TPOT, ITL, tok/s for base, adapters, `auto` |

@@ -1,7 +1,8 @@
 """Admin routes (bearer token; absent when no token is configured): reload, rollback, inspect.
 
 Everything internal is here and only here: release paths and digests, vLLM names, backend URLs
-and health, the OpenAPI schema. None of these routes appears in the public schema.
+and health, the OpenAPI schema. None of these routes appears in the public schema, and without the
+token every /admin path answers exactly as a path that does not exist (404): `AdminGate`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fedrouter.serving.backends import BackendPool
 from fedrouter.serving.body import read_json
-from fedrouter.serving.errors import BadRequest, Unauthorized
+from fedrouter.serving.errors import BadRequest, Unauthorized, error_response
 from fedrouter.serving.registry import Registry
 from fedrouter.serving.reload import Reloader
 
@@ -91,3 +93,21 @@ def build_admin_router(
         return openapi()
 
     return api
+
+
+class AdminGate:
+    """ASGI layer: a request under /admin without the right bearer token gets the same 404 as an
+    unknown path (whatever its method), so an unauthenticated client cannot tell the routes exist."""
+
+    def __init__(self, app: ASGIApp, token: str | None):
+        self.app = app
+        self._expected = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/admin" or path.startswith("/admin/")):
+            given = dict(scope.get("headers", ())).get(b"authorization", b"")
+            if self._expected is None or not hmac.compare_digest(given, self._expected):
+                await error_response(404, "Not Found", "not_found_error")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from fedrouter.router.embed import Embedder
 from fedrouter.router.release import load_release
-from fedrouter.serving.admin_routes import build_admin_router
+from fedrouter.serving.admin_routes import AdminGate, build_admin_router
 from fedrouter.serving.backends import BackendPool
 from fedrouter.serving.errors import CatchAll, GatewayError, install_error_handlers
 from fedrouter.serving.metrics import GatewayMetrics
@@ -194,6 +194,7 @@ def create_app(
     app.state.supervisor, app.state.reloader = supervisor, reloader
     app.state.openapi = lambda: gateway_openapi(app)
     install_error_handlers(app)
+    app.add_middleware(AdminGate, token=token)
     app.add_middleware(CatchAll)
     app.include_router(build_openai_router(registry, pool, metrics, settings))
     if token:

@@ -82,7 +82,7 @@ class Message(Strict):
     @model_validator(mode="after")
     def _content_needed(self) -> Message:
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise ValueError(f"a {self.role!r} message needs 'content'")
+            raise ValueError(f"'content' is required in {self.role!r} messages")
         return self
 
 

@@ -237,8 +237,11 @@ def _truncate(file):
 
 
 def test_internals_are_not_visible_without_the_token(live):
+    unknown = httpx.get(f"{live.url}/nothing-here")
     for path in ("/docs", "/redoc", "/openapi.json", "/admin/openapi.json", "/admin/health", "/admin/release"):
-        assert httpx.get(f"{live.url}{path}").status_code in (401, 404), path
+        for method in ("GET", "POST", "PUT"):
+            r = httpx.request(method, f"{live.url}{path}", headers={"authorization": "Bearer wrong"})
+            assert (r.status_code, r.text) == (unknown.status_code, unknown.text), (method, path)
     models = httpx.get(f"{live.url}/v1/models").text
     health = httpx.get(f"{live.url}/health").text
     metrics = httpx.get(f"{live.url}/metrics").text
