@@ -264,6 +264,13 @@ def _check_manifest(m: Manifest, root: Path, max_lora_rank: int | None) -> list[
         problems.append(f"routing.fallback {m.routing.fallback!r} is not one of {FALLBACKS}")
     if not (-1.0 <= m.routing.threshold <= 1.0):
         problems.append(f"routing.threshold {m.routing.threshold} is outside [-1, 1]")
+    for client, counts in m.client_clusters.items():
+        bad = sorted(c for c in counts if not 0 <= c < len(m.clusters))
+        if bad or not counts or any(n < 0 for n in counts.values()):
+            problems.append(
+                f"client_clusters[{client!r}] must map cluster ids 0..{len(m.clusters) - 1} to sample counts "
+                f">= 0, got {dict(list(counts.items())[:8])}"
+            )
     if m.lora.r <= 0:
         problems.append(f"lora.r must be positive, got {m.lora.r}")
     if max_lora_rank is not None and m.lora.r > max_lora_rank:

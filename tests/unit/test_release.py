@@ -94,6 +94,8 @@ def test_manifest_missing_field(release):
         (lambda m: m.update(format_version=99), "format_version 99"),
         (lambda m: m.update(release_id="../v1"), "release_id '../v1'"),
         (lambda m: m["embedder"].update(dim=32), "shape [3, 64], expected [K=3, dim=32]"),
+        (lambda m: m.update(client_clusters={"c0": {"7": 3}}), "client_clusters['c0'] must map cluster ids 0..2"),
+        (lambda m: m.update(client_clusters={"c0": {"0": -1}}), "client_clusters['c0'] must map"),
     ],
 )
 def test_each_bad_manifest_names_its_problem(release, change, message):
