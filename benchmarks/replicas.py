@@ -141,9 +141,10 @@ def render(r: dict) -> str:
         f"Affinity / least-loaded throughput (median of paired windows): **{r['affinity_vs_least_loaded']}** "
         f"(pairs: {r['paired_ratios']}; goal ≥ 1.10 where adapters outnumber slots).",
         "",
-        "Reading it: on a CPU a decode step costs about in proportion to the tokens in the batch, so the smaller "
-        "batches that `--max-loras` forces on a replica asked for every adapter cost it little throughput; what "
-        "affinity does show here is shorter waits for a slot (TTFT). On a GPU a decode step is memory-bound and "
+        "Reading it: on a shared 2-core machine the paired windows can disagree by more than the effect, so compare "
+        "the pairs before the median. On a CPU a decode step costs about in proportion to the tokens in the batch, "
+        "so the smaller batches that `--max-loras` forces on a replica asked for every adapter cost it little "
+        "throughput; affinity mostly shortens the wait for a slot (TTFT). On a GPU a decode step is memory-bound and "
         "costs nearly the same for 2 or 32 sequences, which is where keeping each replica's adapters within its "
         "slots should pay. With few adapters the hash splits them unevenly (see above); the load bound "
         "spills the excess (placements per window in the JSON). To measure on a GPU (vLLM with CUDA, 2 GPUs, one "
