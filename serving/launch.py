@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from fedrouter.router.release import load_release
-from fedrouter.serving.supervisor import VLLMSupervisor
+from fedrouter.serving.supervisor import VLLMSupervisor, wait_healthy
 
 SERVE = [sys.executable, "-m", "fedrouter.cli", "serve"]
 
@@ -45,28 +45,6 @@ class Launched:
     start_s: float  # from spawn to a healthy /health (vLLM's start included when supervised)
     log: Path
     vllm_key: str | None = None  # the API key vLLM requires (FEDROUTER_VLLM_API_KEY), when known
-
-
-def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float, log: Path | None = None) -> float:
-    """Poll `url`/health until 200; seconds waited. Raises with the log's tail if `proc` exits or time runs out."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[2:5]} exited with code {proc.returncode}:\n{_tail(log)}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} was not healthy after {timeout_s:.0f} s:\n{_tail(log)}")
-
-
-def _tail(log: Path | None, chars: int = 4000) -> str:
-    try:
-        return log.read_text(errors="replace")[-chars:] if log else ""
-    except OSError:
-        return ""
 
 
 def start_gateway(

@@ -141,26 +141,16 @@ class VLLMSupervisor:
 
     def wait_healthy(self, timeout_s: float) -> float:
         """Block until vLLM answers /health; seconds waited. Raises with the log's tail if it dies."""
-        started = time.monotonic()
-        while time.monotonic() - started < timeout_s:
-            if not self.alive():
-                raise RuntimeError(
-                    f"vLLM exited with code {self.process and self.process.returncode}\n{self.log_tail()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"vLLM was not healthy after {timeout_s:.0f} s\n{self.log_tail()}")
+        if self.process is None:
+            raise RuntimeError("vLLM is not started")
+        try:
+            return wait_healthy(self.url, self.process, timeout_s, self.log_path)
+        except TimeoutError:
+            self.stop()
+            raise
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return "\n".join(log_tail(self.log_path).splitlines()[-lines:])
 
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM the whole process group, SIGKILL what is left after `grace_s`."""
@@ -183,3 +173,26 @@ class VLLMSupervisor:
             except ProcessLookupError:
                 pass
             break
+
+
+def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float, log: Path | None = None) -> float:
+    """Poll `url`/health until 200; seconds waited. Raises with the log's tail if `proc` exits or time runs out."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[2:5]} exited with code {proc.returncode}:\n{log_tail(log)}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} was not healthy after {timeout_s:.0f} s:\n{log_tail(log)}")
+
+
+def log_tail(log: Path | None, chars: int = 4000) -> str:
+    """The end of a log file ('' if there is none)."""
+    try:
+        return log.read_text(errors="replace")[-chars:] if log else ""
+    except OSError:
+        return ""

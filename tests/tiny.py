@@ -176,3 +176,21 @@ def make_tiny_sentence_transformer(out: Path, seed: int = 0) -> Path:
     model = SentenceTransformer(modules=[body, st.Pooling(64, "mean"), st.Normalize()], device="cpu")
     model.save(str(out / "st"))
     return out / "st"
+
+
+def tiny_llama_in_memory(seed: int = 0):
+    """An even smaller random Llama (vocab 64, hidden 32, one layer), in memory only: for tests of
+    LoRA math that never tokenize or serve."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    return LlamaForCausalLM(config).eval()

@@ -10,21 +10,11 @@ from fedrouter.router.release import load_release
 from fedrouter.training.config import TrainConfig
 from fedrouter.training.export import export_release, save_adapter
 from fedrouter.training.strategies import Export
+from tests.tiny import tiny_llama_in_memory
 
 
 def _base():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama_in_memory(seed=0)
 
 
 @pytest.mark.parametrize("r,alpha", [(2, 4), (8, 16)])  # rank r, and K·r with alpha K·alpha (K = 4)

@@ -177,21 +177,11 @@ def test_pyproject_flower_config_matches_train_config_defaults():
 
 def test_floral_export_equals_the_mixture_forward():
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from fedrouter.training.model import lora_state
+    from tests.tiny import tiny_llama_in_memory
 
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    )
+    base = tiny_llama_in_memory(seed=0)
     K, r = 3, 2
     model = get_peft_model(
         base, LoraConfig(r=K * r, lora_alpha=K * r, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
