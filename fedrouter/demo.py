@@ -60,18 +60,19 @@ def _score_table(url: str, samples: list[dict], title: str) -> float:
     from fedrouter.training.evaluate import score
 
     table = Table(title=title, show_lines=False)
-    for col in (
-        "held-out prompt",
-        "routed to",
-        "answer",
-        "expected",
-        "ok",
-        "other adapter",
-        "its answer",
-        "ok",
-        "base ok",
+    # (title, width): fixed widths keep every column readable in a 140-column log
+    for col, width in (
+        ("held-out prompt", 34),
+        ("routed to", 9),
+        ("answer", 14),
+        ("expected", 9),
+        ("ok", 3),
+        ("other", 9),
+        ("its answer", 14),
+        ("ok", 3),
+        ("base ok", 7),
     ):
-        table.add_column(col, no_wrap=True, overflow="ellipsis")
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=width, max_width=width)
     right = other_right = base_right = 0
     with httpx.Client(timeout=120) as client:
         base = _base(url, client)
