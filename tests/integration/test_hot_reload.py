@@ -143,9 +143,14 @@ def test_vllm_restart_under_traffic_loses_nothing(setup):
                 break
             time.sleep(1)
         time.sleep(2)
-    # Requests vLLM had accepted when it died get a 503 (never sent twice: they may have run);
-    # every request sent after the kill waits for the restart and is answered.
-    assert all(row[2] == 503 and row[0] <= killed for row in traffic.failures()), traffic.failures()
+    # Requests vLLM had accepted when it died get a 503 (never sent twice: they may have run); a
+    # process group takes a moment to die, so a request sent in that moment may be accepted too.
+    # Every request sent after that waits for the restart and is answered.
+    dying_s = 1.0
+    assert all(row[2] == 503 and row[0] <= killed + dying_s for row in traffic.failures()), (
+        killed,
+        traffic.failures(),
+    )
     assert len(traffic.failures()) <= 8
     assert any(row[0] > killed + 1 and row[2] == 200 for row in traffic.results)
     assert names(setup["root"] / "releases" / "v4", ("math", "geo")) <= vllm_models(setup)
