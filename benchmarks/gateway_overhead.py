@@ -59,16 +59,16 @@ def main() -> None:
     names = {a: vllm_name(release, a) for a in TASKS}
     runs: list[dict[str, list[float]]] = []
     stub = None
-    extra: list[str] = []
+    backends: list[str] = []
     if args.stub:
         port = free_port()
         stub = subprocess.Popen([sys.executable, "-m", "benchmarks.stub_vllm", str(port)])
-        extra = ["--backend", f"http://127.0.0.1:{port}"]
+        backends = [f"http://127.0.0.1:{port}"]
         time.sleep(3)
-    with gateway(release, work / "logs", extra) as stack:
+    with gateway(release, work / "logs", backends=backends) as stack:
         # one keep-alive connection per target, as a client would hold; the key only matters to vLLM
         direct = httpx.Client(
-            base_url=extra[1] if stub else stack.vllm_url,
+            base_url=backends[0] if stub else stack.vllm_url,
             timeout=120,
             headers={"authorization": f"Bearer {stack.vllm_key}"},
         )
