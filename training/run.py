@@ -28,6 +28,31 @@ def stderr_to(path: Path) -> Iterator[None]:
             os.close(saved)
 
 
+RAY_COLD_START = "Timed out waiting for file"  # Ray's head waits a fixed 30 s for its GCS server
+
+
+def start_ray(init_args: dict, say, attempts: int = 2) -> None:
+    """Start Ray's head node before Flower does, trying once more if it misses Ray's fixed 30 s limit.
+
+    The first start after an install can miss that limit (the GCS server never writes its port file);
+    the next one starts in ~1 s. Flower reuses a running Ray and shuts it down at the end."""
+    import sys
+
+    import ray
+
+    # as Flower does: Ray's workers must import what this process imports
+    pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+            return
+        except RuntimeError as e:
+            if RAY_COLD_START not in str(e) or attempt == attempts:
+                raise
+            ray.shutdown()
+            say(f"Ray's head node did not start within Ray's 30 s limit (attempt {attempt}); starting it again")
+
+
 def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     """Run the federation in-process (Flower simulation, Ray) and return the written release."""
     from flwr.simulation import run_simulation
@@ -86,6 +111,7 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     console.print(f"[dim]Flower and Ray logs: {log}[/]")
     started = time.monotonic()
     with progress, stderr_to(log):
+        start_ray(backend["init_args"], progress.console.print)
         run_simulation(
             server_app=server_app_for(cfg, report),
             client_app=client_app,
