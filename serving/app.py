@@ -69,6 +69,7 @@ def create_app(
         transport=transport,
         policy=settings.replica_policy,
         load_factor=settings.affinity_load_factor,
+        register_concurrency=settings.register_concurrency,
     )
     # /metrics is public: replicas are labelled by position, not URL (/admin/health maps them)
     replica = {b.url: f"replica-{i}" for i, b in enumerate(pool.backends)}

@@ -70,6 +70,7 @@ class GatewaySettings(BaseSettings):
     watch_interval_s: float = 2.0
     drain_timeout_s: float = 600.0  # how long a retired release waits for its requests before unloading
     reload_timeout_s: float = 300.0  # a reload waiting longer than this for another one: 409
+    register_concurrency: int = 8  # adapters loaded into one vLLM replica at once (start and reload)
 
     def token(self) -> str | None:
         """The admin token, read from the file when one is given."""

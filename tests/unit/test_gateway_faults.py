@@ -174,3 +174,55 @@ def test_attached_vllm_base_model_is_the_entry_without_parent(tmp_path):
         r = client.post("/v1/completions", json={"model": "base", "prompt": "hi"})
         assert r.status_code == 200 and r.json()["model"] == "base"
         assert fake.requests[-1]["model"] == "/models/base"
+
+
+class SlowLoads:
+    """Two fake vLLM replicas whose adapter loads take a moment; records the most loads in flight
+    at one replica, and refuses the adapters in `refused`."""
+
+    def __init__(self, refused: set[str] = frozenset()):
+        self.fakes = {h: FakeVLLM() for h in ("r0", "r1")}
+        self.inflight = {h: 0 for h in self.fakes}
+        self.peak = 0
+        self.refused = refused
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        import asyncio
+        import json
+
+        host = request.url.host
+        if request.url.path != "/v1/load_lora_adapter":
+            return self.fakes[host](request)
+        self.inflight[host] += 1
+        self.peak = max(self.peak, self.inflight[host])
+        await asyncio.sleep(0.01)
+        self.inflight[host] -= 1
+        if json.loads(request.content)["lora_name"] in self.refused:
+            return httpx.Response(400, text="rank too large")
+        return self.fakes[host](request)
+
+
+def test_adapters_load_concurrently_and_a_refusal_undoes_every_replica():
+    import asyncio
+
+    from fedrouter.serving.backends import BackendPool
+    from fedrouter.serving.errors import BackendUnavailable
+
+    names = {f"a{i}@d": f"/adapters/a{i}" for i in range(20)}
+
+    async def register(fake: SlowLoads) -> list:
+        pool = BackendPool(["http://r0", "http://r1"], transport=httpx.MockTransport(fake), register_concurrency=4)
+        try:
+            return await pool.register(names)
+        finally:
+            await pool.close()
+
+    fake = SlowLoads()
+    loaded = asyncio.run(register(fake))
+    assert len(loaded) == 40 and all(set(names) <= f.served for f in fake.fakes.values())
+    assert fake.peak == 4  # loads overlap, at most register_concurrency at a time per replica
+
+    fake = SlowLoads(refused={"a13@d"})
+    with pytest.raises(BackendUnavailable, match="refused adapter 'a13@d'"):
+        asyncio.run(register(fake))
+    assert all(f.served == {"base"} for f in fake.fakes.values())  # nothing stays loaded anywhere
