@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from fedrouter.router.embed import KINDS as EMBEDDER_KINDS
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -70,6 +72,19 @@ def cmd_models_prepare(args: argparse.Namespace) -> None:
         with console.status("exporting the embedder to ONNX (fp32 + int8, once)"):
             out = export_onnx(DEFAULT_EMBEDDER, force=args.force)
         console.print(f"embedder on ONNX Runtime: [green]exported[/] to {out} in {time.monotonic() - started:.0f} s")
+    from fedrouter.router.static_embed import distill_static, static_cache_dir, static_ready
+
+    if static_ready(DEFAULT_EMBEDDER) and not args.force:
+        console.print(
+            f"static embedder (--embedder-kind static): [green]ready[/] at {static_cache_dir(DEFAULT_EMBEDDER)}"
+        )
+    else:
+        started = time.monotonic()
+        with console.status("distilling a static embedder from the embedder (once, ~20 s)"):
+            out = distill_static(DEFAULT_EMBEDDER, force=args.force)
+        console.print(
+            f"static embedder (--embedder-kind static): [green]distilled[/] to {out} in {time.monotonic() - started:.0f} s"
+        )
 
 
 def cmd_release_build(args: argparse.Namespace) -> None:
@@ -206,6 +221,7 @@ def _train_config(args: argparse.Namespace):
         "local_steps",
         "base_model",
         "seed",
+        "embedder_kind",
     ):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
@@ -316,9 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="example prompts of that adapter's task (JSONL with a 'prompt' field)",
     )
     build.add_argument("--embedder", default=None, help="embedder model name or folder (default: all-MiniLM-L6-v2)")
-    build.add_argument(
-        "--embedder-kind", default="sentence-transformers", choices=["sentence-transformers", "base-llm", "hash"]
-    )
+    build.add_argument("--embedder-kind", default="sentence-transformers", choices=EMBEDDER_KINDS)
     build.add_argument("--threshold", type=float, default=0.0, help="cosine below which the fallback applies")
     build.add_argument("--fallback", default="base", choices=["base", "nearest"])
     build.add_argument("--release-id", help="default: the --out folder's name")
@@ -370,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--local-steps", dest="local_steps", type=int)
     train.add_argument("--base", dest="base_model", help="base model folder (default: prepared SmolLM2-135M)")
     train.add_argument("--seed", type=int)
+    train.add_argument(
+        "--embedder-kind",
+        dest="embedder_kind",
+        choices=EMBEDDER_KINDS,
+        help="the routing space: MiniLM (default), base-llm, or static (distilled from MiniLM, ~0.05 ms a prompt)",
+    )
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of training/config.py")
     train.set_defaults(fn=cmd_train)
 

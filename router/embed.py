@@ -29,6 +29,10 @@ _DEFAULT_ALIASES = {DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}
 # "onnx-int8-all" (router/onnx_embed.py, exported by `fedrouter models prepare`); "auto": onnx-int8
 # when exported, else torch (the log says which).
 BACKENDS = ("auto", "torch", "onnx-int8", "onnx-fp32", "onnx-int8-all")
+# What a release can be embedded with: a sentence-transformers model (MiniLM by default), the base
+# LLM's mean hidden state, a static token table distilled from MiniLM (router/static_embed.py), or
+# hashed words (tests).
+KINDS = ("sentence-transformers", "base-llm", "static", "hash")
 log = logging.getLogger("fedrouter.router")
 
 
@@ -140,7 +144,11 @@ def make_embedder(kind: str = "sentence-transformers", name: str | None = None, 
         return BaseLLMEmbedder(name, device=device)
     if kind == "hash":
         return HashEmbedder(int(re.sub(r"\D", "", name or "") or 64))
-    raise ValueError(f"unknown embedder kind {kind!r} (sentence-transformers, base-llm, hash)")
+    if kind == "static":  # distilled from a sentence-transformers model: another vector space
+        from fedrouter.router.static_embed import StaticEmbedder
+
+        return StaticEmbedder(name or DEFAULT_EMBEDDER)
+    raise ValueError(f"unknown embedder kind {kind!r} ({', '.join(KINDS)})")
 
 
 def load_embedder(info: EmbedderInfo, device: str = "cpu", backend: str = "torch", threads: int = 0) -> Embedder:
@@ -155,7 +163,7 @@ def load_embedder(info: EmbedderInfo, device: str = "cpu", backend: str = "torch
         embedder = _onnx_embedder(info.name, backend, threads)
     if embedder is None:
         embedder = make_embedder(info.kind, info.name, device=device)
-        if threads > 0 and info.kind != "hash":
+        if threads > 0 and info.kind not in ("hash", "static"):
             import torch
 
             torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool

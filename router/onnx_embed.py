@@ -34,14 +34,20 @@ _META = "export.json"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def onnx_cache_dir(name: str) -> Path:
-    """Where the export of embedder `name` (a name or folder) lives: FEDROUTER_CACHE or ~/.cache/fedrouter."""
+def embedder_cache_dir(name: str, form: str) -> Path:
+    """Where a derived form (`onnx`, `static`) of embedder `name` (a name or folder) lives:
+    FEDROUTER_CACHE or ~/.cache/fedrouter."""
     root = Path(os.environ.get("FEDROUTER_CACHE", Path.home() / ".cache" / "fedrouter"))
     stem = Path(name).name or "embedder"
-    return root / "embedders" / f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:8]}-onnx"
+    return root / "embedders" / f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:8]}-{form}"
 
 
-def _source_stamp(folder: Path) -> dict:
+def onnx_cache_dir(name: str) -> Path:
+    """Where the ONNX export of embedder `name` lives."""
+    return embedder_cache_dir(name, "onnx")
+
+
+def source_stamp(folder: Path) -> dict:
     """What identifies the weights an export was made from (a changed folder invalidates the export)."""
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     return {"weights": [[w.name, w.stat().st_size] for w in weights]}
@@ -113,7 +119,7 @@ def export_onnx(name: str, out: Path | None = None, *, force: bool = False) -> P
             "inputs": list(inputs),
             "pooling": "mean",
             "normalize": True,
-            **_source_stamp(folder),
+            **source_stamp(folder),
         }
         (tmp / _META).write_text(json.dumps(meta, indent=2) + "\n")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -165,9 +171,7 @@ def export_ready(name: str, out: Path | None = None) -> bool:
         folder = Path(resolve_model_folder(name))
     except (OSError, ValueError):
         return False
-    return (
-        all((out / f).exists() for f in VARIANTS.values()) and meta.get("weights") == _source_stamp(folder)["weights"]
-    )
+    return all((out / f).exists() for f in VARIANTS.values()) and meta.get("weights") == source_stamp(folder)["weights"]
 
 
 class OnnxEmbedder:

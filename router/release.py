@@ -61,7 +61,7 @@ class BaseModelInfo:
 
 @dataclass
 class EmbedderInfo:
-    kind: str  # "sentence-transformers" | "base-llm" | "hash" (tests)
+    kind: str  # "sentence-transformers" | "base-llm" | "static" (router/static_embed.py) | "hash" (tests)
     name: str  # model name or folder; resolved by router.embed.load_embedder
     dim: int
     normalize: bool = True

@@ -75,7 +75,9 @@ class ServedRelease:
 
         # Embedding is batched across requests; the nearest-centroid search is per request, since
         # a request that names its client is routed among that client's clusters only.
-        self.batcher: MicroBatcher[np.ndarray] = MicroBatcher(embed_batch, max_batch=max_batch)
+        self.batcher: MicroBatcher[np.ndarray] = MicroBatcher(
+            embed_batch, max_batch=max_batch, inline=getattr(embedder, "inline", False)
+        )
         self.inflight = 0  # requests resolved against this release and not yet answered
         self._idle = asyncio.Event()
         self._idle.set()

@@ -30,7 +30,7 @@ class TrainConfig:
     base_model: str = ""  # HF folder or name; empty: the prepared SmolLM2-135M-Instruct
     base_name: str = ""  # public name in the release; empty: the folder's name
     embedder: str = "all-MiniLM-L6-v2"  # model used to embed samples (and prompts when serving)
-    embedder_kind: str = "sentence-transformers"  # sentence-transformers | base-llm | hash
+    embedder_kind: str = "sentence-transformers"  # sentence-transformers | base-llm | static | hash
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: str = "q_proj,v_proj"

@@ -79,3 +79,23 @@ async def test_micro_batcher_lone_request_and_errors():
         await batcher.submit("boom")
     assert await batcher.submit("b") == "B"  # the worker survives an error
     await batcher.close()
+
+
+async def test_inline_micro_batcher_embeds_in_the_callers_thread():
+    import threading
+
+    threads = []
+
+    def fn(texts):
+        threads.append(threading.get_ident())
+        if "boom" in texts:
+            raise RuntimeError("embedder failed")
+        return [t.upper() for t in texts]
+
+    batcher = MicroBatcher(fn, inline=True)
+    assert await asyncio.gather(batcher.submit("a"), batcher.submit("b")) == ["A", "B"]
+    with pytest.raises(RuntimeError, match="embedder failed"):
+        await batcher.submit("boom")
+    assert await batcher.submit("c") == "C"
+    assert set(threads) == {threading.get_ident()} and batcher.batches == 4
+    await batcher.close()
