@@ -8,10 +8,12 @@ small as it gets and the difference is the gateway's. `--runs` runs of `--n` tri
 latency is each run's p50 difference, and the result the median over runs. The embedding pass
 alone is timed in-process for comparison.
 
-    python -m benchmarks.gateway_overhead [--n 200] [--runs 5] [--stub]
+    python -m benchmarks.gateway_overhead [--n 200] [--runs 5] [--stub] [--embedder static]
 
 --stub puts benchmarks/stub_vllm.py (answers at once) in vLLM's place: the gateway's own hop,
 without the CPU a real vLLM takes on the same 2 cores (results/gateway_overhead_stub.json).
+--embedder static routes with the static embedder distilled from MiniLM (router/static_embed.py)
+instead of MiniLM itself (results/gateway_overhead_static[_stub].json).
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="paired runs; the result is their median")
     ap.add_argument("--work", default="runs/bench", help="scratch folder")
     ap.add_argument("--stub", action="store_true", help="a stub answering at once instead of vLLM")
+    ap.add_argument("--embedder", choices=["minilm", "static"], default="minilm", help="the release's embedder")
     args = ap.parse_args()
+    kind = "static" if args.embedder == "static" else "sentence-transformers"
+    stem = "gateway_overhead" + ("_static" if args.embedder == "static" else "") + ("_stub" if args.stub else "")
 
     from fedrouter.router.embed import load_embedder
     from fedrouter.router.release import load_release
 
-    work = Path(args.work) / "overhead"
-    (release,) = bench_releases(work, ["v1"])
+    work = Path(args.work) / ("overhead" if args.embedder == "minilm" else f"overhead-{args.embedder}")
+    (release,) = bench_releases(work, ["v1"], embedder_kind=kind)
     # the gateway's embedder, as it runs there: the default backend (ONNX when exported), one thread
     embedder = load_embedder(load_release(release).manifest.embedder, backend="auto", threads=1)
 
@@ -114,7 +119,7 @@ def main() -> None:
         "machine": machine(),
         "settings": {
             "base": "SmolLM2-135M-Instruct",
-            "embedder": "all-MiniLM-L6-v2",
+            "embedder": "all-MiniLM-L6-v2" + (" (static, distilled)" if args.embedder == "static" else ""),
             "embedder_backend": getattr(embedder, "backend", "torch"),
             "adapters": 3,
             "max_tokens": 1,
@@ -133,9 +138,7 @@ def main() -> None:
         "added_paired_ms": {k: round(statistics.median(paired(f"gateway_{k}")), 2) for k in ("explicit", "auto")},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / ("gateway_overhead_stub.json" if args.stub else "gateway_overhead.json")).write_text(
-        json.dumps(result, indent=2) + "\n"
-    )
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -127,7 +127,7 @@ def embedding_throughput(embedder, prompts: list[str], concurrency: int = 32, n:
     ceiling = n / (time.perf_counter() - t)
 
     async def run(batched: bool) -> float:
-        batcher = MicroBatcher(embedder.embed, max_batch=64)
+        batcher = MicroBatcher(embedder.embed, max_batch=64, inline=getattr(embedder, "inline", False))
         queue = list(range(n))
 
         async def client() -> None:

@@ -64,10 +64,11 @@ TASKS = {
 PROBES = ["What is 14 plus 27?", "What is the capital of Germany?", "Review: An amazing film. Sentiment?"]
 
 
-def bench_releases(work: Path, ids: list[str]) -> list[Path]:
-    """Releases of the default base model with random adapters for TASKS (built once, reused)."""
+def bench_releases(work: Path, ids: list[str], embedder_kind: str = "sentence-transformers") -> list[Path]:
+    """Releases of the default base model with random adapters for TASKS (built once, reused),
+    routed with MiniLM (or `embedder_kind`, e.g. "static")."""
     from fedrouter.router.build import build_release
-    from fedrouter.router.embed import SentenceTransformerEmbedder
+    from fedrouter.router.embed import make_embedder
     from fedrouter.training.base_model import prepare_base_model
 
     base = prepare_base_model()
@@ -81,7 +82,7 @@ def bench_releases(work: Path, ids: list[str]) -> list[Path]:
     for rid in ids:
         release = work / "releases" / rid
         if not release.exists():
-            embedder = embedder or SentenceTransformerEmbedder()
+            embedder = embedder or make_embedder(embedder_kind)
             build_release(
                 release,
                 base_model=str(base),
