@@ -55,7 +55,8 @@ def overhead(r: dict) -> str:
     lat = r["latency"]
     return "\n".join(
         [
-            f"### Gateway overhead at concurrency 1{' against a stub vLLM' if 'stub' in r['settings'].get('backend', '') else ''} ({_machine(r)})",
+            f"### Gateway overhead at concurrency 1{' against a stub vLLM' if 'stub' in r['settings'].get('backend', '') else ''}"
+            f"{', static embedder' if 'static' in r['settings']['embedder'] else ''} ({_machine(r)})",
             "",
             f"{r['settings'].get('runs', 1)} runs of {r['settings']['n']} sequential rounds (vLLM direct, gateway "
             "explicit, gateway `auto`; same prompt and adapter, order rotated), completions of 1 token; "
@@ -64,7 +65,8 @@ def overhead(r: dict) -> str:
             "| path | p50 ms | p99 ms |",
             "|---|---|---|",
             *[f"| {k} | {v['p50_ms']} | {v['p99_ms']} |" for k, v in lat.items()],
-            f"| embedding pass alone (MiniLM, {r['settings'].get('embedder_backend', 'torch')}, in-process) | "
+            f"| embedding pass alone ({r['settings']['embedder']}, {r['settings'].get('embedder_backend', 'torch')}, "
+            "in-process) | "
             f"{r['embedding_pass']['p50_ms']} | {r['embedding_pass']['p99_ms']} |",
             "",
             f"Added by the gateway (median over runs of each run's p50 difference): explicit adapter "
@@ -159,6 +161,8 @@ SECTIONS = [
     ("many_adapters", _module("many_adapters")),
     ("gateway_overhead", overhead),
     ("gateway_overhead_stub", overhead),
+    ("gateway_overhead_static", overhead),
+    ("gateway_overhead_static_stub", overhead),
     ("reload", reload),
     ("routing", routing),
 ]
@@ -176,9 +180,9 @@ FedRouter ahead of FedAvg under interference and of client-centric training on u
 | module | what |
 |---|---|
 | `benchmarks/serving.py` | vLLM direct (base, right adapter) vs gateway (`auto`, explicit) at concurrency 1-32 |
-| `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request (`--stub`: against a stub that answers at once) |
+| `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request (`--stub`: against a stub that answers at once; `--embedder static`: routed with the static embedder) |
 | `benchmarks/reload.py` | hot reload under 8 clients: switch time, failures, in-flight latency |
-| `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching, embedding backends (torch / ONNX) |
+| `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching, embedding backends (torch / ONNX / static) |
 | `benchmarks/vllm_bench.py` | vLLM's own `vllm bench serve` client: TTFT, TPOT, ITL, tok/s for base, adapters, `auto` |
 | `benchmarks/replicas.py` | 2 vLLM replicas: adapter affinity vs least-loaded, adapters outnumbering `--max-loras` |
 | `benchmarks/many_adapters.py` | a release of 64 adapters vs 4: start, reload, memory, throughput |

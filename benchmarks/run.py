@@ -11,9 +11,12 @@ import argparse
 import subprocess
 import sys
 
-ORDER = [
+ORDER = [  # a name, or a name and its arguments
     "routing",
     "gateway_overhead",
+    ("gateway_overhead", "--stub"),
+    ("gateway_overhead", "--embedder", "static"),
+    ("gateway_overhead", "--embedder", "static", "--stub"),
     "serving",
     "vllm_bench",
     "reload",
@@ -27,10 +30,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip", default="", help="comma-separated benchmarks to leave out")
     skip = set(ap.parse_args().skip.split(","))
-    for name in ORDER:
+    for item in ORDER:
+        name, *args = (item,) if isinstance(item, str) else item
         if name not in skip:
-            print(f"=== benchmarks.{name}", flush=True)
-            subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
+            print(f"=== benchmarks.{name} {' '.join(args)}", flush=True)
+            subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *args], check=True)
     subprocess.run([sys.executable, "-m", "benchmarks.report"], check=True)
 
 

@@ -7,8 +7,9 @@ Regimes (the training of `dual` also gives `generalization`: same releases, othe
 - `interference`: 8 tasks over 8 clients (two each, every task at two clients), rank 2, K = 8:
   more tasks than one rank-2 adapter holds.
 Strategies: fedrouter, fedavg, fedavg-matched (one adapter of rank K·r), clustered, floral,
-local, oracle; plus fedrouter with the base-LLM embedder (the paper's) beside MiniLM, in the
-regimes of `--base-llm-regimes` (default dual: it costs a few minutes a run).
+local, oracle; plus fedrouter with the base-LLM embedder (the paper's) and the static embedder
+distilled from MiniLM (the fast one) beside MiniLM, in the regimes of `--base-llm-regimes`
+(default dual: base-llm costs a few minutes a run).
 
 Time (measured on 2 cores, per run with its evaluation): dual ~1.5-2 min, interference ~2-3 min.
 Full profile: 3 seeds x (8 dual runs + 7 interference runs) ~ 90-95 min; quick: ~12 min.
@@ -100,7 +101,11 @@ def run_one(
     base = str(prepare_base_model())
     out = work / f"{regime}-{strategy}-{embedder}-s{seed}"
     shutil.rmtree(out, ignore_errors=True)
-    emb = {"minilm": {}, "base-llm": {"embedder_kind": "base-llm", "embedder": base}}[embedder]
+    emb = {
+        "minilm": {"embedder_kind": "sentence-transformers"},
+        "base-llm": {"embedder_kind": "base-llm", "embedder": base},
+        "static": {"embedder_kind": "static"},  # distilled from MiniLM (router/static_embed.py)
+    }[embedder]
     cfg = TrainConfig(
         strategy=strategy,
         out=str(out),
@@ -164,8 +169,12 @@ def main() -> None:
     ap.add_argument("--regimes", help="comma-separated: dual, interference (default: the profile's)")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's)")
-    ap.add_argument("--embedders", default="minilm,base-llm", help="base-llm runs fedrouter only")
-    ap.add_argument("--base-llm-regimes", default="dual", help="regimes where fedrouter also runs with base-llm")
+    ap.add_argument(
+        "--embedders", default="minilm,base-llm,static", help="minilm: every strategy; base-llm, static: fedrouter only"
+    )
+    ap.add_argument(
+        "--base-llm-regimes", default="dual", help="regimes where fedrouter also runs with the other embedders"
+    )
     ap.add_argument("--work", default="runs/bench/training_runs")
     ap.add_argument("--records", default=str(RECORDS), help="JSONL file the records are appended to")
     for key in ("rounds", "local_steps", "test_per_task"):
