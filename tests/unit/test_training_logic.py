@@ -307,3 +307,15 @@ def test_config_from_flower_run_config():
     with pytest.raises(ValueError, match="strategy"):
         TrainConfig(strategy="magic")
     assert TrainConfig.from_record({"strategy": "fedavg-matched"}).strategy == "fedavg-matched"
+
+
+def test_the_dialogue_task_replies_in_conversations_it_never_trained_on():
+    """chitchat-dataset: one example per conversation (its third turn after two), so a test
+    conversation is never a training one; scored by ROUGE-1."""
+    from fedrouter.training.data.corpora import corpus_tasks
+
+    task = corpus_tasks()["dialogue"]
+    train, test = task.items("train"), task.items("test")
+    assert task.metric == "rouge1" and len(test) > 500 and len(train) > 3 * len(test)
+    assert not {p for p, _ in train} & {p for p, _ in test}
+    assert all(p.startswith("Reply in this chat.\nA: ") and p.endswith("\nA:") and r for p, r in train + test)

