@@ -89,6 +89,16 @@ def query(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+def cluster_step_budget(cfg: TrainConfig, sizes: dict[int, int]) -> dict[int, int]:
+    """Optimizer steps this round for each cluster a client trains (cluster id -> its sample count).
+    "full" (the FedRouter reference): `local_steps` each; "shared": the client's `local_steps` split
+    by sample count (at least one step each), the compute of a one-adapter strategy."""
+    if cfg.cluster_steps == "full":
+        return {gid: cfg.local_steps for gid in sizes}
+    total = sum(sizes.values()) or 1
+    return {gid: max(1, round(cfg.local_steps * n / total)) for gid, n in sizes.items()}
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg = TrainConfig.from_record(dict(msg.content["config"]))
@@ -110,13 +120,11 @@ def train(msg: Message, context: Context) -> Message:
     for gid in sorted(set(local_to_global.values())):
         local_ids = [l for l, g in local_to_global.items() if g == gid]
         groups[gid] = [s for s, l in zip(data.train, labels) if int(l) in local_ids]
-    total = sum(len(g) for g in groups.values())
+    budget = cluster_step_budget(cfg, {gid: len(samples) for gid, samples in groups.items()})
     for gid, samples in groups.items():
         if not samples:
             continue
-        # The round's step budget is the client's, shared by its clusters in proportion to their
-        # samples: every strategy spends the same compute per client and round.
-        steps = max(1, round(cfg.local_steps * len(samples) / total))
+        steps = budget[gid]
         set_lora_state(model, msg.content[f"lora/{gid}"].to_torch_state_dict())
         seed = cfg.seed * 1000 + int(plan["round"]) * 100 + pid * 10 + gid
         loss = train_steps(model, tok, samples, steps, cfg.batch_size, cfg.lr, seed)

@@ -36,7 +36,12 @@ class TrainConfig:
     lora_targets: str = "q_proj,v_proj"
     # Federation
     rounds: int = 3
-    local_steps: int = 25  # optimizer steps per client and round (shared by its clusters by sample count)
+    local_steps: int = 25  # optimizer steps per client, cluster and round (see cluster_steps)
+    # "full": every cluster a client trains gets `local_steps` steps a round, as the FedRouter
+    # reference does (GabrielTalasso/FedRouter client.py: one fit of max_steps per client and cluster);
+    # "shared": the client's `local_steps` are shared by its clusters in proportion to their samples
+    # (the same compute per client as one-adapter strategies).
+    cluster_steps: str = "full"
     batch_size: int = 4  # 4 x ~46 tokens: ~0.6 s a step for SmolLM2-135M on 2 cores
     lr: float = 1e-3
     k_local: int = 2  # k-means clusters per client (FedRouter)
@@ -57,6 +62,8 @@ class TrainConfig:
         strategy = get_strategy(self.strategy)  # raises on an unknown name
         if self.resume and not strategy.resumable:
             raise ValueError(f"--resume is not supported for {self.strategy}: its release does not keep what it trains")
+        if self.cluster_steps not in ("full", "shared"):
+            raise ValueError(f"cluster_steps must be 'full' or 'shared', got {self.cluster_steps!r}")
         if self.rounds < 1 or self.local_steps < 1 or self.num_clients < 1:
             raise ValueError("rounds, local_steps and num_clients must be at least 1")
         if self.k_global < 1 or self.k_clients < 1 or self.cluster_round < 1:
