@@ -196,11 +196,14 @@ READING = """How to read these tables. Each strategy is compared as it is used: 
 global routing (the gateway's `model="auto"`), client-centric strategies through each client's own
 adapter (`none`); their other modes are shown too. `routing accuracy`: the share of test prompts
 that global routing sends to the adapter scoring best on their task. CIs are over seeds (t-distribution);
-with one seed there is none. Every strategy spends the same optimizer steps per client and round: a
-FedRouter client splits its steps between its clusters, so with few steps each task adapter gets fewer
-updates than one shared adapter does, and `fedavg-matched` (rank K·r, the same alpha/r scaling) also
-takes larger effective steps. Profiles whose settings keep steps low (chosen for the time budget of
-a 2-core machine) favour the shared adapters; more local steps are what the paper's regime uses.
+with one seed there is none. Steps: a one-adapter strategy (fedavg, fedavg-matched, local, clustered,
+FLoRAL) takes `local_steps` per client and round; FedRouter and oracle train each of a client's
+clusters for `local_steps` (`cluster_steps = full`, as the FedRouter reference code does), so a client
+with two clusters spends twice the compute; records made with `shared` (the client's steps split
+between its clusters: matched compute, each task adapter then gets fewer updates) say so in the
+profile's header. `fedavg-matched` (rank K·r, the same alpha/r scaling) takes larger effective steps
+than rank-r adapters. Profiles whose settings keep steps low (chosen for the time budget of a 2-core
+machine) favour shared adapters; more local steps are what the paper's regime uses.
 Which strategies and seeds ran is in each table: a missing row did not run."""
 
 
@@ -226,7 +229,9 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
             f"SmolLM2-135M, LoRA on {s['lora_targets']}, {s['rounds']} rounds × {s['local_steps']} steps, batch "
             f"{s['batch_size']}, {s['train_per_task']} training samples per client and task, {s['test_per_task']} "
             "held-out test prompts per client and task (disjoint from training by construction). Score: exact "
-            f"match. Seeds: {sorted({r['seed'] for r in rs})}. ![training](results/{png})",
+            f"match. Seeds: {sorted({r['seed'] for r in rs})}. FedRouter / oracle cluster steps: "
+            f"{', '.join(sorted({r['settings'].get('cluster_steps', 'shared') for r in rs if r['strategy'] in ('fedrouter', 'oracle')}))}"
+            f". ![training](results/{png})",
             "",
         ]
         for regime in ("dual", "interference", "generalization"):
