@@ -14,12 +14,9 @@ would generate twice (a request that crashes vLLM would crash every replica in t
 replica refuses connections, a request waits up to `connect_retry_s` for one to come back (a
 supervised restart).
 
-Transport. The hot path (generation requests) goes over aiohttp, one session and connection pool
-per replica: a request to a local server costs ~0.2 ms there against ~0.8 ms through httpx's async
-transport (measured against benchmarks/stub_vllm.py). Its errors are raised as httpx's, so there is
-one family to handle: a refused or timed-out connection is httpx.ConnectError / ConnectTimeout
-(never delivered), anything after is httpx.ReadError / ReadTimeout. Admin calls (models, adapters)
-use httpx, and so does everything when a test injects an httpx transport (a fake vLLM).
+Transport. Generation requests go over serving/transport.py (aiohttp, one pool per replica, its
+errors raised as httpx's); admin calls use httpx, and so does everything when a test injects an
+httpx transport (a fake vLLM).
 
 Registration. Adapters are loaded with vLLM's runtime endpoint (VLLM_ALLOW_RUNTIME_LORA_UPDATING)
 into every replica that is up; a replica that is down gets them when it is back (`lacking`).
@@ -35,11 +32,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import aiohttp
 import httpx
 
 from fedrouter.serving.affinity import AffinityRing
 from fedrouter.serving.errors import BackendUnavailable
+from fedrouter.serving.transport import AioResponse, HotTransport
 
 log = logging.getLogger("fedrouter.serving")
 # Failures before the request reached any replica: sending it elsewhere cannot duplicate work.
@@ -57,44 +54,7 @@ class Backend:
     healthy: bool = True
     served: set[str] = field(default_factory=set)  # model names this replica serves
     roots: set[str] = field(default_factory=set)  # of those, the base models (`parent` null)
-    session: aiohttp.ClientSession | None = None  # the hot path's pool (made in the event loop)
-
-
-class AioResponse:
-    """What the proxy reads of a response (httpx.Response's names), over an aiohttp response;
-    aiohttp's errors surface as httpx.ReadError / ReadTimeout."""
-
-    def __init__(self, response: aiohttp.ClientResponse):
-        self._r = response
-        self.status_code = response.status
-
-    async def aread(self) -> bytes:
-        try:
-            return await self._r.read()
-        except _AIO_ERRORS as e:
-            raise _read_error(e) from e
-
-    async def aiter_lines(self) -> AsyncIterator[str]:
-        try:
-            async for line in self._r.content:  # one line, with its newline, however long (read_bufsize)
-                yield line.decode("utf-8", "replace").rstrip("\r\n")
-        except _AIO_ERRORS as e:
-            raise _read_error(e) from e
-
-    async def aclose(self) -> None:
-        if self._r.content.at_eof():
-            self._r.release()  # read to the end: the connection goes back to the pool
-        else:
-            self._r.close()  # cut short (the client left): closing it makes vLLM abort the request
-
-
-_AIO_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ValueError)
-
-
-def _read_error(e: BaseException) -> httpx.HTTPError:
-    if isinstance(e, asyncio.TimeoutError):
-        return httpx.ReadTimeout(f"no answer from the backend in time ({e!r})")
-    return httpx.ReadError(repr(e))
+    hot: HotTransport | None = None  # the generation requests' pool (aiohttp)
 
 
 class BackendPool:
@@ -115,9 +75,7 @@ class BackendPool:
             raise ValueError("at least one backend URL is needed")
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
         self._timeout = timeout.as_dict()
-        # aiohttp on the hot path unless a test injects a transport; timeouts as httpx's (between reads)
-        self._aio = transport is None
-        self._aio_timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=request_timeout_s)
+        hot = transport is None  # aiohttp for generation requests, unless a test injects a transport
         # vLLM's server closes idle connections after 5 s: ours expire first, so that a request is
         # never written into a connection the server is closing (it could not be retried safely).
         limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=4.0)
@@ -128,6 +86,8 @@ class BackendPool:
             t = transport or httpx.AsyncHTTPTransport(limits=limits)
             client = httpx.AsyncClient(base_url=u.rstrip("/"), timeout=timeout, headers=headers, transport=t)
             self.backends.append(Backend(u.rstrip("/"), client, t))
+            if hot:  # timeouts as httpx's: connect, then between reads
+                self.backends[-1].hot = HotTransport(u.rstrip("/"), self._headers, request_timeout_s)
         self._index = {b.url: i for i, b in enumerate(self.backends)}
         self._connect_retry_s, self._admin_timeout_s = connect_retry_s, admin_timeout_s
         self._register_concurrency = max(1, register_concurrency)
@@ -210,7 +170,7 @@ class BackendPool:
         self, backend: Backend, method: str, path: str, content: bytes | None
     ) -> httpx.Response | AioResponse:
         """Send one request to one replica; the response's body is read by the caller."""
-        if not self._aio:  # the transport itself (httpx's client layer costs ~0.2 ms more and adds nothing)
+        if backend.hot is None:  # the transport itself (httpx's client layer costs ~0.2 ms more and adds nothing)
             url = self._urls.get((backend.url, path)) or self._urls.setdefault(
                 (backend.url, path), httpx.URL(backend.url + path)
             )  # parsed once
@@ -218,23 +178,8 @@ class BackendPool:
                 method, url, headers=self._headers, content=content, extensions={"timeout": self._timeout}
             )
             return await backend.transport.handle_async_request(request)
-        if backend.session is None:
-            backend.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=4.0),  # expires before vLLM's 5 s
-                headers=self._headers,
-                timeout=self._aio_timeout,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),  # vLLM answers uncompressed
-                read_bufsize=2**20,  # a streamed line (an SSE event) may be long
-            )
-        try:
-            r = await backend.session.request(method, backend.url + path, data=content)
-        except aiohttp.ClientConnectorError as e:  # refused / unreachable: never delivered
-            raise httpx.ConnectError(repr(e)) from e
-        except aiohttp.ConnectionTimeoutError as e:
-            raise httpx.ConnectTimeout(repr(e)) from e
-        except _AIO_ERRORS as e:
-            raise _read_error(e) from e
-        return AioResponse(r)
+        assert backend.hot is not None
+        return await backend.hot.send(method, path, content)
 
     async def refresh(self) -> None:
         """Ask every replica (concurrently) what it serves and whether it is up."""
@@ -368,6 +313,5 @@ class BackendPool:
     async def close(self) -> None:
         for b in self.backends:
             await b.client.aclose()
-            if b.session is not None:
-                await b.session.close()
-                b.session = None
+            if b.hot is not None:
+                await b.hot.close()

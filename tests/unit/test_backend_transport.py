@@ -12,8 +12,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from fedrouter.serving.backends import AioResponse, BackendPool
+from fedrouter.serving.backends import BackendPool
 from fedrouter.serving.errors import BackendUnavailable
+from fedrouter.serving.transport import AioResponse
 
 LONG = "x" * 300_000  # one SSE line longer than aiohttp's default read buffer
 
@@ -86,7 +87,7 @@ def test_answers_and_streams_through_aiohttp():
             assert [json.loads(x[6:])["text"] for x in lines if x.startswith("data: {")] == ["a", LONG, "b"]
             assert lines[-2:] == ["data: [DONE]", ""]  # as httpx: empty lines kept (the SSE framing)
             assert server.auth == ["Bearer k", "Bearer k"]
-            assert pool.backends[0].session is not None
+            assert pool.backends[0].hot is not None and pool.backends[0].hot.open
 
         await _with_pool([url], go)
         await server.runner.cleanup()
