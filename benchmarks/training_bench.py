@@ -12,7 +12,9 @@ distilled from MiniLM (the fast one) beside MiniLM, in the regimes of `--base-ll
 (default dual: base-llm costs a few minutes a run).
 
 Time (measured on 2 cores, per run with its evaluation): dual ~1.5-2 min, interference ~2-3 min.
-Full profile: 3 seeds x (8 dual runs + 7 interference runs) ~ 90-95 min; quick: ~12 min.
+Full profile: 3 seeds x (8 dual runs + 7 interference runs) ~ 90-95 min; quick: ~12 min. FedRouter and
+oracle clients split their steps between their clusters (cluster_steps "shared": matched compute);
+`--cluster-steps full` runs the FedRouter reference's protocol instead (profile "full-custom").
 
 Every (regime, strategy, seed, routing mode, embedder) appends one JSON line to
 benchmarks/results/training_runs.jsonl; tables, CIs and plots are rendered from those lines by
@@ -68,13 +70,23 @@ REGIMES = {  # training settings; each regime lists the test sets it is evaluate
     },
 }
 PROFILES = {  # steps and evaluation sizes chosen to fit the time budgets on 2 cores
-    "quick": {"regimes": ["dual"], "seeds": [0], "rounds": 2, "local_steps": 6, "test_per_task": 6},
+    # cluster_steps "shared": matched compute per client (a FedRouter client splits its steps between
+    # its clusters); `--cluster-steps full` runs the reference's protocol (a profile of its own)
+    "quick": {
+        "regimes": ["dual"],
+        "seeds": [0],
+        "rounds": 2,
+        "local_steps": 6,
+        "test_per_task": 6,
+        "cluster_steps": "shared",
+    },
     "full": {
         "regimes": ["dual", "interference"],
         "seeds": [0, 1, 2],
         "rounds": 3,
         "local_steps": 8,
         "test_per_task": 8,
+        "cluster_steps": "shared",
     },
 }
 
@@ -115,6 +127,7 @@ def run_one(
         lora_alpha=2 * spec["lora_r"],
         rounds=p["rounds"],
         local_steps=p["local_steps"],
+        cluster_steps=p["cluster_steps"],
         test_per_task=p["test_per_task"],
         release_every_round=True,
         **spec,
@@ -179,10 +192,12 @@ def main() -> None:
     ap.add_argument("--records", default=str(RECORDS), help="JSONL file the records are appended to")
     for key in ("rounds", "local_steps", "test_per_task"):
         ap.add_argument(f"--{key.replace('_', '-')}", type=int, help="override the profile's value (smoke runs)")
+    ap.add_argument("--cluster-steps", choices=["shared", "full"], help="override the profile's (a profile of its own)")
     args = ap.parse_args()
     profile = "quick" if args.quick else "full"
     p = dict(PROFILES[profile])
-    overridden = {k: getattr(args, k) for k in ("rounds", "local_steps", "test_per_task") if getattr(args, k)}
+    keys = ("rounds", "local_steps", "test_per_task", "cluster_steps")
+    overridden = {k: getattr(args, k) for k in keys if getattr(args, k) and getattr(args, k) != p[k]}
     if overridden:
         p.update(overridden)
         profile += "-custom"
