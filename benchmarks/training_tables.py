@@ -207,6 +207,26 @@ machine) favour shared adapters; more local steps are what the paper's regime us
 Which strategies and seeds ran is in each table: a missing row did not run."""
 
 
+TASK_CENTRIC = ("fedrouter", "oracle")  # the strategies the cluster-step protocol changes
+_SAME = ("rounds", "local_steps", "test_per_task", "train_per_task", "lora_r", "k_global", "tasks")
+
+
+def _borrowed(records: list[dict], profile: str, rs: list[dict]) -> list[dict]:
+    """For a profile that only changes the cluster-step protocol (FedRouter and oracle records
+    alone), the one-adapter strategies' records of the profile whose settings are otherwise the same."""
+    if not rs or any(r["strategy"] not in TASK_CENTRIC for r in rs):
+        return []
+    out = []
+    for r in records:
+        if r["profile"] == profile or r["strategy"] in TASK_CENTRIC:
+            continue
+        if any(
+            x["regime"] == r["regime"] and all(x["settings"].get(k) == r["settings"].get(k) for k in _SAME) for x in rs
+        ):
+            out.append(r)
+    return out
+
+
 def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) -> str:
     """The training section of benchmarks/README.md, one sub-section per profile (full, quick)."""
     records = load() if records is None else records
@@ -220,6 +240,8 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
     ]
     for profile in sorted({r["profile"] for r in records}):
         rs = [r for r in records if r["profile"] == profile]
+        borrowed = _borrowed(records, profile, rs)
+        rs += borrowed
         s, m = rs[0]["settings"], rs[0]["machine"]
         png = f"training_{profile}.png"
         plot(rs, png_dir / png)
@@ -231,7 +253,14 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
             "held-out test prompts per client and task (disjoint from training by construction). Score: exact "
             f"match. Seeds: {sorted({r['seed'] for r in rs})}. FedRouter / oracle cluster steps: "
             f"{', '.join(sorted({r['settings'].get('cluster_steps', 'shared') for r in rs if r['strategy'] in ('fedrouter', 'oracle')}))}"
-            f". ![training](results/{png})",
+            f". ![training](results/{png})"
+            + (
+                f" The one-adapter strategies ({', '.join(sorted({r['strategy'] for r in borrowed}))}) are the "
+                f"records of profile `{borrowed[0]['profile']}`: the same settings, and the cluster-step "
+                "protocol does not change them (one cluster per client)."
+                if borrowed
+                else ""
+            ),
             "",
         ]
         for regime in ("dual", "interference", "generalization"):
