@@ -78,7 +78,8 @@ async def load(url: str, model_of, concurrency: int, seconds: float, max_tokens:
 
     async def worker(i: int) -> None:
         # the key of the supervised vLLM (the gateway ignores it): direct calls need it
-        headers = {"authorization": f"Bearer {os.environ.get('FEDROUTER_BENCH_VLLM_KEY', '')}"}
+        key = os.environ.get("FEDROUTER_BENCH_VLLM_KEY")
+        headers = {"authorization": f"Bearer {key}"} if key else {}
         async with httpx.AsyncClient(timeout=600, limits=limits, headers=headers) as client:
             k = i
             while time.perf_counter() < deadline:
