@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--embedder-kind",
         dest="embedder_kind",
         choices=EMBEDDER_KINDS,
-        help="the routing space: MiniLM (default), base-llm, or static (distilled from MiniLM, ~0.05 ms a prompt)",
+        help="the routing space: MiniLM (default), base-llm, or static (distilled from MiniLM: a table lookup per prompt)",
     )
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of training/config.py")
     train.set_defaults(fn=cmd_train)
