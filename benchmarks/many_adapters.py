@@ -132,10 +132,11 @@ def render(r: dict) -> str:
     out += [
         "",
         f"Reading it: start barely grows (vLLM takes the adapters as `--lora-modules`); a reload registers every "
-        f"adapter of the new release in vLLM one call after another before the swap, about {per:.0f} ms each "
-        "here, so it grows with the adapter count and no ordering of the calls keeps 64 within 2x of 4. Lazy "
-        "registration (register an adapter on its first request, swap at once) would; it belongs to the "
-        "registry (`serving/registry.py`).",
+        "adapter of the new release in vLLM before the swap, up to `FEDROUTER_REGISTER_CONCURRENCY` (8) calls at "
+        f"a time per replica: {per:.1f} ms per adapter here. The ratio stays above 2x because the small release's "
+        "reload is only a few tens of ms; what remains grows with the adapter count (vLLM loads each adapter "
+        "itself). Lazy registration (register an adapter on its first request, swap at once) would remove it, at "
+        "the cost of the first request to each adapter and of refusals found after the swap.",
     ]
     return "\n".join(out)
 
