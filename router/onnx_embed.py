@@ -161,17 +161,22 @@ def _quantize(src: Path, dst: Path, ffn_out_fp32: bool) -> None:
         logging.disable(logging.NOTSET)
 
 
-def export_ready(name: str, out: Path | None = None) -> bool:
-    """True if an export of `name` exists and was made from the weights now installed."""
+def derived_ready(name: str, out: Path, meta_file: str, files: list[str]) -> bool:
+    """True if a form derived from embedder `name` (its ONNX export, its static table) exists in
+    `out` with all of `files`, and its `meta_file` records the weights now installed."""
     from fedrouter.router.embed import resolve_model_folder
 
-    out = Path(out) if out else onnx_cache_dir(name)
     try:
-        meta = json.loads((out / _META).read_text())
+        meta = json.loads((out / meta_file).read_text())
         folder = Path(resolve_model_folder(name))
     except (OSError, ValueError):
         return False
-    return all((out / f).exists() for f in VARIANTS.values()) and meta.get("weights") == source_stamp(folder)["weights"]
+    return all((out / f).exists() for f in files) and meta.get("weights") == source_stamp(folder)["weights"]
+
+
+def export_ready(name: str, out: Path | None = None) -> bool:
+    """True if an export of `name` exists and was made from the weights now installed."""
+    return derived_ready(name, Path(out) if out else onnx_cache_dir(name), _META, list(VARIANTS.values()))
 
 
 class OnnxEmbedder:

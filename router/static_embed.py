@@ -47,16 +47,9 @@ def static_cache_dir(name: str) -> Path:
 
 def static_ready(name: str, out: Path | None = None) -> bool:
     """True if a table of `name` exists and was made from the weights now installed."""
-    from fedrouter.router.embed import resolve_model_folder
-    from fedrouter.router.onnx_embed import source_stamp
+    from fedrouter.router.onnx_embed import derived_ready
 
-    out = Path(out) if out else static_cache_dir(name)
-    try:
-        meta = json.loads((out / _META).read_text())
-        folder = Path(resolve_model_folder(name))
-    except (OSError, ValueError):
-        return False
-    return (out / _VECTORS).exists() and meta.get("weights") == source_stamp(folder)["weights"]
+    return derived_ready(name, Path(out) if out else static_cache_dir(name), _META, [_VECTORS])
 
 
 def distill_static(name: str, out: Path | None = None, *, force: bool = False, batch: int = 1024) -> Path:

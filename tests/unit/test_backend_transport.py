@@ -73,48 +73,48 @@ async def _with_pool(urls: list[str], fn):
         await pool.close()
 
 
-def test_answers_and_streams_through_aiohttp():
+def _against_server(go, refused_first: bool = False) -> None:
+    """Run `go(pool, server)` with a pool in front of a fresh Server (after a refused URL if asked)."""
+
     async def main():
         server = Server()
         url = await server.start()
-
-        async def go(pool: BackendPool):
-            async with pool.request("POST", "/v1/completions", b'{"model":"m"}') as r:
-                assert isinstance(r, AioResponse) and r.status_code == 200
-                assert json.loads(await r.aread())["model"] == "m"
-            async with pool.request("POST", "/v1/completions", b'{"model":"m","stream":true}') as r:
-                lines = [line async for line in r.aiter_lines()]
-            assert [json.loads(x[6:])["text"] for x in lines if x.startswith("data: {")] == ["a", LONG, "b"]
-            assert lines[-2:] == ["data: [DONE]", ""]  # as httpx: empty lines kept (the SSE framing)
-            assert server.auth == ["Bearer k", "Bearer k"]
-            assert pool.backends[0].hot is not None and pool.backends[0].hot.open
-
-        await _with_pool([url], go)
-        await server.runner.cleanup()
+        urls = [f"http://127.0.0.1:{free_port()}", url] if refused_first else [url]
+        try:
+            await _with_pool(urls, lambda pool: go(pool, server))
+        finally:
+            await server.runner.cleanup()
 
     asyncio.run(main())
+
+
+def test_answers_and_streams_through_aiohttp():
+    async def go(pool: BackendPool, server: Server):
+        async with pool.request("POST", "/v1/completions", b'{"model":"m"}') as r:
+            assert isinstance(r, AioResponse) and r.status_code == 200
+            assert json.loads(await r.aread())["model"] == "m"
+        async with pool.request("POST", "/v1/completions", b'{"model":"m","stream":true}') as r:
+            lines = [line async for line in r.aiter_lines()]
+        assert [json.loads(x[6:])["text"] for x in lines if x.startswith("data: {")] == ["a", LONG, "b"]
+        assert lines[-2:] == ["data: [DONE]", ""]  # as httpx: empty lines kept (the SSE framing)
+        assert server.auth == ["Bearer k", "Bearer k"]
+        assert pool.backends[0].hot is not None and pool.backends[0].hot.open
+
+    _against_server(go)
 
 
 def test_a_refused_replica_is_skipped_and_a_dying_one_is_a_503():
-    async def main():
-        server = Server()
-        url = await server.start()
-        refused = f"http://127.0.0.1:{free_port()}"
+    async def go(pool: BackendPool, server: Server):
+        for _ in range(3):  # whichever replica is chosen first, the one listening answers
+            async with pool.request("POST", "/v1/completions", b'{"model":"m"}') as r:
+                assert json.loads(await r.aread())["model"] == "m"
+        assert not pool.backends[0].healthy and pool.backends[1].healthy
+        with pytest.raises(httpx.ReadError):
+            async with pool.request("POST", "/v1/completions", b'{"model":"m","cut":true}') as r:
+                await r.aread()
+        assert len(server.bodies) == 4  # the cut request was delivered once, never sent again
 
-        async def go(pool: BackendPool):
-            for _ in range(3):  # whichever replica is chosen first, the one listening answers
-                async with pool.request("POST", "/v1/completions", b'{"model":"m"}') as r:
-                    assert json.loads(await r.aread())["model"] == "m"
-            assert not pool.backends[0].healthy and pool.backends[1].healthy
-            with pytest.raises(httpx.ReadError):
-                async with pool.request("POST", "/v1/completions", b'{"model":"m","cut":true}') as r:
-                    await r.aread()
-            assert len(server.bodies) == 4  # the cut request was delivered once, never sent again
-
-        await _with_pool([refused, url], go)
-        await server.runner.cleanup()
-
-    asyncio.run(main())
+    _against_server(go, refused_first=True)
 
 
 def test_no_replica_listening_is_a_503_after_the_retry_window():
@@ -127,17 +127,10 @@ def test_no_replica_listening_is_a_503_after_the_retry_window():
 
 
 def test_leaving_a_stream_early_closes_the_backend_connection():
-    async def main():
-        server = Server()
-        url = await server.start()
+    async def go(pool: BackendPool, server: Server):
+        async with pool.request("POST", "/v1/completions", b'{"model":"m","stream":true,"slow":true}') as r:
+            async for _ in r.aiter_lines():
+                break  # the client went away after the first line
+        await asyncio.wait_for(server.aborted.wait(), 5)  # the server saw the connection close
 
-        async def go(pool: BackendPool):
-            async with pool.request("POST", "/v1/completions", b'{"model":"m","stream":true,"slow":true}') as r:
-                async for _ in r.aiter_lines():
-                    break  # the client went away after the first line
-            await asyncio.wait_for(server.aborted.wait(), 5)  # the server saw the connection close
-
-        await _with_pool([url], go)
-        await server.runner.cleanup()
-
-    asyncio.run(main())
+    _against_server(go)
