@@ -121,7 +121,10 @@ def test_every_subpackage_is_installed():
 
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(setuptools["packages"])
-    found = {"fedrouter"}
+    found = {"fedrouter"} | {
+        ".".join(["fedrouter", *init.parent.relative_to(ROOT / "fedrouter").parts])
+        for init in (ROOT / "fedrouter").rglob("*/__init__.py")
+    }
     for folder, name in PACKAGES.items():
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder)
