@@ -97,6 +97,27 @@ def stop(proc: subprocess.Popen | Launched, grace_s: float = 60.0) -> None:
 
 
 @contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While the block runs, SIGTERM to this process raises SystemExit, so `finally` blocks stop what
+    it launched: the stack runs in its own process group, which would otherwise outlive a benchmark
+    or test killed with `kill`, `timeout` or a CI limit. Only in the main thread, and only where
+    SIGTERM still has its default action (an outer block, or the program, already decided)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def unwind(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup short
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
 def gateway(
     release: str | Path,
     log_dir: Path,
@@ -115,11 +136,12 @@ def gateway(
         args += ["--vllm-port", str(free_port()), "--vllm-log", str(log_dir / "vllm.log")]
         # the supervised vLLM requires a key; choosing it here lets a benchmark call vLLM directly
         env = {"FEDROUTER_VLLM_API_KEY": secrets.token_urlsafe(24), **(env or {})}
-    launched = start_gateway([*args, *extra], log=log_dir / "gateway.log", env=env, timeout_s=timeout_s)
-    try:
-        yield launched
-    finally:
-        stop(launched)
+    with _sigterm_unwinds():
+        launched = start_gateway([*args, *extra], log=log_dir / "gateway.log", env=env, timeout_s=timeout_s)
+        try:
+            yield launched
+        finally:
+            stop(launched)
 
 
 @contextmanager
@@ -137,15 +159,16 @@ def vllm_servers(
         VLLMSupervisor("127.0.0.1", free_port(), list(extra_args), 2, log_dir / f"vllm{i}.log", api_key, env=envs[i])
         for i in range(n)
     ]
-    try:
-        for s in servers:
-            s.start(rel)
-        for s in servers:
-            s.wait_healthy(900)
-        yield [s.url for s in servers], api_key
-    finally:
-        for s in servers:
-            s.stop()
+    with _sigterm_unwinds():
+        try:
+            for s in servers:
+                s.start(rel)
+            for s in servers:
+                s.wait_healthy(900)
+            yield [s.url for s in servers], api_key
+        finally:
+            for s in servers:
+                s.stop()
 
 
 class Traffic:
