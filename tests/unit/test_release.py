@@ -236,3 +236,27 @@ def test_absurd_json_in_release_files_is_a_release_error(release):
     assert "manifest.routing.threshold must be float" in problems_of(release.path)
     (release.path / MANIFEST).write_text('{"a": ' + "[" * 100000 + "]" * 100000 + "}")
     assert "not valid JSON" in problems_of(release.path)
+
+
+def test_many_adapters_are_checked_each_under_its_own_name(tmp_path):
+    """A release of 10 adapters is validated on several threads: every digest and every problem
+    must still belong to its own adapter, in manifest order."""
+    from fedrouter.router.adapter_files import adapter_digest
+    from tests.conftest import fake_adapter
+
+    names = [f"t{i:02d}" for i in range(10)]
+    adapters = {n: fake_adapter(tmp_path / "src" / n, seed=i) for i, n in enumerate(names)}
+    examples = write_examples(tmp_path / "examples", {n: [f"prompt {n} {k}" for k in range(3)] for n in names})
+    rel = build_release(
+        tmp_path / "releases" / "v1", base_model="tiny-base", adapters=adapters, examples=examples,
+        embedder=HashEmbedder(64),
+    )  # fmt: skip
+    again = load_release(rel.path)
+    assert again.manifest.digests == {n: adapter_digest(rel.path / "adapters" / n) for n in names}
+    assert len(set(again.manifest.digests.values())) == 10
+    weights = rel.path / "adapters" / "t07" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4])  # truncated
+    (rel.path / "adapters" / "t03" / "adapter_config.json").write_text("{")
+    found = problems_of(rel.path)
+    assert found.index("adapter 't03'") < found.index("adapter 't07'")
+    assert "t07" in found.split("truncated")[0].splitlines()[-1] and "adapter 't03': adapter_config.json" in found
