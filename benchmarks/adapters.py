@@ -7,6 +7,7 @@ so `model="auto"` routes too. What is measured with them is serving, never quali
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -24,8 +25,8 @@ def adapter_names(n: int) -> list[str]:
     return [f"t{i:02d}" for i in range(n)]
 
 
-def make_adapters(base: Path, folder: Path, names: list[str], r: int = 8) -> dict[str, Path]:
-    """Random rank-`r` LoRAs on q/v (cached on disk by name)."""
+def make_adapters(base: Path, folder: Path, names: list[str], r: int = 8, salt: str = "") -> dict[str, Path]:
+    """Random rank-`r` LoRAs on q/v (cached on disk by name); another `salt` draws other weights."""
     missing = [n for n in names if not (folder / n / "adapter_model.safetensors").exists()]
     if missing:
         import torch
@@ -35,7 +36,9 @@ def make_adapters(base: Path, folder: Path, names: list[str], r: int = 8) -> dic
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"]))
         for name in missing:
-            torch.manual_seed(sum(map(ord, name)))
+            torch.manual_seed(
+                sum(map(ord, name)) if not salt else int(hashlib.sha256(f"{salt}/{name}".encode()).hexdigest()[:8], 16)
+            )
             with torch.no_grad():
                 for pname, p in peft_model.named_parameters():
                     if "lora_A" in pname:
@@ -52,7 +55,8 @@ def prompts_for(i: int) -> list[str]:
 
 
 def many_adapter_release(work: Path, n: int, release_id: str = "v1", r: int = 8) -> Path:
-    """A release of the default base model with `n` random adapters (built once under `work`)."""
+    """A release of the default base model with `n` random adapters (built once under `work`). Each
+    release id other than v1 draws its own weights, so a reload from v1 to it registers every adapter."""
     from fedrouter.router.build import build_release
     from fedrouter.router.embed import SentenceTransformerEmbedder
     from fedrouter.training.base_model import prepare_base_model
@@ -62,7 +66,10 @@ def many_adapter_release(work: Path, n: int, release_id: str = "v1", r: int = 8)
         return release
     base = prepare_base_model()
     names = adapter_names(n)
-    adapters = make_adapters(base, work / "adapters", names, r)
+    if release_id == "v1":
+        adapters = make_adapters(base, work / "adapters", names, r)
+    else:
+        adapters = make_adapters(base, work / f"adapters-{release_id}", names, r, salt=release_id)
     examples = work / "examples"
     examples.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(names):

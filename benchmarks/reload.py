@@ -3,7 +3,8 @@ whether any is lost.
 
 Default models: SmolLM2-135M under vLLM, all-MiniLM-L6-v2 routing, 3 LoRA adapters per release.
 8 clients send routed chat requests back to back (16 new tokens each); after a steady phase the
-gateway is asked to reload release v2 (`POST /admin/reload`); traffic goes on, then stops.
+gateway is asked to reload release v2 (`POST /admin/reload`), whose adapters have other weights (so
+vLLM registers each under a new name while traffic flows); traffic goes on, then stops.
 
     python -m benchmarks.reload [--clients 8] [--steady-s 20]
 
@@ -37,6 +38,11 @@ def main() -> None:
 
     work = Path(args.work) / "reload"
     bench_releases(work, ["v1", "v2"])
+    v1_only = {vllm_name(work / "releases" / "v1", a) for a in TASKS} - {
+        vllm_name(work / "releases" / "v2", a) for a in TASKS
+    }
+    if len(v1_only) != len(TASKS):  # v2 cached by an older version of this benchmark, with v1's weights
+        raise SystemExit(f"release v2 shares adapters with v1; delete {work / 'releases' / 'v2'} and run again")
 
     os.environ["FEDROUTER_ADMIN_TOKEN"] = TOKEN
     with gateway(work / "releases" / "v1", work / "logs") as stack:
@@ -55,9 +61,6 @@ def main() -> None:
         traffic.stop()
         rows = [row[:4] for row in traffic.results]  # (sent, done, status, release)
         served = httpx.get(f"{stack.url}/admin/health", headers={"authorization": f"Bearer {TOKEN}"}).json()
-        v1_only = {vllm_name(work / "releases" / "v1", a) for a in TASKS} - {
-            vllm_name(work / "releases" / "v2", a) for a in TASKS
-        }  # v1 and v2 share their weights, hence their vLLM names: nothing of v1 is left to unload
         unloaded = not (v1_only & set(served["backends"][0]["served"]))
 
     def lat(sel) -> dict:

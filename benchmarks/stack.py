@@ -33,28 +33,6 @@ def machine() -> dict:
     }
 
 
-def random_adapters(base: Path, folder: Path, names: list[str], r: int = 8) -> dict[str, Path]:
-    """Random LoRAs on the base model (cached): what is measured here is serving, not quality."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = {}
-    for i, name in enumerate(names):
-        path = folder / name
-        if not (path / "adapter_model.safetensors").exists():
-            torch.manual_seed(i)
-            model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-            peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj"]))
-            with torch.no_grad():
-                for pname, p in peft_model.named_parameters():
-                    if "lora_B" in pname:
-                        p.normal_(0, 0.01)
-            peft_model.save_pretrained(path)
-        out[name] = path
-    return out
-
-
 # Example prompts per adapter (their mean embedding is the adapter's centroid) and held-out probes.
 TASKS = {
     "math": ["What is 12 plus 30?", "Compute 7 times 8.", "What is 45 minus 17?", "Add 19 and 23."],
@@ -66,13 +44,14 @@ PROBES = ["What is 14 plus 27?", "What is the capital of Germany?", "Review: An 
 
 def bench_releases(work: Path, ids: list[str], embedder_kind: str = "sentence-transformers") -> list[Path]:
     """Releases of the default base model with random adapters for TASKS (built once, reused),
-    routed with MiniLM (or `embedder_kind`, e.g. "static")."""
+    routed with MiniLM (or `embedder_kind`, e.g. "static"). The first id gets the adapters in
+    `work/adapters`; every later one draws its own weights, so a reload to it registers new adapters."""
+    from benchmarks.adapters import make_adapters
     from fedrouter.router.build import build_release
     from fedrouter.router.embed import make_embedder
     from fedrouter.training.base_model import prepare_base_model
 
     base = prepare_base_model()
-    adapters = random_adapters(base, work / "adapters", list(TASKS))
     examples = work / "examples"
     examples.mkdir(parents=True, exist_ok=True)
     for task, prompts in TASKS.items():
@@ -83,10 +62,13 @@ def bench_releases(work: Path, ids: list[str], embedder_kind: str = "sentence-tr
         release = work / "releases" / rid
         if not release.exists():
             embedder = embedder or make_embedder(embedder_kind)
+            first = rid == ids[0]
             build_release(
                 release,
                 base_model=str(base),
-                adapters=adapters,
+                adapters=make_adapters(
+                    base, work / ("adapters" if first else f"adapters-{rid}"), list(TASKS), salt="" if first else rid
+                ),
                 examples={t: examples / f"{t}.jsonl" for t in TASKS},
                 embedder=embedder,
             )
