@@ -21,13 +21,22 @@ def _machine(r: dict) -> str:
 
 def serving(r: dict) -> str:
     s = r["settings"]
+    static = "static" in s.get("embedder", "")
+    rounds = s.get("rounds")
     out = [
-        f"### Serving ({_machine(r)})",
+        f"### Serving{', static embedder' if static else ''} ({_machine(r)})",
         "",
         f"{s['base']} under vLLM, {s['adapters']} LoRA adapters, streamed chat completions of {s['max_tokens']} "
-        f"tokens (`ignore_eos`), configurations interleaved at each level; seconds per level: "
-        f"{s.get('seconds_per_level', s.get('seconds'))}. Ratios are to (b), vLLM "
-        "direct with the right adapter. ![serving](results/serving.png)",
+        f"tokens (`ignore_eos`), `auto` routed with {s.get('embedder', 'all-MiniLM-L6-v2')}; configurations "
+        + (
+            f"interleaved in {rounds} rounds per level (order rotated)"
+            if rounds
+            else "interleaved at each level (one window each)"
+        )
+        + f"; seconds per configuration and level: {s.get('seconds_per_level', s.get('seconds'))}. "
+        f"Ratios are to (b), vLLM direct with the right adapter"
+        + (": the median over rounds of the same round's ratio" if rounds else "")
+        + f". ![serving](results/{'serving_static' if static else 'serving'}.png)",
         "",
         "| concurrency | config | req/s | out tok/s | latency p50 / p99 ms | TTFT p50 / p99 ms | ITL p50 / p99 ms |",
         "|---|---|---|---|---|---|---|",
@@ -38,15 +47,20 @@ def serving(r: dict) -> str:
                 f"| {c} | {cfg} | {v['req_per_s']} | {v['out_tok_per_s']} | {v['latency_p50_ms']} / "
                 f"{v['latency_p99_ms']} | {v['ttft_p50_ms']} / {v['ttft_p99_ms']} | {v['itl_p50_ms']} / {v['itl_p99_ms']} |"
             )
+    paired = r.get("paired_rounds", {})
     out += [
         "",
-        "| concurrency | auto / direct throughput (target ≥ 0.95) | explicit / direct | auto added p50 / p99 ms |",
-        "|---|---|---|---|",
+        "| concurrency | auto / direct throughput (target ≥ 0.98) | per round | pooled | explicit / direct "
+        "| auto added latency p50 / p99 ms |",
+        "|---|---|---|---|---|---|",
     ]
     for c, v in r["ratios_to_direct_adapter"].items():
+        per_round = paired.get(c, {}).get("gateway_auto_vs_direct_adapter")
         out.append(
-            f"| {c} | {v['auto_throughput_vs_direct_adapter']} | {v['explicit_throughput_vs_direct_adapter']} | "
-            f"{v['auto_added_latency_p50_ms']} / {v['auto_added_latency_p99_ms']} |"
+            f"| {c} | {v['auto_throughput_vs_direct_adapter']} | {', '.join(map(str, per_round)) if per_round else '-'} "
+            f"| {v.get('auto_throughput_vs_direct_adapter_pooled', v['auto_throughput_vs_direct_adapter'])} "
+            f"| {v['explicit_throughput_vs_direct_adapter']} "
+            f"| {v['auto_added_latency_p50_ms']} / {v['auto_added_latency_p99_ms']} |"
         )
     return "\n".join(out)
 
@@ -96,7 +110,8 @@ def reload(r: dict) -> str:
             f"### Hot reload under load ({_machine(r)})",
             "",
             f"{r['settings']['clients']} clients, routed chat completions of {r['settings']['max_tokens']} tokens, "
-            f"{r['settings']['adapters_per_release']} adapters per release.",
+            f"{r['settings']['adapters_per_release']} adapters per release; v2's adapters have other weights than "
+            "v1's, so the reload registers each of them in vLLM while traffic flows.",
             "",
             "| measure | value |",
             "|---|---|",
@@ -156,6 +171,7 @@ def _module(name: str):
 
 SECTIONS = [
     ("serving", serving),
+    ("serving_static", serving),
     ("vllm_bench", _module("vllm_bench")),
     ("replicas", _module("replicas")),
     ("many_adapters", _module("many_adapters")),
@@ -179,7 +195,7 @@ FedRouter ahead of FedAvg under interference and of client-centric training on u
 
 | module | what |
 |---|---|
-| `benchmarks/serving.py` | vLLM direct (base, right adapter) vs gateway (`auto`, explicit) at concurrency 1-32 |
+| `benchmarks/serving.py` | vLLM direct (base, right adapter) vs gateway (`auto`, explicit) at concurrency 1-32, interleaved rounds (`--embedder static`: routed with the static embedder) |
 | `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request (`--stub`: against a stub that answers at once; `--embedder static`: routed with the static embedder) |
 | `benchmarks/reload.py` | hot reload under 8 clients: switch time, failures, in-flight latency |
 | `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching, embedding backends (torch / ONNX / static) |
