@@ -38,29 +38,36 @@ def serving(r: dict) -> str:
         + (": the median over rounds of the same round's ratio" if rounds else "")
         + f". ![serving](results/{'serving_static' if static else 'serving'}.png)",
         "",
-        "| concurrency | config | req/s | out tok/s | latency p50 / p99 ms | TTFT p50 / p99 ms | ITL p50 / p99 ms |",
+        "| concurrency | config | req/s (tok/s ÷ tokens per request) | out tok/s | latency p50 / p99 ms | TTFT p50 / p99 ms "
+        "| ITL p50 / p99 ms |",
         "|---|---|---|---|---|---|---|",
     ]
     for c, row in r["sweep"].items():
         for cfg, v in row.items():
             out.append(
-                f"| {c} | {cfg} | {v['req_per_s']} | {v['out_tok_per_s']} | {v['latency_p50_ms']} / "
+                f"| {c} | {cfg} | {v['out_tok_per_s'] / s['max_tokens']:.3f} | {v['out_tok_per_s']} | {v['latency_p50_ms']} / "
                 f"{v['latency_p99_ms']} | {v['ttft_p50_ms']} / {v['ttft_p99_ms']} | {v['itl_p50_ms']} / {v['itl_p99_ms']} |"
             )
     paired = r.get("paired_rounds", {})
     out += [
         "",
         "| concurrency | auto / direct throughput (target ≥ 0.98) | per round | pooled | explicit / direct "
-        "| auto added latency p50 / p99 ms |",
-        "|---|---|---|---|---|---|",
+        "| auto added latency p50 / p99 ms | gateway CPU per `auto` request, share of the machine |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c, v in r["ratios_to_direct_adapter"].items():
         per_round = paired.get(c, {}).get("gateway_auto_vs_direct_adapter")
+        auto = r["sweep"][c]["gateway_auto"]
+        cpu = (
+            f"{auto['gateway_cpu_ms_per_request']} ms, {100 * auto['gateway_cpu_share']:.1f}%"
+            if "gateway_cpu_share" in auto
+            else "-"
+        )
         out.append(
             f"| {c} | {v['auto_throughput_vs_direct_adapter']} | {', '.join(map(str, per_round)) if per_round else '-'} "
             f"| {v.get('auto_throughput_vs_direct_adapter_pooled', v['auto_throughput_vs_direct_adapter'])} "
             f"| {v['explicit_throughput_vs_direct_adapter']} "
-            f"| {v['auto_added_latency_p50_ms']} / {v['auto_added_latency_p99_ms']} |"
+            f"| {v['auto_added_latency_p50_ms']} / {v['auto_added_latency_p99_ms']} | {cpu} |"
         )
     return "\n".join(out)
 
@@ -210,8 +217,13 @@ ANALYSIS = """### How to read the serving numbers
 
 - **Serving throughput.** On a CPU, LoRA decoding itself costs vLLM a large share of its throughput
   (`vllm_base` vs `vllm_adapter`), which no gateway can win back: the fair baseline for `auto` is
-  vLLM direct with the same adapters. At low concurrency a short window completes few requests of
-  several seconds each, so ratios there carry more noise than at high concurrency.
+  vLLM direct with the same adapters. Each window opens once every client has finished one request
+  and counts the tokens that arrive inside it; the per-round column shows how far single rounds of
+  the same configuration spread on this shared machine, so a ratio is read against that spread.
+- **The gateway's CPU is vLLM's CPU here.** On 2 cores, the gateway's work per request (the
+  embedding for `auto`, the hop, relaying every streamed token) is taken from the cores vLLM
+  computes on: the last column is what that costs per `auto` request and as a share of the machine,
+  which bounds the throughput `auto` can lose. On a GPU server vLLM's compute is not on those cores.
 - **Added latency at concurrency 1.** The explicit path is the proxy hop alone; `auto` adds one
   embedding pass. Both are medians of paired, interleaved runs (see Gateway overhead).
 - **Why the gateway embeds on one thread.** With two embedding threads beside vLLM on the same two

@@ -117,14 +117,16 @@ async def timed_load(url: str, model_of, concurrency: int, seconds: float, max_t
 
 def summarize(runs: list[dict]) -> dict:
     """Pool the requests of several timed runs of one configuration. Throughput counts the tokens
-    (and finished requests) that arrived inside each run's window, over the windows' length: the
+    that arrived inside each run's window, over the windows' length (requests per second: those
+    tokens in requests' worth, as a request of several seconds rarely ends inside a window): the
     requests still running at its end would otherwise stretch a short window by up to a request
     (seconds here) while fewer than `concurrency` clients are busy. Latencies: the requests that
     ended after the window opened (the first round of requests, started all at once, is left out)."""
     results = [r for run in runs for r in run["results"]]
     seconds = sum(run["window"][1] - run["window"][0] for run in runs)
     ok = [r for run in runs for r in run["results"] if r["ok"] and r["end"] > run["window"][0]]  # steady state
-    done = sum(1 for run in runs for r in run["results"] if r["ok"] and run["window"][0] < r["end"] <= run["window"][1])
+    tokens = sum(_in_window(run) for run in runs)
+    per_request = statistics.mean(r["tokens"] for r in ok) if ok else 1
     lat = [r["latency_ms"] for r in ok]
     ttft = [r["ttft_ms"] for r in ok]
     itl = [x for r in ok for x in r["itl_ms"]]
@@ -133,14 +135,45 @@ def summarize(runs: list[dict]) -> dict:
         "failed": sum(1 for r in results if not r["ok"]),
         "window_s": round(seconds, 2),
         "wall_s": round(sum(run["wall"] for run in runs), 2),
-        "req_per_s": round(done / seconds, 3),
-        "out_tok_per_s": round(sum(_in_window(run) for run in runs) / seconds, 1),
+        "req_per_s": round(tokens / per_request / seconds, 3),  # request-equivalents: few finish in a short window
+        "out_tok_per_s": round(tokens / seconds, 1),
         "latency_p50_ms": round(statistics.median(lat), 1),
         "latency_p99_ms": round(percentile(lat, 99), 1),
         "ttft_p50_ms": round(statistics.median(ttft), 1),
         "ttft_p99_ms": round(percentile(ttft, 99), 1),
         "itl_p50_ms": round(statistics.median(itl), 2) if itl else None,
         "itl_p99_ms": round(percentile(itl, 99), 2) if itl else None,
+        **_cpu(runs),
+    }
+
+
+def cpu_seconds(gateway_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the gateway process and by its supervised vLLM (its process tree)."""
+    import psutil
+
+    def used(p: psutil.Process) -> float:
+        try:
+            t = p.cpu_times()
+            return t.user + t.system
+        except psutil.NoSuchProcess:
+            return 0.0
+
+    gw = psutil.Process(gateway_pid)
+    return {"gateway": used(gw), "vllm": sum(used(c) for c in gw.children(recursive=True))}
+
+
+def _cpu(runs: list[dict]) -> dict:
+    """Where the machine's CPU went during these runs: the gateway's share per request and overall."""
+    if not all("cpu" in run for run in runs):
+        return {}
+    gateway = sum(run["cpu"]["gateway"] for run in runs)
+    vllm = sum(run["cpu"]["vllm"] for run in runs)
+    wall = sum(run["wall"] for run in runs) * (os.cpu_count() or 1)
+    requests = sum(len(run["results"]) for run in runs)
+    return {
+        "gateway_cpu_ms_per_request": round(1000 * gateway / max(requests, 1), 2),
+        "gateway_cpu_share": round(gateway / wall, 4),
+        "vllm_cpu_share": round(vllm / wall, 4),
     }
 
 
@@ -238,7 +271,10 @@ def main() -> None:
                 order = CONFIGS[rnd % len(CONFIGS) :] + CONFIGS[: rnd % len(CONFIGS)]
                 for cfg in order:
                     url, model_of = urls[cfg]
-                    runs[cfg].append(asyncio.run(timed_load(url, model_of, c, total / args.rounds, args.max_tokens)))
+                    before = cpu_seconds(stack.proc.pid)
+                    run = asyncio.run(timed_load(url, model_of, c, total / args.rounds, args.max_tokens))
+                    after = cpu_seconds(stack.proc.pid)
+                    runs[cfg].append({**run, "cpu": {k: after[k] - before[k] for k in after}})
                     print(
                         f"c={c:3d} round {rnd + 1}/{args.rounds} {cfg:17s} {tok_per_s(runs[cfg][-1]):7.1f} tok/s",
                         flush=True,
