@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, free_port, gateway, machine, vllm_name
+from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, free_port, gateway, machine, vllm_names
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -61,7 +61,7 @@ def main() -> None:
         embedder.embed([PROBES[i % len(PROBES)]])
         embed_ms.append((time.perf_counter() - t) * 1000)
 
-    names = {a: vllm_name(release, a) for a in TASKS}
+    names = vllm_names(release)
     runs: list[dict[str, list[float]]] = []
     stub = None
     backends: list[str] = []

@@ -25,7 +25,7 @@ import httpx
 
 from benchmarks.adapters import adapter_names, many_adapter_release
 from benchmarks.serving import load
-from benchmarks.stack import RESULTS, machine
+from benchmarks.stack import RESULTS, machine, vllm_names
 from fedrouter.serving import launch
 
 TOKEN = "bench-token"
@@ -41,18 +41,10 @@ def rss_mib(pid: int) -> dict[str, float]:
     return {"gateway_mib": round(own / 2**20, 1), "vllm_tree_mib": round(children / 2**20, 1)}
 
 
-def _vllm_names(release: Path) -> list[str]:
-    from fedrouter.router.release import load_release
-    from fedrouter.serving.registry import backend_adapter_name
-
-    digests = load_release(release).manifest.digests
-    return [backend_adapter_name(a, d) for a, d in digests.items()]
-
-
 def measure(n: int, a, work: Path) -> dict:
     v1 = many_adapter_release(work, n, "v1")
     v2 = many_adapter_release(work, n, "v2")
-    shared = set(_vllm_names(v1)) & set(_vllm_names(v2))
+    shared = set(vllm_names(v1).values()) & set(vllm_names(v2).values())
     if shared:  # a release cached by an older version of this benchmark: the reload would register nothing
         raise SystemExit(f"{v2} shares adapters with {v1} ({len(shared)}); delete {v2.parent} and run again")
     names = adapter_names(n)

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.gateway_overhead import percentile
-from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine, vllm_name
+from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, gateway, machine, vllm_names
 from fedrouter.serving.launch import Traffic
 
 TOKEN = "bench-token"
@@ -38,9 +38,7 @@ def main() -> None:
 
     work = Path(args.work) / "reload"
     bench_releases(work, ["v1", "v2"])
-    v1_only = {vllm_name(work / "releases" / "v1", a) for a in TASKS} - {
-        vllm_name(work / "releases" / "v2", a) for a in TASKS
-    }
+    v1_only = set(vllm_names(work / "releases" / "v1").values()) - set(vllm_names(work / "releases" / "v2").values())
     if len(v1_only) != len(TASKS):  # v2 cached by an older version of this benchmark, with v1's weights
         raise SystemExit(f"release v2 shares adapters with v1; delete {work / 'releases' / 'v2'} and run again")
 

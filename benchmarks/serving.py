@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.gateway_overhead import percentile
-from benchmarks.stack import RESULTS, TASKS, bench_releases, gateway, machine, vllm_name
+from benchmarks.stack import RESULTS, TASKS, bench_releases, gateway, machine, vllm_names
 
 CONFIGS = ("vllm_base", "vllm_adapter", "gateway_auto", "gateway_explicit")
 WORKLOAD = [p for ps in TASKS.values() for p in ps] + [
@@ -255,7 +255,7 @@ def main() -> None:
     paired: dict = old.get("paired_rounds", {})
     with gateway(release_dir, work / "logs") as stack:
         os.environ["FEDROUTER_BENCH_VLLM_KEY"] = stack.vllm_key
-        names = {a: vllm_name(release_dir, a) for a in release.manifest.adapters}
+        names = vllm_names(release_dir)
         urls = {
             "vllm_base": (stack.vllm_url, lambda p: base),
             "vllm_adapter": (stack.vllm_url, lambda p: names[right[p]]),

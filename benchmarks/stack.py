@@ -76,9 +76,13 @@ def bench_releases(work: Path, ids: list[str], embedder_kind: str = "sentence-tr
     return out
 
 
-def vllm_name(release: Path, adapter: str) -> str:
-    """The name the gateway registers `adapter` of `release` under in vLLM (derived from content)."""
+def vllm_names(release: Path) -> dict[str, str]:
+    """Adapter -> the name the gateway registers it under in vLLM (derived from content)."""
     from fedrouter.router.release import load_release
     from fedrouter.serving.registry import backend_adapter_name
 
-    return backend_adapter_name(adapter, load_release(release).manifest.digests[adapter])
+    return {a: backend_adapter_name(a, d) for a, d in load_release(release).manifest.digests.items()}
+
+
+def vllm_name(release: Path, adapter: str) -> str:
+    return vllm_names(release)[adapter]
