@@ -2,8 +2,9 @@
 
 No module-level state: everything lives in the app built here. Tests inject an embedder and an
 HTTP transport standing in for vLLM; `fedrouter serve` passes neither. What an unauthenticated
-client can reach: the two generation routes, /v1/models, /health (status only) and /metrics;
-no docs, no schema, nothing that names a path, a backend URL or a vLLM-side name.
+client can reach: the two generation routes and /v1/models (unless API keys are configured),
+/health (status only) and /metrics; no docs, no schema, nothing that names a path, a backend URL
+or a vLLM-side name.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from fastapi.responses import JSONResponse, Response
 from fedrouter.router.embed import Embedder
 from fedrouter.router.release import load_release
 from fedrouter.serving.admin_routes import AdminGate, build_admin_router
+from fedrouter.serving.auth import ApiKeys
 from fedrouter.serving.backends import BackendPool
+from fedrouter.serving.edge import EdgeHeaders
 from fedrouter.serving.errors import CatchAll, GatewayError, install_error_handlers
 from fedrouter.serving.metrics import GatewayMetrics
 from fedrouter.serving.openai_routes import build_openai_router
@@ -45,6 +48,7 @@ def create_app(
         raise ValueError("a release to serve is needed (--release or FEDROUTER_RELEASE)")
     release = load_release(settings.release)  # refuse a bad release before starting anything
     token = settings.token()
+    keys = ApiKeys.from_settings(settings)
     metrics = GatewayMetrics()
     registry = Registry(metrics)
     supervisor = None
@@ -197,13 +201,15 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(AdminGate, token=token)
     app.add_middleware(CatchAll)
-    app.include_router(build_openai_router(registry, pool, metrics, settings))
+    app.add_middleware(EdgeHeaders, release_id=lambda: _serving_id(registry))
+    app.include_router(build_openai_router(registry, pool, metrics, settings, keys))
     if token:
         app.include_router(build_admin_router(registry, reloader, pool, token, app.state.openapi))
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Response:
-        """Up or not, nothing more (the backends' state is refreshed every second by the keeper)."""
+        """Up or not, nothing more (the backends' state is refreshed every second by the keeper).
+        HEAD answers the same status without a body (load balancers' probes)."""
         try:
             up = registry.current is not None and any(b.healthy for b in pool.backends)
         except GatewayError:
@@ -217,6 +223,14 @@ def create_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+def _serving_id(registry: Registry) -> str | None:
+    """The release being served, or None before the first one is installed."""
+    try:
+        return registry.current.id
+    except GatewayError:
+        return None
 
 
 def gateway_openapi(app: FastAPI) -> dict:

@@ -4,7 +4,9 @@ The body goes to vLLM as the client sent it except for `model` (the vLLM name), 
 with orjson. The answer is passed through as bytes: the only edit is `model` -> the public name,
 done on the bytes (vLLM writes compact JSON and vLLM names are safe identifiers, so the first
 `"model":"<vLLM name>"` is the field, never text inside a string, where quotes are escaped).
-The routing decision is reported in `x-fedrouter-*` headers.
+The adapter and release that answered are in `x-fedrouter-adapter` / `x-fedrouter-release`; the
+routing score and mode (`x-fedrouter-score`, `x-fedrouter-routing`) only when the operator exposes
+them (GatewaySettings.expose_routing_headers): scores let a client map the private centroids.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ log = logging.getLogger("fedrouter.serving")
 _FAILED = "the model backend failed while answering; retry"
 
 
-def routing_headers(target: Target) -> dict[str, str]:
+def routing_headers(target: Target, expose: bool = False) -> dict[str, str]:
     h = {"x-fedrouter-adapter": target.public, "x-fedrouter-release": target.release_id}
+    if not expose:
+        return h
     if target.route is not None:
         h["x-fedrouter-score"] = f"{target.route.score:.4f}"
     if target.routing is not None:
@@ -50,9 +54,11 @@ def rewrite_model(data: bytes, target: Target) -> bytes:
     return data
 
 
-async def forward(pool: BackendPool, path: str, body: dict[str, Any], target: Target, stream: bool) -> Response:
+async def forward(
+    pool: BackendPool, path: str, body: dict[str, Any], target: Target, stream: bool, *, expose: bool = False
+) -> Response:
     content = orjson.dumps({**body, "model": target.backend})
-    headers = routing_headers(target)
+    headers = routing_headers(target, expose)
     if stream:
         return await _forward_stream(pool, path, content, target, headers)
     async with pool.request("POST", path, content, model=target.backend) as r:

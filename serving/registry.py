@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,8 +111,8 @@ class ServedRelease:
         """vLLM name -> adapter folder, for registration."""
         return {self.adapters[n]: str(self.release.adapter_dir(n)) for n in self.adapters}
 
-    def public_models(self) -> list[str]:
-        return [AUTO, self.base_public, *self.adapters]
+    def public_models(self, allowed: Set[str] | None = None) -> list[str]:
+        return [AUTO, self.base_public, *(a for a in self.adapters if allowed is None or a in allowed)]
 
     def routable(self, text: str) -> str:
         """The text routed on: cut to `route_max_chars`, lone surrogates replaced, so that no
@@ -137,20 +137,28 @@ class Registry:
         previous, self._current = self._current, served
         return previous
 
-    async def resolve(self, model: str, text: Callable[[], str | None], client: str | None = None) -> Target:
+    async def resolve(
+        self, model: str, text: Callable[[], str | None], client: str | None = None, allowed: Set[str] | None = None
+    ) -> Target:
         """`text` gives the prompt to route on; it is only called for model="auto". `client`: the
         requester's client id; a known one routes `auto` among the clusters that client trained
-        (the FedRouter paper's local mode), an unknown one or None among all of them (global)."""
+        (the FedRouter paper's local mode), an unknown one or None among all of them (global).
+        `allowed`: the adapters the caller may use (None: all); others do not exist for it."""
         served = self.current  # one snapshot: the whole request uses one release
         served.acquire()  # before any await, so a swap cannot retire it under this request
         try:
-            return await self._resolve(served, model, text, client)
+            return await self._resolve(served, model, text, client, allowed)
         except BaseException:
             served.release_lease()
             raise
 
     async def _resolve(
-        self, served: ServedRelease, model: str, text: Callable[[], str | None], client: str | None
+        self,
+        served: ServedRelease,
+        model: str,
+        text: Callable[[], str | None],
+        client: str | None,
+        allowed: Set[str] | None = None,
     ) -> Target:
         if model == AUTO:
             prompt = text()
@@ -164,6 +172,11 @@ class Registry:
             except Exception as e:  # the embedder failed on this prompt: only this request fails
                 raise BackendUnavailable("the router could not embed this prompt", repr(e)) from None
             clusters = served.router.clusters_of(client) if client else None
+            if allowed is not None:  # the caller's adapters only (within its own clusters, if any)
+                mine = [c.id for c in served.release.manifest.clusters if c.adapter in allowed]
+                clusters = [c for c in (clusters if clusters is not None else mine) if c in mine]
+                if not clusters:
+                    raise ModelNotFound(model, served.public_models(allowed))
             route = served.router.route_vectors(vector[None, :], clusters)[0]
             self._metrics.routing_seconds.observe(time.perf_counter() - started)
             mode = "global" if clusters is None else "local"
@@ -172,6 +185,6 @@ class Registry:
             return Target(route.adapter, served.adapters[route.adapter], served.id, route, served, mode)
         if model == served.base_public:
             return Target(model, served.base_backend, served.id, None, served)
-        if model in served.adapters:
+        if model in served.adapters and (allowed is None or model in allowed):
             return Target(model, served.adapters[model], served.id, None, served)
-        raise ModelNotFound(model, served.public_models())
+        raise ModelNotFound(model, served.public_models(allowed))

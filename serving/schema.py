@@ -1,179 +1,119 @@
-"""The request schema of the two generation endpoints, checked once at the edge (as vLLM's protocol.py).
+"""The request schema of the two generation endpoints, checked once at the edge.
 
-Strict pydantic models: no coercion (`stream: "false"` and `n: "2"` are refused), JSON only
-(numbers are finite: the JSON parser refuses NaN, Infinity and numbers that overflow a double),
-and bounded: `n`, `best_of`, `max_tokens` and `logprobs` are capped by `Limits` (GatewaySettings).
+The rule: a request vLLM accepts for an adapter, the gateway accepts for `model="auto"` and for
+that adapter. So the models here declare only the fields the gateway reads itself, and are strict
+on those (no coercion: `stream: "false"` and `n: "2"` are refused; ranges and caps from `Limits`):
 
-Unknown-field policy: a field that is neither OpenAI's nor one of the vLLM sampling extras below is
-refused (400, `param` names it), on every path (auto, adapter, base model), so what reaches vLLM
-is exactly what was checked here. The body is forwarded as the client sent it, `model` rewritten.
+    model, stream, n, best_of, max_tokens, max_completion_tokens, logprobs, top_logprobs, user,
+    messages[].role, messages[].content (text parts: what `auto` routes on), prompt
+
+Every other field is vLLM's to judge: it is kept (`extra="allow"`, as vLLM's `OpenAIBaseModel`)
+and forwarded untouched, and a field vLLM does not know either is logged there and ignored, as
+vLLM does. OpenAI's nullable fields may be null. The whole body is bounded: its bytes
+(GatewaySettings.max_body_bytes), its nesting (`MAX_JSON_DEPTH`), and the tokens it may ask for
+(`n` or `best_of` × `max_tokens`, `Limits.max_request_tokens`). JSON numbers are finite (the
+parser refuses NaN, Infinity and numbers that overflow a double). The body is forwarded as the
+client sent it, `model` rewritten.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedrouter.serving.errors import BadRequest
 
-MAX_JSON_DEPTH = 32  # inside free-form objects (tool parameters, JSON schemas)
+log = logging.getLogger("fedrouter.serving")
 
+# Levels of nesting in a whole body. An OpenAI request needs ~6 (messages[0].content[0].image_url.url)
+# plus a tool's JSON schema; past this the body is refused before any template or grammar sees it.
+MAX_JSON_DEPTH = 64
 
-def _bounded_depth(value: Any, depth: int = 0) -> Any:
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, dict):
-        for v in value.values():
-            _bounded_depth(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _bounded_depth(v, depth + 1)
-    return value
-
-
-JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded_depth)]
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**64 - 1)]
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
-Name = Annotated[str, Field(max_length=256)]
+Count = Annotated[int, Field(ge=1)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+class Tolerant(BaseModel):
+    """Strict on the declared fields, every other field kept as sent (vLLM judges it)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
 
-class TextPart(Strict):
-    type: Literal["text"]
-    text: str
+class ContentPart(Tolerant):
+    """A part of a message's content. Only text parts are read (routing); any other kind (images,
+    audio, files, refusals, vLLM's `{"image_url": URL}` without a type) is vLLM's business."""
+
+    type: str | None = None
+    text: str | None = None
 
 
-class ImageURL(Strict):
-    url: str
-    detail: Literal["auto", "low", "high"] | None = None
+class Message(Tolerant):
+    """One chat message. The gateway reads `role` and `content`; `name`, `tool_calls`,
+    `tool_call_id`, and what the `openai` SDK adds when a response message is sent back
+    (`refusal`, `annotations`, `audio`, `function_call`, `reasoning_content`) are forwarded."""
+
+    role: Annotated[str, Field(min_length=1, max_length=64)]
+    content: str | list[ContentPart | str] | None = None  # vLLM also takes plain strings as parts
 
 
-class ImagePart(Strict):
-    type: Literal["image_url"]
-    image_url: ImageURL
-
-
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
-
-
-class FunctionCall(Strict):
-    name: Name
-    arguments: str
-
-
-class ToolCall(Strict):
-    id: Name
-    type: Literal["function"]
-    function: FunctionCall
-
-
-class Message(Strict):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
-    name: Name | None = None
-    tool_calls: list[ToolCall] | None = None
-    tool_call_id: Name | None = None
-
-    @model_validator(mode="after")
-    def _content_needed(self) -> Message:
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise ValueError(f"'content' is required in {self.role!r} messages")
-        return self
-
-
-class FunctionDef(Strict):
-    name: Name
-    description: str | None = None
-    parameters: JsonObject | None = None
-    strict: bool | None = None
-
-
-class Tool(Strict):
-    type: Literal["function"]
-    function: FunctionDef
-
-
-class NamedFunction(Strict):
-    name: Name
-
-
-class NamedToolChoice(Strict):
-    type: Literal["function"]
-    function: NamedFunction
-
-
-class JsonSchemaFormat(Strict):
-    name: Name
-    description: str | None = None
-    schema_: JsonObject | None = Field(default=None, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(Strict):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaFormat | None = None
-
-
-class StreamOptions(Strict):
-    include_usage: bool | None = None
-    continuous_usage_stats: bool | None = None
-
-
-class Sampling(Strict):
-    """Fields shared by both endpoints: OpenAI's, then vLLM's sampling extras."""
+class Sampling(Tolerant):
+    """The fields both endpoints read."""
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    n: Annotated[int, Field(ge=1)] = 1
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    stop: str | Annotated[list[str], Field(max_length=16)] | None = None
-    seed: Int64 | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    user: Name | None = None
-    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=1024)] | None = None
-    # vLLM extras
-    top_k: Annotated[int, Field(ge=-1)] | None = None
-    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None
-    min_tokens: Annotated[int, Field(ge=0)] | None = None
-    ignore_eos: bool | None = None
-    skip_special_tokens: bool | None = None
-    spaces_between_special_tokens: bool | None = None
-    include_stop_str_in_output: bool | None = None
-    stop_token_ids: Annotated[list[TokenId], Field(max_length=1024)] | None = None
+    stream: bool | None = None
+    n: Count | None = None
+    max_tokens: Count | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+    # Not read, but checked as vLLM checks it (lax, the same int64 range), so that a hostile value
+    # is refused here and not inside the engine: refuses exactly what vLLM refuses.
+    seed: Annotated[int, Field(strict=False, ge=-(2**63), le=2**63 - 1)] | None = None
+
+    @property
+    def streaming(self) -> bool:
+        return bool(self.stream)
+
+    def choices(self) -> int:
+        """How many sequences vLLM generates for this request (`best_of` when larger than `n`)."""
+        return max(self.n or 1, getattr(self, "best_of", None) or 1)
+
+    def token_budget(self) -> int | None:
+        return self.max_tokens
 
 
 class ChatRequest(Sampling):
     messages: Annotated[list[Message], Field(min_length=1)]
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Count | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0)] | None = None
-    tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    response_format: ResponseFormat | None = None
-    add_generation_prompt: bool | None = None
-    continue_final_message: bool | None = None
+
+    def token_budget(self) -> int | None:
+        # vLLM: max_completion_tokens, when given, takes the place of the deprecated max_tokens
+        return self.max_completion_tokens or self.max_tokens
 
     def route_text(self) -> str | None:
-        """The last user message's text (its text parts joined): what model="auto" routes on."""
+        """What model="auto" routes on: the text of the last user message that has any (its text
+        parts joined); in a conversation without one, the last message of any role with text."""
+        other = None
         for m in reversed(self.messages):
-            if m.role != "user":
-                continue
-            if isinstance(m.content, str):
-                return m.content
-            parts = [p.text for p in m.content or () if isinstance(p, TextPart)]
-            return "\n".join(parts) if parts else None
-        return None
+            text = _text_of(m.content)
+            if text is not None and m.role == "user":
+                return text
+            other = other if other is not None else text
+        return other
+
+
+def _text_of(content: str | list[ContentPart | str] | None) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    parts = [p if isinstance(p, str) else p.text for p in content if _is_text(p)]
+    return "\n".join(parts) if parts else None
+
+
+def _is_text(part: ContentPart | str) -> bool:
+    return isinstance(part, str) or (part.type == "text" and part.text is not None)
 
 
 Prompt = (
@@ -185,15 +125,13 @@ Prompt = (
 
 
 class CompletionRequest(Sampling):
-    prompt: Prompt
-    suffix: str | None = None
-    echo: bool | None = None
-    best_of: Annotated[int, Field(ge=1)] | None = None
+    prompt: Prompt | None = None  # vLLM also takes `prompt_embeds` instead (forwarded)
+    best_of: Count | None = None
     logprobs: Annotated[int, Field(ge=0)] | None = None
 
     def route_text(self) -> str | None:
         """The prompt when it is text (token ids cannot be routed)."""
-        if isinstance(self.prompt, str):
+        if self.prompt is None or isinstance(self.prompt, str):
             return self.prompt
         if isinstance(self.prompt[0], str):
             if len(self.prompt) > 1:
@@ -204,21 +142,26 @@ class CompletionRequest(Sampling):
 
 @dataclass(frozen=True)
 class Limits:
-    max_n: int = 128
-    max_tokens: int = 32768
-    max_logprobs: int = 20
+    """Caps checked at the edge (values from GatewaySettings, where each default is defined)."""
+
+    max_n: int
+    max_tokens: int
+    max_logprobs: int
+    max_request_tokens: int  # choices × max_tokens; an absent max_tokens counts as `max_tokens`
 
 
 def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampling:
     """The typed request, or BadRequest naming the first field that is wrong."""
+    depth = _depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise BadRequest(f"the request is nested {depth} levels deep; at most {MAX_JSON_DEPTH}", None, "invalid_value")
     try:
         req = model.model_validate(body)
     except ValidationError as e:
-        first = e.errors(include_url=False)[0]
+        # the deepest error: of a union's arms, the one that got furthest names the field best
+        first = max(e.errors(include_url=False), key=lambda err: len(err.get("loc", ())))
         param = _param(first.get("loc", ()))
         msg = first.get("msg", "invalid value")
-        if first.get("type") == "extra_forbidden":
-            msg = "unknown field (see the gateway's unknown-field policy: OpenAI fields and vLLM sampling extras)"
         raise BadRequest(f"{param or 'request'}: {msg}"[:500], param, "invalid_value") from None
     caps = [
         ("n", req.n, limits.max_n),
@@ -232,17 +175,45 @@ def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampli
         if isinstance(value, int) and not isinstance(value, bool) and value > cap:
             raise BadRequest(f"{name} is {value}; this server allows at most {cap}", name, "limit_exceeded")
     best_of = getattr(req, "best_of", None)
-    if best_of is not None and best_of < req.n:
+    if best_of is not None and best_of < (req.n or 1):
         raise BadRequest(f"best_of ({best_of}) must be at least n ({req.n})", "best_of", "invalid_value")
+    budget = req.token_budget() or limits.max_tokens
+    if req.choices() * budget > limits.max_request_tokens:
+        param = "best_of" if getattr(req, "best_of", None) and req.choices() > (req.n or 1) else "n"
+        raise BadRequest(
+            f"{param} × max_tokens is {req.choices()} × {budget} = {req.choices() * budget} tokens; this server "
+            f"allows at most {limits.max_request_tokens} per request (an absent max_tokens counts as {limits.max_tokens})",
+            param,
+            "limit_exceeded",
+        )
+    if req.model_extra:
+        log.debug("forwarding fields the gateway does not read: %s", sorted(req.model_extra)[:20])
     return req
 
 
+def _depth(value: Any) -> int:
+    """Levels of nesting of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = v.values()
+        elif not isinstance(v, list):
+            continue
+        d += 1
+        deepest = max(deepest, d)
+        if d <= MAX_JSON_DEPTH:  # deeper than that is refused anyway: stop counting
+            stack.extend((c, d) for c in v)
+    return deepest
+
+
 def _param(loc: tuple) -> str | None:
-    """pydantic's error location without its union-arm labels: `messages[0].content`."""
+    """pydantic's error location without its union-arm labels (types, model class names):
+    `messages[0].content[0].text`."""
     out = ""
     for p in loc:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif isinstance(p, str) and p.isidentifier() and p not in ("str", "int", "float", "bool", "list", "dict"):
+        elif isinstance(p, str) and p.isidentifier() and p not in ("str", "int", "float", "bool", "list", "dict") and not p[0].isupper():  # fmt: skip
             out += f".{p}" if out else p
     return out or None

@@ -34,17 +34,38 @@ class GatewaySettings(BaseSettings):
     # A request a replica did accept is never sent again: it may have been processed (503 instead).
     connect_retry_s: float = 180.0
     max_inflight: int = 512  # requests being answered (counted once their body is read); above: 429
+    # Connections (and requests on them) uvicorn serves at once; past it uvicorn answers 503 itself,
+    # before the gateway sees the request (`limit_concurrency`). Idle keep-alive connections count.
+    max_connections: int = 2048
     # Limits checked at the edge, before anything is forwarded (400 past them, 413 for the body)
     max_body_bytes: int = 4 * 1024 * 1024
     body_timeout_s: float = 30.0  # a client that takes longer to send its body gets 408
+    # Bytes of request bodies being read at once, all requests together: a body that would go past
+    # it gets 429 (Retry-After) instead of waiting, so slow senders cannot pin the gateway's memory.
+    body_budget_bytes: int = 256 * 1024 * 1024
     max_n: int = 128  # choices per request (`n`, `best_of`); OpenAI's limit
     max_tokens: int = 32768  # `max_tokens` / `max_completion_tokens`
     max_logprobs: int = 20  # `logprobs` (completions) and `top_logprobs` (chat)
+    # Tokens one request may ask for: max(n, best_of) × max_tokens (an absent max_tokens counts as
+    # `max_tokens` above): 8 full-length choices, or 128 choices of 2048 tokens.
+    max_request_tokens: int = 8 * 32768
     # Replicas: "affinity" sends an adapter's requests to the replica that holds it (consistent hashing
     # with bounded load, serving/affinity.py); "least-loaded" spreads every request evenly.
-    # Client-scoped routing: a request naming its client (header x-fedrouter-client, or OpenAI's
-    # `user` field when this is on) is routed among the clusters that client trained.
+    # Client-scoped routing: `auto` among the clusters the requesting client trained. The client is
+    # the one its API key maps to (api_keys_file / FEDROUTER_API_KEYS). Only with trust_client_header
+    # (a proxy in front authenticates and sets it) does the header x-fedrouter-client name it, or,
+    # with route_by_user too, OpenAI's `user` field: otherwise both are ignored, so nobody can probe
+    # which client ids exist.
+    trust_client_header: bool = False
     route_by_user: bool = False
+    # API keys of the public API (`Authorization: Bearer KEY`, as vLLM's --api-key). Unset: open.
+    # A JSON object {"KEY": {"client": "hospital-a", "adapters": ["math", "geo"]}} (both optional;
+    # "KEY": "client-id" is short for {"client": ...}), in a file or in FEDROUTER_API_KEYS.
+    api_keys_file: Path | None = None
+    api_keys: str | None = None
+    # Headers that describe routing beyond the adapter chosen: x-fedrouter-score (the cosine to the
+    # chosen centroid: enough probes recover the centroids) and x-fedrouter-routing (local/global).
+    expose_routing_headers: bool = False
     replica_policy: str = "affinity"
     affinity_load_factor: float = 1.25  # a replica takes at most this multiple of the mean load in flight
     # Routing

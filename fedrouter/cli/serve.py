@@ -29,6 +29,22 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--admin-token-file", help="file holding the bearer token for /admin routes")
     serve.add_argument("--watch", action="store_true", help="reload when the release path (a `latest` link) changes")
+    serve.add_argument(
+        "--api-keys-file",
+        help='JSON {"KEY": {"client": ID, "adapters": [...]}}: /v1 needs `Authorization: Bearer KEY` '
+        "(or FEDROUTER_API_KEYS)",
+    )
+    serve.add_argument("--max-connections", type=int, help="connections served at once; past it: 503 (default 2048)")
+    serve.add_argument(
+        "--expose-routing-headers",
+        action="store_true",
+        help="send x-fedrouter-score and x-fedrouter-routing (they let clients map the centroids)",
+    )
+    serve.add_argument(
+        "--trust-client-header",
+        action="store_true",
+        help="a proxy in front authenticates clients and names them in x-fedrouter-client",
+    )
     serve.set_defaults(fn=cmd_serve)
 
 
@@ -57,6 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "vllm_log": args.vllm_log,
             "watch": args.watch or None,
             "replica_policy": args.replica_policy,
+            "api_keys_file": args.api_keys_file,
+            "max_connections": args.max_connections,
+            "expose_routing_headers": args.expose_routing_headers or None,
+            "trust_client_header": args.trust_client_header or None,
         }.items()
         if v is not None
     }
@@ -67,7 +87,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
     settings = GatewaySettings(**overrides)
     app = create_app(settings)
-    # uvloop and httptools when installed (core dependencies): the faster event loop and parser
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
-    )
+    uvicorn.run(app, **server_options(settings))
+
+
+def server_options(settings) -> dict:
+    """uvicorn's options for a gateway (uvloop and httptools when installed: core dependencies).
+    `limit_concurrency` bounds the connections (and requests) served at once: past it uvicorn
+    answers 503 before the gateway reads anything."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "limit_concurrency": settings.max_connections,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }

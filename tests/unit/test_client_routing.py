@@ -30,6 +30,8 @@ def release_path(tmp_path, fake_adapters):
 
 
 def gateway(release_path, **settings) -> TestClient:
+    """A gateway behind a trusted proxy that names the client (and shows the routing mode)."""
+    settings = {"trust_client_header": True, "expose_routing_headers": True, **settings}
     s = GatewaySettings(release=release_path, backends=["http://fake-vllm"], connect_retry_s=0.2, **settings)
     return TestClient(create_app(s, embedder=HashEmbedder(256), transport=httpx.MockTransport(FakeVLLM())))
 
@@ -65,6 +67,16 @@ def test_the_user_field_names_the_client_only_when_the_operator_enables_it(relea
     with gateway(release_path, route_by_user=True) as client:
         r = ask(client, user="hospital-a")
         assert (r.headers["x-fedrouter-adapter"], r.headers["x-fedrouter-routing"]) == ("math", "local")
+
+
+def test_the_client_header_is_ignored_unless_trusted(release_path):
+    """Without a trusted proxy (or an API key naming the client) nobody can probe client ids."""
+    with gateway(release_path, trust_client_header=False) as client:
+        r = ask(client, {"x-fedrouter-client": "hospital-a"})
+        assert (r.headers["x-fedrouter-adapter"], r.headers["x-fedrouter-routing"]) == ("geo", "global")
+    with gateway(release_path, trust_client_header=False, expose_routing_headers=False) as client:
+        r = ask(client, {"x-fedrouter-client": "hospital-a"})
+        assert r.headers["x-fedrouter-adapter"] == "geo" and "x-fedrouter-routing" not in r.headers
 
 
 def test_an_explicit_adapter_is_not_routed(release_path):

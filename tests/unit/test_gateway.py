@@ -116,7 +116,7 @@ def test_auto_routes_and_reports(client, vllm):
     assert r.status_code == 200
     assert r.json()["model"] == "geo" and vllm.requests[-1]["model"] == vname(client, "geo")
     assert r.headers["x-fedrouter-adapter"] == "geo" and r.headers["x-fedrouter-release"] == "v1"
-    assert 0 < float(r.headers["x-fedrouter-score"]) <= 1
+    assert "x-fedrouter-score" not in r.headers and "x-fedrouter-routing" not in r.headers  # private by default
 
 
 def test_auto_routes_on_last_user_message_and_text_parts(client, vllm):
@@ -160,15 +160,10 @@ def test_stream_rewrites_model_in_every_chunk(client):
         (b"[1, 2]", 400, None),
         (json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), 400, "model"),
         (json.dumps({"model": "auto", "messages": "hi"}).encode(), 400, "messages"),
-        (json.dumps({"model": "auto", "messages": [{"role": "system", "content": "x"}]}).encode(), 400, "model"),
+        (json.dumps({"model": "auto", "messages": [{"role": "user", "content": []}]}).encode(), 400, "model"),
+        (json.dumps({"model": "auto", "messages": [{"role": 7, "content": "x"}]}).encode(), 400, "messages[0].role"),
         (json.dumps({"model": "/etc/passwd", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "model"),
         (json.dumps({"model": "math@v1", "messages": [{"role": "user", "content": "x"}]}).encode(), 404, "model"),
-        (
-            json.dumps({"model": "auto", "messages": [{"role": "wizard", "content": "x"}]}).encode(),
-            400,
-            "messages[0].role",
-        ),
-        (json.dumps({"model": "math", "messages": [{"role": "user"}]}).encode(), 400, "messages[0]"),
     ],
 )
 def test_bad_input_gets_openai_shaped_4xx(client, body, status, param):

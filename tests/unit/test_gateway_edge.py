@@ -1,0 +1,221 @@
+"""The gateway's edge: request ids and release headers on every answer, HEAD /health, private
+routing headers, API keys (clients, adapter scopes), and the bounds on bodies and connections."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from fedrouter.cli.serve import server_options
+from fedrouter.router.embed import HashEmbedder
+from fedrouter.router.release import MANIFEST
+from fedrouter.serving.app import create_app
+from fedrouter.serving.settings import GatewaySettings
+from tests.unit.test_gateway import FakeVLLM, make_release
+from tests.unit.test_gateway_abuse import Live, free_port
+
+pytestmark = pytest.mark.timeout(120)
+GEO = [{"role": "user", "content": "What is the capital of Italy?"}]
+KEYS = {
+    "sk-open": {},
+    "sk-a": {"client": "hospital-a"},
+    "sk-geo": {"adapters": ["geo", "sentiment"]},
+    "sk-math-only": {"adapters": ["math"]},
+}
+
+
+@pytest.fixture
+def release_path(tmp_path, fake_adapters):
+    release = make_release(tmp_path / "releases" / "v1", fake_adapters)  # clusters: math 0, geo 1, sentiment 2
+    raw = json.loads((release.path / MANIFEST).read_text())
+    raw["client_clusters"] = {"hospital-a": {"0": 40}, "hospital-b": {"1": 10, "2": 30}}
+    raw.pop("digest")  # edited by hand: the digest is computed again at load
+    (release.path / MANIFEST).write_text(json.dumps(raw))
+    return release.path
+
+
+def app_for(release_path, vllm=None, **settings):
+    s = GatewaySettings(release=release_path, backends=["http://fake-vllm"], connect_retry_s=0.2, **settings)
+    return create_app(s, embedder=HashEmbedder(256), transport=httpx.MockTransport(vllm or FakeVLLM()))
+
+
+def chat(client, model="auto", key=None, headers=None, **extra):
+    h = {"authorization": f"Bearer {key}"} if key else {}
+    body = {"model": model, "messages": GEO, **extra}
+    return client.post("/v1/chat/completions", json=body, headers={**h, **(headers or {})})
+
+
+def test_request_ids_are_echoed_or_made(release_path):
+    with TestClient(app_for(release_path)) as client:
+        assert chat(client, headers={"x-request-id": "abc-123:7"}).headers["x-request-id"] == "abc-123:7"
+        made = {chat(client).headers["x-request-id"] for _ in range(2)}
+        assert len(made) == 2 and all(len(m) == 32 for m in made)
+        for bad in ("x" * 129, "a b", "<script>", "é".encode()):
+            rid = chat(client, headers={"x-request-id": bad}).headers["x-request-id"]
+            assert rid != bad and len(rid) == 32
+        for r in (client.get("/nothing"), chat(client, "nope"), client.get("/health"), client.get("/metrics")):
+            assert len(r.headers["x-request-id"]) == 32
+
+
+def test_release_headers_on_every_answer(release_path):
+    vllm = FakeVLLM()
+    with TestClient(app_for(release_path, vllm)) as client:
+        answers = [
+            chat(client),
+            chat(client, "nope"),
+            client.post("/v1/completions", content=b"{"),
+            client.get("/health"),
+        ]
+        answers += [client.get("/v1/models"), client.get("/nothing")]
+        vllm.down = True
+        answers.append(chat(client, "math"))
+        assert [r.status_code for r in answers] == [200, 404, 400, 200, 200, 404, 503]
+        assert all(r.headers["x-fedrouter-release"] == "v1" for r in answers)
+
+
+def test_head_health(release_path):
+    vllm = FakeVLLM()
+    with TestClient(app_for(release_path, vllm)) as client:
+        r = client.head("/health")
+        assert r.status_code == 200 and r.content == b"" and r.headers["x-fedrouter-release"] == "v1"
+        vllm.down = True
+        chat(client, "math")  # marks the replica down
+        assert client.head("/health").status_code == 503
+
+
+def test_routing_score_and_mode_only_when_exposed(release_path):
+    with TestClient(app_for(release_path)) as client:
+        r = chat(client)
+        assert r.headers["x-fedrouter-adapter"] == "geo"
+        assert "x-fedrouter-score" not in r.headers and "x-fedrouter-routing" not in r.headers
+    with TestClient(app_for(release_path, expose_routing_headers=True)) as client:
+        r = chat(client)
+        assert 0 < float(r.headers["x-fedrouter-score"]) <= 1 and r.headers["x-fedrouter-routing"] == "global"
+
+
+def test_api_keys_are_required_when_configured(release_path):
+    with TestClient(app_for(release_path, api_keys=json.dumps(KEYS))) as client:
+        for r in (
+            chat(client),
+            chat(client, key="sk-wrong"),
+            chat(client, headers={"authorization": "sk-open"}),  # no Bearer
+            client.get("/v1/models"),
+            client.get("/v1/models/geo"),
+            client.post("/v1/completions", json={"model": "math", "prompt": "x"}),
+        ):
+            assert r.status_code == 401, r.text
+            assert (
+                r.json()["error"]["code"] == "invalid_api_key" and r.json()["error"]["type"] == "authentication_error"
+            )
+        assert chat(client, key="sk-open").status_code == 200
+        assert chat(client, headers={"authorization": "bearer sk-open"}).status_code == 200
+        assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
+
+
+def test_the_key_names_the_client_and_nothing_else_does(release_path):
+    settings = {"api_keys": json.dumps(KEYS), "expose_routing_headers": True}
+    with TestClient(app_for(release_path, **settings)) as client:
+        r = chat(client, key="sk-a")  # hospital-a trained only the math cluster
+        assert (r.headers["x-fedrouter-adapter"], r.headers["x-fedrouter-routing"]) == ("math", "local")
+        for probe in ("hospital-a", "hospital-b", "nobody"):  # a key without a client learns nothing
+            r = chat(client, key="sk-open", headers={"x-fedrouter-client": probe}, user=probe)
+            assert (r.headers["x-fedrouter-adapter"], r.headers["x-fedrouter-routing"]) == ("geo", "global")
+        r = chat(client, key="sk-a", headers={"x-fedrouter-client": "hospital-b"})  # the key wins
+        assert r.headers["x-fedrouter-adapter"] == "math"
+
+
+def test_a_key_restricted_to_adapters(release_path):
+    with TestClient(app_for(release_path, api_keys=json.dumps(KEYS))) as client:
+        assert [
+            m["id"] for m in client.get("/v1/models", headers={"authorization": "Bearer sk-geo"}).json()["data"]
+        ] == [
+            "auto",
+            "base",
+            "geo",
+            "sentiment",
+        ]
+        r = chat(client, "math", key="sk-geo")
+        assert r.status_code == 404 and "math" not in r.json()["error"]["message"].split("available:")[1]
+        assert client.get("/v1/models/math", headers={"authorization": "Bearer sk-geo"}).status_code == 404
+        assert chat(client, "geo", key="sk-geo").status_code == 200
+        # auto among its adapters only: a geo question from a math-only key goes to math
+        assert chat(client, key="sk-math-only").headers["x-fedrouter-adapter"] == "math"
+        assert chat(client, key="sk-geo").headers["x-fedrouter-adapter"] == "geo"
+
+
+def test_a_bad_key_file_is_refused_at_start(release_path, tmp_path):
+    bad = tmp_path / "keys.json"
+    for text, message in (
+        ("[1]", "JSON object"),
+        ('{"k": {"adapters": "math"}}', "list of adapter names"),
+        ("{", "JSON"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            app_for(release_path, api_keys_file=bad)
+
+
+def _slow_body(port: int, declared: int) -> socket.socket:
+    """A connection that declares a body of `declared` bytes and sends 10 of them."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n")
+    s.sendall(b"content-length: %d\r\n\r\n" % declared + b'{"model": ')
+    return s
+
+
+def test_bodies_being_read_share_one_byte_budget(release_path):
+    """Three bodies of 40 kB on their way fill a 100 kB budget: the next one is refused at once
+    (429, OpenAI-shaped, Retry-After), a small one still passes; once they leave, it passes."""
+    app = app_for(release_path, body_budget_bytes=100_000, max_body_bytes=64 * 1024, body_timeout_s=60)
+    port = free_port()
+    big = {"model": "math", "messages": [{"role": "user", "content": "x" * 30_000}]}
+    with Live(app, port) as live:
+        slow = [_slow_body(port, 40_000) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 30
+            while (r := httpx.post(f"{live.url}/v1/chat/completions", json=big)).status_code == 200:
+                assert time.monotonic() < deadline, "the slow bodies never took their share"
+                time.sleep(0.05)
+            assert r.status_code == 429 and r.json()["error"]["code"] == "server_busy" and r.headers["retry-after"]
+            assert httpx.post(f"{live.url}/v1/chat/completions", json={"model": "math", "messages": GEO}).is_success
+        finally:
+            for s in slow:
+                s.close()
+        deadline = time.monotonic() + 30
+        while httpx.post(f"{live.url}/v1/chat/completions", json=big).status_code != 200:
+            assert time.monotonic() < deadline, "the budget was not given back"
+            time.sleep(0.05)
+
+
+def test_connections_are_bounded_by_the_setting(release_path):
+    settings = GatewaySettings(
+        release=release_path, backends=["http://fake-vllm"], max_connections=4, port=free_port(), host="127.0.0.1"
+    )
+    options = server_options(settings)
+    assert options["limit_concurrency"] == 4
+    app = create_app(settings, embedder=HashEmbedder(256), transport=httpx.MockTransport(FakeVLLM()))
+    live = Live(app, settings.port)
+    live.server = uvicorn.Server(uvicorn.Config(app, **{**options, "log_level": "warning"}))
+    live.thread = type(live.thread)(target=live.server.run, daemon=True)
+    with live:
+        assert httpx.get(f"{live.url}/health").status_code == 200
+        idle = [socket.create_connection(("127.0.0.1", settings.port)) for _ in range(4)]
+        try:
+            deadline = time.monotonic() + 30
+            while (r := httpx.get(f"{live.url}/health")).status_code == 200:  # until the server saw them all
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert r.status_code == 503
+        finally:
+            for s in idle:
+                s.close()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{live.url}/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
