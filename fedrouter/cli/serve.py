@@ -54,11 +54,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from fedrouter.serving.app import create_app
-    from fedrouter.serving.settings import GatewaySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("httpx", "faiss.loader", "sentence_transformers"):  # per-request and load chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = settings_from(args)
+    app = create_app(settings)
+    uvicorn.run(app, **server_options(settings))
+
+
+def settings_from(args: argparse.Namespace):
+    """GatewaySettings from the flags given (the others from FEDROUTER_* and the defaults)."""
+    import logging
+
+    from fedrouter.serving.settings import GatewaySettings
+
     overrides = {
         k: v
         for k, v in {
@@ -85,9 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             "--admin-token is visible to every user of this machine (ps); "
             "use FEDROUTER_ADMIN_TOKEN or --admin-token-file instead"
         )
-    settings = GatewaySettings(**overrides)
-    app = create_app(settings)
-    uvicorn.run(app, **server_options(settings))
+    return GatewaySettings(**overrides)
 
 
 def server_options(settings) -> dict:

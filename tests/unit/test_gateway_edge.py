@@ -12,7 +12,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from fedrouter.cli.serve import server_options
+from fedrouter.cli import build_parser
+from fedrouter.cli.serve import server_options, settings_from
 from fedrouter.router.embed import HashEmbedder
 from fedrouter.router.release import MANIFEST
 from fedrouter.serving.app import create_app
@@ -219,3 +220,19 @@ def test_connections_are_bounded_by_the_setting(release_path):
         while httpx.get(f"{live.url}/health").status_code != 200:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_serve_flags_reach_the_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("FEDROUTER_API_KEYS", raising=False)
+    keys = tmp_path / "keys.json"
+    argv = ["serve", "--release", "r", "--api-keys-file", str(keys), "--max-connections", "7"]
+    s = settings_from(build_parser().parse_args([*argv, "--expose-routing-headers", "--trust-client-header"]))
+    assert (s.api_keys_file, s.max_connections, s.expose_routing_headers, s.trust_client_header) == (
+        keys,
+        7,
+        True,
+        True,
+    )
+    s = settings_from(build_parser().parse_args(["serve", "--release", "r"]))
+    assert (s.api_keys_file, s.expose_routing_headers, s.trust_client_header) == (None, False, False)
+    assert server_options(s)["limit_concurrency"] == s.max_connections == 2048

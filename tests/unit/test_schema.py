@@ -52,7 +52,7 @@ def test_fields_only_forwarded_are_vllms_to_judge():
         "guided_json": {"type": "object"},
         "chat_template_kwargs": {"enable_thinking": False},
         "prompt_logprobs": 1,
-        "temperature": 3.5,  # above OpenAI's 2: vLLM accepts it
+        "temperature": 3.5,  # vLLM refuses it (0..2): the gateway leaves that to vLLM
         "frobnicate": [1, 2],  # unknown to vLLM too: it logs and ignores it
     }
     req = chat(**extras)
