@@ -121,6 +121,8 @@ CHAT_CASES = {  # name -> chat body without `model`
     "max_tokens negative": {"messages": ASK, "max_tokens": -1},
     "top_p out of range": {"messages": ASK, "top_p": 7, **SHORT},
     "temperature above 2": {"messages": ASK, "max_tokens": 4, "temperature": 3.5},
+    # forwarded, and vLLM's own guard holds: no --trust-request-chat-template, no template from a client
+    "chat_template from the request": {"messages": ASK, "chat_template": "{{ 7 * 7 }}", **SHORT},
     "messages empty": {"messages": [], **SHORT},
     "stop as a number": {"messages": ASK, "stop": 5, **SHORT},
 }
@@ -157,6 +159,7 @@ REFUSED = {
     "stop as a number",
     "max_tokens zero",
     "temperature above 2",
+    "chat_template from the request",
     "n null (vLLM's completions refuse it)",
     "suffix (needs a FIM model)",
 }
