@@ -55,7 +55,7 @@ class Message(Tolerant):
     `tool_call_id`, and what the `openai` SDK adds when a response message is sent back
     (`refusal`, `annotations`, `audio`, `function_call`, `reasoning_content`) are forwarded."""
 
-    role: Annotated[str, Field(min_length=1, max_length=64)]
+    role: str  # any string: vLLM takes custom roles (the chat template decides)
     content: str | list[ContentPart | str] | None = None  # vLLM also takes plain strings as parts
 
 
@@ -66,7 +66,7 @@ class Sampling(Tolerant):
     stream: bool | None = None
     n: Count | None = None
     max_tokens: Count | None = None
-    user: Annotated[str, Field(max_length=256)] | None = None
+    user: str | None = None  # a client id only with route_by_user from a trusted proxy (serving/auth.py)
     # Not read, but checked as vLLM checks it (lax, the same int64 range), so that a hostile value
     # is refused here and not inside the engine: refuses exactly what vLLM refuses.
     seed: Annotated[int, Field(strict=False, ge=-(2**63), le=2**63 - 1)] | None = None
