@@ -67,15 +67,17 @@ class AioResponse:
 class HotTransport:
     """POSTs to one replica. The session is made on first use, inside the event loop."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], read_timeout_s: float):
-        self._base, self._headers = base_url, headers
+    def __init__(self, base_url: str, headers: dict[str, str], read_timeout_s: float, uds: str | None = None):
+        self._base, self._headers, self._uds = base_url, headers, uds  # uds: a Unix socket's path
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=read_timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def send(self, method: str, path: str, content: bytes | None) -> AioResponse:
         if self._session is None:
+            pool = {"limit": 1024, "keepalive_timeout": 4.0}  # expires before vLLM's 5 s
+            connector = aiohttp.UnixConnector(self._uds, **pool) if self._uds else aiohttp.TCPConnector(**pool)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=4.0),  # expires before vLLM's 5 s
+                connector=connector,
                 headers=self._headers,
                 timeout=self._timeout,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),  # vLLM answers uncompressed
