@@ -87,7 +87,7 @@ class Reloader:
         try:
             if self._embedder is not None:
                 emb = self._embedder
-            elif current is not None and current.router.embedder.info == release.manifest.embedder:
+            elif current is not None and current.release.manifest.embedder == release.manifest.embedder:
                 emb = current.router.embedder  # same model: no reload
             else:
                 s = self._settings
@@ -135,7 +135,11 @@ class Reloader:
         current = self._registry.current
         try:
             release = await asyncio.to_thread(
-                load_release, path, max_lora_rank=self._max_lora_rank, expect_base=current.base_public
+                load_release,
+                path,
+                max_lora_rank=self._max_lora_rank,
+                expect_base=current.base_public,
+                expect_base_digest=current.release.manifest.base_model.digest,
             )
         except ReleaseError as e:
             raise BadRequest(

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from dataclasses import replace
 
 import httpx
 import pytest
 
 from fedrouter.router.adapter_files import adapter_digest
 from fedrouter.router.embed import HashEmbedder
-from fedrouter.router.release import load_release
+from fedrouter.router.release import load_release, write_release
 from fedrouter.serving.adapter_store import AdapterStore
 from fedrouter.serving.backends import BackendPool
 from fedrouter.serving.errors import BackendUnavailable
@@ -190,3 +191,31 @@ def test_the_store_refuses_files_that_changed_after_validation(tmp_path):
         AdapterStore(tmp_path / "store").put(digest, release.adapter_dir("math"))
     assert not (tmp_path / "store" / digest).exists()
     assert load_release  # (the release itself is refused at its next load: digest mismatch)
+
+
+def test_a_reload_that_changes_only_the_centroids_switches_routing(tmp_path):
+    """Same adapters, same manifest fields, two clusters' centroids swapped: a new release (before,
+    its digest was the old one's: `unchanged`, and routing kept the old centroids)."""
+    v1 = release_of(tmp_path, "v1", 0)
+    swap = [1, 0, 2]
+    folders = {n: v1.adapter_dir(n) for n in NAMES}
+    m = replace(v1.manifest, digests={}, digest="", centroids_digest="")
+    v2 = write_release(tmp_path / "v2", m, v1.centroids[swap], folders, update_latest=False)
+    prompt = "What is 14 plus 27?"
+
+    async def main():
+        reloader, pool = owner(tmp_path, EngineVLLM())
+        await reloader.install_first(v1)
+        registry = reloader._registry
+        before = await registry.resolve("auto", lambda: prompt)
+        before.done()
+        answer = await reloader.load(v2.path)
+        after = await registry.resolve("auto", lambda: prompt)
+        after.done()
+        await asyncio.gather(*reloader.retiring)
+        await pool.close()
+        return before.public, answer["status"], after.public
+
+    before, status, after = asyncio.run(main())
+    assert status == "switched"
+    assert after == NAMES[swap[NAMES.index(before)]] != before
