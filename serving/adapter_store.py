@@ -20,13 +20,14 @@ import tempfile
 from pathlib import Path
 
 from fedrouter.router.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_digest
+from fedrouter.router.cache import cache_root
 
 _FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 
 
 def default_store_root() -> Path:
-    """$FEDROUTER_CACHE/adapters (the cache defaults to ~/.cache/fedrouter)."""
-    return Path(os.environ.get("FEDROUTER_CACHE", Path.home() / ".cache" / "fedrouter")) / "adapters"
+    """<cache>/adapters (router/cache.py: $FEDROUTER_CACHE or ~/.cache/fedrouter)."""
+    return cache_root() / "adapters"
 
 
 class AdapterStore:

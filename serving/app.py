@@ -61,15 +61,7 @@ def create_app(
             settings.restart_backoff_max_s,
         )
         urls = [supervisor.url]
-    pool = BackendPool(
-        urls,
-        api_key=api_key,
-        request_timeout_s=settings.request_timeout_s,
-        connect_retry_s=settings.connect_retry_s,
-        transport=transport,
-        policy=settings.replica_policy,
-        load_factor=settings.affinity_load_factor,
-    )
+    pool = BackendPool(urls, settings, api_key=api_key, transport=transport)
     # /metrics is public: replicas are labelled by position, not URL (/admin/health maps them)
     replica = {b.url: f"replica-{i}" for i, b in enumerate(pool.backends)}
     pool.on_error = lambda url: metrics.backend_errors.labels(replica[url]).inc()

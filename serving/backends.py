@@ -38,6 +38,7 @@ import httpx
 
 from fedrouter.serving.affinity import AffinityRing
 from fedrouter.serving.errors import BackendUnavailable
+from fedrouter.serving.settings import GatewaySettings
 from fedrouter.serving.supervisor import unix_socket
 from fedrouter.serving.transport import AioResponse, HotTransport
 
@@ -65,14 +66,12 @@ class BackendPool:
     def __init__(
         self,
         urls: list[str],
+        settings: GatewaySettings,  # request_timeout_s, connect_retry_s, replica_policy, affinity_load_factor
         *,
         api_key: str | None = None,  # sent as a bearer token (vLLM --api-key / VLLM_API_KEY)
-        request_timeout_s: float = 600.0,
-        connect_retry_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,  # tests inject a fake vLLM here
-        policy: str = "least-loaded",  # or "affinity"
-        load_factor: float = 1.25,  # affinity: most in flight on a replica, as a multiple of the mean
     ):
+        request_timeout_s, policy = settings.request_timeout_s, settings.replica_policy
         if not urls:
             raise ValueError("at least one backend URL is needed")
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
@@ -94,13 +93,15 @@ class BackendPool:
             if hot:  # timeouts as httpx's: connect, then between reads
                 self.backends[-1].hot = HotTransport(base, self._headers, request_timeout_s, uds=uds)
         self._index = {b.url: i for i, b in enumerate(self.backends)}
-        self._connect_retry_s = connect_retry_s
+        self._connect_retry_s = settings.connect_retry_s
         self._rr = itertools.count()
         self._urls: dict[tuple[str, str], httpx.URL] = {}
         if policy not in ("least-loaded", "affinity"):
             raise ValueError(f"unknown replica policy {policy!r} (least-loaded, affinity)")
         self._ring = (
-            AffinityRing([b.url for b in self.backends], load_factor=load_factor) if policy == "affinity" else None
+            AffinityRing([b.url for b in self.backends], load_factor=settings.affinity_load_factor)
+            if policy == "affinity"
+            else None
         )
         self.on_error = lambda backend: None  # metrics hook
         self.on_pick = lambda backend, placement: None  # metrics hook: placement home | spill | least-loaded

@@ -66,8 +66,8 @@ class ServedRelease:
         metrics: GatewayMetrics,
         max_batch: int,
         *,
-        route_max_chars: int = 2048,
-        route_timeout_s: float = 30.0,
+        route_max_chars: int,  # GatewaySettings'
+        route_timeout_s: float,
     ):
         self.release = release
         self.router = Router(release, embedder)

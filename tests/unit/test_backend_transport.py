@@ -16,6 +16,7 @@ from fedrouter.serving.backends import BackendPool
 from fedrouter.serving.errors import BackendUnavailable
 from fedrouter.serving.proxy import forward
 from fedrouter.serving.registry import Target
+from fedrouter.serving.settings import GatewaySettings
 from fedrouter.serving.transport import AioResponse
 
 LONG = "x" * (3 * 2**20)  # one SSE line above aiohttp's line limit (twice its read buffer, 2 MiB before)
@@ -72,7 +73,7 @@ class Server:
 
 
 async def _with_pool(urls: list[str], fn):
-    pool = BackendPool(urls, api_key="k", connect_retry_s=0.5)
+    pool = BackendPool(urls, GatewaySettings(connect_retry_s=0.5, replica_policy="least-loaded"), api_key="k")
     try:
         return await fn(pool)
     finally:

@@ -22,6 +22,8 @@ from fedrouter.serving.supervisor import VLLMSupervisor, vllm_command
 from tests.engine_access import as_stranger
 from tests.unit.test_gateway import make_release
 
+SETTINGS = GatewaySettings()
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -70,7 +72,7 @@ def test_the_supervised_socket_admits_the_gateway_and_no_one_else(tmp_path):
     async def main():
         on_socket = await serve(vllm_like(), uds=str(sup.socket))
         on_port = await serve(vllm_like(), port=port)
-        pool = BackendPool([sup.url], api_key="k")  # the gateway's own clients: aiohttp and httpx
+        pool = BackendPool([sup.url], SETTINGS, api_key="k")  # the gateway's own clients: aiohttp and httpx
         try:
             async with pool.request("POST", "/v1/completions", b'{"model":"base"}') as r:
                 assert r.status_code == 200 and b'"ok"' in await r.aread()
@@ -108,7 +110,7 @@ def test_attach_mode_refuses_a_vllm_whose_unguarded_routes_answer(tmp_path, fake
 
     async def check(allow_open: bool) -> None:
         runner = await serve(vllm_like(), port=port)
-        pool = BackendPool([url])
+        pool = BackendPool([url], SETTINGS)
         try:
             await check_attached(pool.backends, allow_open)
         finally:
@@ -154,10 +156,10 @@ def test_attach_mode_accepts_closed_servers_and_private_sockets(tmp_path):
             await serve(vllm_like(), uds=str(shared_socket)),
         ]
         os.chmod(shared_socket, 0o777)
-        pool = BackendPool([f"http://127.0.0.1:{port}", private.url])
+        pool = BackendPool([f"http://127.0.0.1:{port}", private.url], SETTINGS)
         try:
             await check_attached(pool.backends, allow_open=False)
-            open_pool = BackendPool([f"unix:{shared_socket}"])
+            open_pool = BackendPool([f"unix:{shared_socket}"], SETTINGS)
             with pytest.raises(OpenBackend, match="other users may connect"):
                 await check_attached(open_pool.backends, allow_open=False)
             await open_pool.close()

@@ -73,7 +73,7 @@ def release_of(tmp_path, folder: str, seed: int, names=NAMES):
 
 def owner(tmp_path, vllm: EngineVLLM) -> tuple[Reloader, BackendPool]:
     settings = GatewaySettings(backends=["http://fake"], drain_timeout_s=5, adapter_store=tmp_path / "store")
-    pool = BackendPool(settings.backends, transport=httpx.MockTransport(vllm))
+    pool = BackendPool(settings.backends, settings, transport=httpx.MockTransport(vllm))
     reloader = Reloader(
         Registry(GatewayMetrics()),
         pool,

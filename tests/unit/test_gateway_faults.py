@@ -213,7 +213,7 @@ def test_adapters_load_concurrently_and_a_refusal_undoes_every_replica():
     names = {f"a{i}@d": f"/adapters/a{i}" for i in range(20)}
 
     async def register(fake: SlowLoads) -> list:
-        pool = BackendPool(["http://r0", "http://r1"], transport=httpx.MockTransport(fake))
+        pool = BackendPool(["http://r0", "http://r1"], GatewaySettings(), transport=httpx.MockTransport(fake))
         try:
             return await AdapterLoader(pool, concurrency=4).register(names)
         finally:
