@@ -24,16 +24,17 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def folder_digest(folder: Path) -> str:
-    """sha256 over every file under `folder` (hidden files and folders left out: caches, locks)."""
+def folder_digest(folder: Path, recursive: bool = True) -> str:
+    """sha256 over every file under `folder` (or directly in it), hidden files and folders left
+    out (caches, locks)."""
     folder = Path(folder).resolve()
     files = sorted(
         p
-        for p in folder.rglob("*")
+        for p in (folder.rglob("*") if recursive else folder.iterdir())
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    key = (str(folder), stats)
+    key = (str(folder), recursive, stats)
     if key not in _memo:
         h = hashlib.sha256()
         for p in files:
@@ -43,9 +44,10 @@ def folder_digest(folder: Path) -> str:
 
 
 def base_model_digest(path: str) -> str:
-    """The base model's config, tokenizer and weights, when `path` is a folder here; "" for a hub id
-    or a folder on another machine (nothing to read)."""
-    return folder_digest(Path(path)) if os.path.isdir(path) else ""
+    """The base model's config, tokenizer and weights (the folder's own files, which is what vLLM
+    and transformers read; subfolders such as a checkpoint's `original/` are left out), when `path`
+    is a folder here; "" for a hub id or a folder on another machine (nothing to read)."""
+    return folder_digest(Path(path), recursive=False) if os.path.isdir(path) else ""
 
 
 def embedder_digest(kind: str, name: str, dim: int) -> str:
