@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import subprocess
 
 import pytest
@@ -46,7 +48,20 @@ def as_stranger(target: dict, probes=PROBES) -> list:
     """Run the probes against {"uds": PATH} or {"port": N} as user `nobody`; one result per probe."""
     if os.geteuid() != 0:
         pytest.skip("acting as another user needs root")
-    args = ["/usr/bin/python3", "-c", _SCRIPT, json.dumps(target), json.dumps(probes)]
-    r = subprocess.run(args, user="nobody", group="nogroup", capture_output=True, text=True, timeout=120, cwd="/")
+    python = shutil.which("python3", path="/usr/bin:/bin:/usr/local/bin")
+    if python is None:
+        pytest.skip("no system python3 for the other user to run")
+    nobody = pwd.getpwnam("nobody")
+    args = [python, "-c", _SCRIPT, json.dumps(target), json.dumps(probes)]
+    r = subprocess.run(
+        args,
+        user=nobody.pw_uid,
+        group=nobody.pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
