@@ -70,7 +70,8 @@ def main() -> None:
         stub = subprocess.Popen([sys.executable, "-m", "benchmarks.stub_vllm", str(port)])
         backends = [f"http://127.0.0.1:{port}"]
         time.sleep(3)
-    with gateway(release, work / "logs", backends=backends) as stack:
+    # the stub answers without a key: allowed here (a loopback benchmark), refused by default
+    with gateway(release, work / "logs", backends=backends, env={"FEDROUTER_ALLOW_OPEN_BACKEND": "1"}) as stack:
         # one keep-alive connection per target, as a client would hold; the key only matters to vLLM
         direct = httpx.Client(
             base_url=backends[0] if stub else stack.vllm_url,

@@ -67,7 +67,11 @@ def main() -> None:
             for policy in POLICIES:
                 extra = ["--replica-policy", policy]
                 with launch.gateway(
-                    release, work / "logs" / policy, backends=urls, extra=extra, env={"FEDROUTER_VLLM_API_KEY": key}
+                    release,
+                    work / "logs" / policy,
+                    backends=urls,
+                    extra=extra,
+                    env={"FEDROUTER_VLLM_API_KEY": key, "FEDROUTER_ALLOW_OPEN_BACKEND": "1"},
                 ) as gw:
                     model_of = _uniform(names, seed=rnd)  # the same request sequence for both policies
                     asyncio.run(load(gw.url, model_of, 2, 5, args.max_tokens))  # warm-up

@@ -37,8 +37,6 @@ def _start_gateway(release: Path, log_dir: Path) -> launch.Launched:
         args = [
             "--release",
             str(release),
-            "--vllm-port",
-            str(launch.free_port()),
             "--vllm-log",
             str(log_dir / "vllm.log"),
         ]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import warnings
@@ -37,7 +36,9 @@ _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 def embedder_cache_dir(name: str, form: str) -> Path:
     """Where a derived form (`onnx`, `static`) of embedder `name` (a name or folder) lives:
     FEDROUTER_CACHE or ~/.cache/fedrouter."""
-    root = Path(os.environ.get("FEDROUTER_CACHE", Path.home() / ".cache" / "fedrouter"))
+    from fedrouter.router.cache import cache_root
+
+    root = cache_root()
     stem = Path(name).name or "embedder"
     return root / "embedders" / f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:8]}-{form}"
 

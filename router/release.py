@@ -3,8 +3,9 @@
 This module owns the folder layout, the manifest schema, the atomic write and the validation of
 a release. Nothing else in fedrouter spells a release's file names (the adapter folder's two are
 in adapter_files.py, which also checks an adapter's weights and computes its digest). A release
-is identified by its content: the manifest records every adapter's digest and its own
-(`Release.digest`), both checked at load; its `release_id` is only a label.
+is identified by everything that decides an answer (`Release.digest`): the manifest records the
+digests of every adapter, of the centroids, of the embedder's and the base model's files, and its
+own, all checked at load; its `release_id` is only a label.
 
     <release>/manifest.json        the schema below (`Manifest`)
     <release>/centroids.npy        float32 [K, dim], L2-normalised, row i = cluster id i
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fedrouter.router.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_digest, check_adapter_folder
+from fedrouter.router.identity import base_model_digest, embedder_digest, file_digest
 from fedrouter.router.json_types import type_problems
 
 FORMAT_VERSION = 1
@@ -58,6 +60,7 @@ class ReleaseError(ValueError):
 class BaseModelInfo:
     name: str  # the public name clients use for the base model
     path: str  # what vLLM and PEFT load: an HF folder or hub id
+    digest: str = ""  # sha256 of the folder's files (config, tokenizer, weights); "" for a hub id
 
 
 @dataclass
@@ -67,6 +70,7 @@ class EmbedderInfo:
     dim: int
     normalize: bool = True
     metric: str = "cosine"  # inner product on L2-normalised vectors
+    digest: str = ""  # sha256 of the embedder's files (router/identity.py); "" if they were not at hand
 
 
 @dataclass
@@ -109,6 +113,7 @@ class Manifest:
     # a manifest without them (older releases) gets them computed at load.
     digests: dict[str, str] = field(default_factory=dict)
     digest: str = ""
+    centroids_digest: str = ""  # sha256 of centroids.npy
 
     @property
     def adapters(self) -> dict[str, str]:
@@ -140,6 +145,7 @@ class Manifest:
             format_version=int(d["format_version"]),
             digests=dict(d.get("digests", {})),
             digest=str(d.get("digest", "")),
+            centroids_digest=str(d.get("centroids_digest", "")),
         )
 
 
@@ -158,7 +164,9 @@ class Release:
 
     @property
     def digest(self) -> str:
-        """The identity of the release's content: same digest, same release."""
+        """The identity of everything that decides an answer: the manifest (routing settings and
+        client map included), every adapter's files, the centroids, the embedder's and the base
+        model's files. Same digest, same answers."""
         return self.manifest.digest
 
     def adapter_dir(self, name: str) -> Path:
@@ -179,8 +187,11 @@ def load_release(
     max_lora_rank: int | None = None,
     expect_base: str | None = None,
     expect_embedder: str | None = None,
+    expect_base_digest: str | None = None,
 ) -> Release:
-    """Load and fully validate a release; raise ReleaseError naming every defect found."""
+    """Load and fully validate a release; raise ReleaseError naming every defect found.
+    `expect_base_digest`: the base model's files the server runs (a release trained on other
+    weights under the same name is refused)."""
     path = Path(path)
     try:
         if not path.is_dir():
@@ -210,8 +221,17 @@ def load_release(
         problems.append(f"embedder is {manifest.embedder.name!r}, the server embeds with {expect_embedder!r}")
     centroids, centroid_problems = _load_centroids(path, manifest)
     problems += centroid_problems
+    if not problems:
+        problems += _check_content(manifest, path)
+    b = manifest.base_model
+    if expect_base_digest and b.digest and b.digest != expect_base_digest:
+        problems.append(
+            f"base model {b.name!r} has other files than the one the server runs "
+            f"(digest {b.digest[:12]}, the server's {expect_base_digest[:12]})"
+        )
     if problems:
         raise ReleaseError(path, problems)
+    manifest.digest = manifest_digest(_with_content(raw, manifest))
     return Release(path=path, manifest=manifest, centroids=centroids)
 
 
@@ -233,8 +253,47 @@ def _check_digests(m: Manifest, raw: dict[str, Any], root: Path) -> list[str]:
         problems.append(f"{MANIFEST} changed after the release was written (its digest does not match)")
     if not problems:
         m.digests = actual
-        m.digest = m.digest or manifest_digest({**raw, "digests": actual})
     return problems
+
+
+def _check_content(m: Manifest, root: Path) -> list[str]:
+    """The centroids, the embedder's and the base model's files against the digests the manifest
+    records (where the files are on this machine); those it does not record (a release written
+    before they were) are computed here, so that the identity covers them all the same."""
+    found = {
+        "centroids": file_digest(root / CENTROIDS),
+        "embedder": embedder_digest(m.embedder.kind, m.embedder.name, m.embedder.dim),
+        "base": base_model_digest(m.base_model.path),
+    }
+    problems = []
+    if m.centroids_digest and m.centroids_digest != found["centroids"]:
+        problems.append(f"{CENTROIDS} changed after the release was written (its digest does not match)")
+    if m.embedder.digest and found["embedder"] and m.embedder.digest != found["embedder"]:
+        problems.append(
+            f"embedder {m.embedder.name!r}: its files here are not the ones the release was made with "
+            f"(digest {found['embedder'][:12]}, recorded {m.embedder.digest[:12]})"
+        )
+    if m.base_model.digest and found["base"] and m.base_model.digest != found["base"]:
+        problems.append(
+            f"base model {m.base_model.path!r}: its files here are not the ones the release was made with "
+            f"(digest {found['base'][:12]}, recorded {m.base_model.digest[:12]})"
+        )
+    if not problems:
+        m.centroids_digest = m.centroids_digest or found["centroids"]
+        m.embedder.digest = m.embedder.digest or found["embedder"]
+        m.base_model.digest = m.base_model.digest or found["base"]
+    return problems
+
+
+def _with_content(raw: dict[str, Any], m: Manifest) -> dict[str, Any]:
+    """The manifest as written, with every content digest set (as recorded, or computed at load)."""
+    return {
+        **raw,
+        "digests": m.digests,
+        "centroids_digest": m.centroids_digest,
+        "embedder": {**raw["embedder"], "digest": m.embedder.digest},
+        "base_model": {**raw["base_model"], "digest": m.base_model.digest},
+    }
 
 
 def manifest_digest(raw: dict[str, Any]) -> str:
@@ -382,6 +441,10 @@ def write_release(
         np.save(tmp / CENTROIDS, np.ascontiguousarray(centroids, dtype=np.float32))
         raw = manifest.to_dict()
         raw["digests"] = {n: adapter_digest(tmp / rel) for n, rel in manifest.adapters.items()}
+        raw["centroids_digest"] = file_digest(tmp / CENTROIDS)
+        e, b = manifest.embedder, manifest.base_model
+        raw["embedder"]["digest"] = e.digest or embedder_digest(e.kind, e.name, e.dim)
+        raw["base_model"]["digest"] = b.digest or base_model_digest(b.path)
         raw["digest"] = manifest_digest(raw)
         (tmp / MANIFEST).write_text(json.dumps(raw, indent=2) + "\n")
         load_release(tmp)  # never publish something that would not load

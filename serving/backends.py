@@ -18,8 +18,10 @@ Transport. Generation requests go over serving/transport.py (aiohttp, one pool p
 errors raised as httpx's); admin calls use httpx, and so does everything when a test injects an
 httpx transport (a fake vLLM).
 
-Registration. Adapters are loaded with vLLM's runtime endpoint (VLLM_ALLOW_RUNTIME_LORA_UPDATING)
-into every replica that is up; a replica that is down gets them when it is back (`lacking`).
+Addresses. A replica is `http(s)://HOST:PORT` or `unix:PATH` (a Unix socket: the supervised vLLM's,
+serving/supervisor.py); both transports speak HTTP over either.
+
+Loading adapters into the replicas is serving/loader.py's job, not this request path's.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import httpx
 
 from fedrouter.serving.affinity import AffinityRing
 from fedrouter.serving.errors import BackendUnavailable
+from fedrouter.serving.settings import GatewaySettings
+from fedrouter.serving.supervisor import unix_socket
 from fedrouter.serving.transport import AioResponse, HotTransport
 
 log = logging.getLogger("fedrouter.serving")
@@ -55,22 +59,19 @@ class Backend:
     served: set[str] = field(default_factory=set)  # model names this replica serves
     roots: set[str] = field(default_factory=set)  # of those, the base models (`parent` null)
     hot: HotTransport | None = None  # the generation requests' pool (aiohttp)
+    base: str = ""  # what requests are addressed to: the URL, or http://vllm over a Unix socket
 
 
 class BackendPool:
     def __init__(
         self,
         urls: list[str],
+        settings: GatewaySettings,  # request_timeout_s, connect_retry_s, replica_policy, affinity_load_factor
         *,
         api_key: str | None = None,  # sent as a bearer token (vLLM --api-key / VLLM_API_KEY)
-        request_timeout_s: float = 600.0,
-        connect_retry_s: float = 30.0,
-        admin_timeout_s: float = 120.0,  # loading or unloading one adapter
-        register_concurrency: int = 8,  # adapters loaded at once into one replica
         transport: httpx.AsyncBaseTransport | None = None,  # tests inject a fake vLLM here
-        policy: str = "least-loaded",  # or "affinity"
-        load_factor: float = 1.25,  # affinity: most in flight on a replica, as a multiple of the mean
     ):
+        request_timeout_s, policy = settings.request_timeout_s, settings.replica_policy
         if not urls:
             raise ValueError("at least one backend URL is needed")
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
@@ -83,20 +84,24 @@ class BackendPool:
         self._headers = {**headers, **_JSON}
         self.backends = []
         for u in urls:
-            t = transport or httpx.AsyncHTTPTransport(limits=limits)
-            client = httpx.AsyncClient(base_url=u.rstrip("/"), timeout=timeout, headers=headers, transport=t)
-            self.backends.append(Backend(u.rstrip("/"), client, t))
+            u = u.rstrip("/")
+            uds = unix_socket(u)
+            base = "http://vllm" if uds else u  # over a socket, the host part is only a Host header
+            t = transport or httpx.AsyncHTTPTransport(limits=limits, uds=uds)
+            client = httpx.AsyncClient(base_url=base, timeout=timeout, headers=headers, transport=t)
+            self.backends.append(Backend(u, client, t, base=base))
             if hot:  # timeouts as httpx's: connect, then between reads
-                self.backends[-1].hot = HotTransport(u.rstrip("/"), self._headers, request_timeout_s)
+                self.backends[-1].hot = HotTransport(base, self._headers, request_timeout_s, uds=uds)
         self._index = {b.url: i for i, b in enumerate(self.backends)}
-        self._connect_retry_s, self._admin_timeout_s = connect_retry_s, admin_timeout_s
-        self._register_concurrency = max(1, register_concurrency)
+        self._connect_retry_s = settings.connect_retry_s
         self._rr = itertools.count()
         self._urls: dict[tuple[str, str], httpx.URL] = {}
         if policy not in ("least-loaded", "affinity"):
             raise ValueError(f"unknown replica policy {policy!r} (least-loaded, affinity)")
         self._ring = (
-            AffinityRing([b.url for b in self.backends], load_factor=load_factor) if policy == "affinity" else None
+            AffinityRing([b.url for b in self.backends], load_factor=settings.affinity_load_factor)
+            if policy == "affinity"
+            else None
         )
         self.on_error = lambda backend: None  # metrics hook
         self.on_pick = lambda backend, placement: None  # metrics hook: placement home | spill | least-loaded
@@ -172,7 +177,7 @@ class BackendPool:
         """Send one request to one replica; the response's body is read by the caller."""
         if backend.hot is None:  # the transport itself (httpx's client layer costs ~0.2 ms more and adds nothing)
             url = self._urls.get((backend.url, path)) or self._urls.setdefault(
-                (backend.url, path), httpx.URL(backend.url + path)
+                (backend.url, path), httpx.URL(backend.base + path)
             )  # parsed once
             request = httpx.Request(
                 method, url, headers=self._headers, content=content, extensions={"timeout": self._timeout}
@@ -222,93 +227,6 @@ class BackendPool:
             log.info("vLLM serves the base model as %r, the release calls it %r", name, wanted)
             return name
         raise BackendUnavailable(f"vLLM does not serve one base model named {wanted!r} (it serves {sorted(roots)})")
-
-    def lacking(self, names: set[str]) -> list[Backend]:
-        """Healthy replicas that do not serve all of `names` (restarted, or down at a reload)."""
-        return [b for b in self.backends if b.healthy and not names <= b.served]
-
-    async def register(self, names: dict[str, str]) -> list[tuple[Backend, str]]:
-        """Load adapters (vLLM name -> folder) into every replica that is up and lacks them; what
-        was loaded, to undo. Replicas load in parallel, each up to `register_concurrency` adapters
-        at a time (vLLM reads the files while the next request is on the wire; sequential loading
-        made a 64-adapter reload ~8x slower than a 4-adapter one). A replica that goes down
-        meanwhile is skipped (it gets them when it is back); none up, or a replica refusing an
-        adapter, raises BackendUnavailable after undoing."""
-        await self.refresh()
-        up = [b for b in self.backends if b.healthy]
-        loaded: list[tuple[Backend, str]] = []
-
-        async def load(b: Backend, gate: asyncio.Semaphore, name: str, path: str) -> None:
-            async with gate:
-                if not b.healthy:  # went down during this registration
-                    return
-                try:
-                    r = await b.client.post(
-                        "/v1/load_lora_adapter",
-                        json={"lora_name": name, "lora_path": path},
-                        timeout=self._admin_timeout_s,
-                    )
-                except httpx.HTTPError as e:
-                    if b.healthy:
-                        log.warning("vLLM at %s is down (%r); it gets the adapters when it is back", b.url, e)
-                    b.healthy = False
-                    return
-                except asyncio.CancelledError:  # a sibling failed: vLLM may still load this one
-                    loaded.append((b, name))
-                    raise
-                if r.status_code != 200 and "already" not in r.text:
-                    raise BackendUnavailable(
-                        f"vLLM at {b.url} refused adapter {name!r} ({r.status_code}: {r.text[:300]}); "
-                        "it needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, --enable-lora and access to the folder"
-                    )
-                b.served.add(name)
-                loaded.append((b, name))
-
-        try:
-            gates = {b.url: asyncio.Semaphore(self._register_concurrency) for b in up}
-            tasks = [
-                asyncio.ensure_future(load(b, gates[b.url], name, path))
-                for b in up
-                for name, path in names.items()
-                if name not in b.served
-            ]
-            try:  # the first refusal (or a bug) stops the others
-                if tasks:
-                    await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            failed = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
-            if failed:
-                raise failed[0]
-            if not any(b.healthy for b in up):
-                raise BackendUnavailable("no vLLM replica is reachable to register the adapters")
-        except BaseException:
-            await self.unload(loaded)
-            raise
-        return loaded
-
-    async def unload(self, pairs: list[tuple[Backend, str]]) -> None:
-        """Unload (replica, vLLM name) pairs, best effort and concurrently (as `register`): a
-        replica that is down has nothing loaded."""
-        gates = {b.url: asyncio.Semaphore(self._register_concurrency) for b, _ in pairs}
-
-        async def one(b: Backend, name: str) -> None:
-            async with gates[b.url]:
-                try:
-                    r = await b.client.post("/v1/unload_lora_adapter", json={"lora_name": name}, timeout=30.0)
-                    b.served.discard(name)
-                    if r.status_code not in (200, 404):
-                        log.warning("vLLM at %s kept adapter %s (%s: %s)", b.url, name, r.status_code, r.text[:200])
-                except httpx.HTTPError as e:
-                    log.warning("could not unload %s from %s: %r", name, b.url, e)
-
-        await asyncio.gather(*(one(b, name) for b, name in pairs))
-
-    async def unregister(self, names: set[str]) -> None:
-        """Unload vLLM names from every replica (best effort)."""
-        await self.unload([(b, n) for b in self.backends for n in sorted(names)])
 
     async def close(self) -> None:
         for b in self.backends:

@@ -133,8 +133,9 @@ def gateway(
     if backends:
         args += [a for b in backends for a in ("--backend", b)]
     else:
+        # A TCP port and a known key, so that a benchmark can call vLLM directly (`fedrouter serve`
+        # alone gives vLLM a private Unix socket and a random key instead).
         args += ["--vllm-port", str(free_port()), "--vllm-log", str(log_dir / "vllm.log")]
-        # the supervised vLLM requires a key; choosing it here lets a benchmark call vLLM directly
         env = {"FEDROUTER_VLLM_API_KEY": secrets.token_urlsafe(24), **(env or {})}
     with _sigterm_unwinds():
         launched = start_gateway([*args, *extra], log=log_dir / "gateway.log", env=env, timeout_s=timeout_s)
@@ -156,7 +157,7 @@ def vllm_servers(
     api_key = secrets.token_urlsafe(24)
     log_dir.mkdir(parents=True, exist_ok=True)
     servers = [
-        VLLMSupervisor("127.0.0.1", free_port(), list(extra_args), 2, log_dir / f"vllm{i}.log", api_key, env=envs[i])
+        VLLMSupervisor(free_port(), list(extra_args), 2, log_dir / f"vllm{i}.log", api_key, env=envs[i])
         for i in range(n)
     ]
     with _sigterm_unwinds():
@@ -168,7 +169,7 @@ def vllm_servers(
             yield [s.url for s in servers], api_key
         finally:
             for s in servers:
-                s.stop()
+                s.close()
 
 
 class Traffic:

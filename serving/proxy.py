@@ -92,9 +92,10 @@ async def _forward_stream(
         try:
             async for line in r.aiter_lines():
                 yield line.encode().replace(old, new, 1) + b"\n"
-        except httpx.HTTPError:  # vLLM went away mid-answer: say so in the stream
+        except httpx.HTTPError:  # vLLM went away mid-answer: say so in the stream, then end it as SSE does
             failed = True
             yield b"data: " + orjson.dumps(error_body(503, _FAILED, "service_unavailable")) + b"\n\n"
+            yield b"data: [DONE]\n\n"
         finally:
             await stack.aclose()  # also when the client disconnects: vLLM then aborts the request
 

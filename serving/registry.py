@@ -32,6 +32,12 @@ def backend_adapter_name(adapter: str, digest: str) -> str:
     return f"{adapter}@{digest[:16]}"
 
 
+def engine_names(release: Release) -> dict[str, str]:
+    """A release's name map, public adapter name -> vLLM name; built once per release (by the reloader)."""
+    digests = release.manifest.digests
+    return {n: backend_adapter_name(n, digests[n]) for n in release.manifest.adapters}
+
+
 @dataclass(frozen=True)
 class Target:
     public: str  # the name clients see in `model` and x-fedrouter-adapter
@@ -53,20 +59,22 @@ class ServedRelease:
     def __init__(
         self,
         release: Release,
+        adapters: dict[str, str],  # public name -> vLLM name (`engine_names`)
+        engine_paths: dict[str, str],  # vLLM name -> the folder vLLM reads (the adapter store)
         embedder: Embedder,
         base_backend: str,
         metrics: GatewayMetrics,
         max_batch: int,
         *,
-        route_max_chars: int = 2048,
-        route_timeout_s: float = 30.0,
+        route_max_chars: int,  # GatewaySettings'
+        route_timeout_s: float,
     ):
         self.release = release
         self.router = Router(release, embedder)
         self.base_public = release.manifest.base_model.name
         self.base_backend = base_backend
-        digests = release.manifest.digests
-        self.adapters = {n: backend_adapter_name(n, digests[n]) for n in release.manifest.adapters}
+        self.adapters = adapters
+        self.engine_paths = engine_paths  # what the keeper registers again in a restarted replica
         self.route_max_chars, self.route_timeout_s = route_max_chars, route_timeout_s
 
         def embed_batch(texts: list[str]) -> list[np.ndarray]:
@@ -107,10 +115,6 @@ class ServedRelease:
     def digest(self) -> str:
         return self.release.digest
 
-    def backend_names(self) -> dict[str, str]:
-        """vLLM name -> adapter folder, for registration."""
-        return {self.adapters[n]: str(self.release.adapter_dir(n)) for n in self.adapters}
-
     def public_models(self, allowed: Set[str] | None = None) -> list[str]:
         return [AUTO, self.base_public, *(a for a in self.adapters if allowed is None or a in allowed)]
 
@@ -131,6 +135,10 @@ class Registry:
         if self._current is None:
             raise BackendUnavailable("no release is loaded yet; retry shortly")
         return self._current
+
+    @property
+    def serving(self) -> bool:
+        return self._current is not None
 
     def install(self, served: ServedRelease) -> ServedRelease | None:
         """Make `served` current in one step; returns the previous one."""

@@ -1,16 +1,24 @@
-"""Hot reload: swap the served release while traffic flows, without losing a request.
+"""The one owner of the engine's adapter state: what vLLM holds, and which release is served.
 
+Every change to the adapters vLLM holds goes through this object, under one lock: the first
+install, a reload (register, build, swap), the retirement of a swapped-out release (unload), and
+the keeper's pass that registers the served release in a replica back from a restart. So a keeper
+pass can never re-register a retired release's adapters after their unload, and an unload never
+runs beside a registration. A failed reload undoes only what it loaded itself, and never a name a
+live release (the current one, or one still draining) uses.
+
+Hot reload, without losing a request:
 1. validate the new release fully, its digests included (nothing is touched if it is bad); a
    release with the digest of the one served is "unchanged", whatever its folder is called;
-2. register its adapters under content-derived names in every replica that is up (a replica
-   that is down gets them when it is back; none up: 503, nothing changed);
+2. copy its adapters into the content-addressed store (serving/adapter_store.py) and register
+   them from there under content-derived names in every replica that is up (a replica that is
+   down gets them when it is back; none up: 503, nothing changed);
 3. build its router, then swap release + router + name map in one step (a failure undoes the
    registrations of step 2);
 4. requests resolved before the swap finish on the old release (each holds a lease on it);
    once none is left, the old adapters that no live release uses are unloaded.
-Every response therefore names exactly one release in `x-fedrouter-release`. One reload at a
-time (a lock, waited for at most `reload_timeout_s`); retiring takes the same lock, so it never
-races a reload or a rollback.
+Every response therefore names exactly one release in `x-fedrouter-release`. A reload waits for
+the lock at most `reload_timeout_s` (then 409).
 """
 
 from __future__ import annotations
@@ -22,10 +30,13 @@ from pathlib import Path
 
 from fedrouter.router.embed import Embedder, load_embedder
 from fedrouter.router.release import Release, ReleaseError, load_release
+from fedrouter.serving.adapter_store import AdapterStore
 from fedrouter.serving.backends import BackendPool
 from fedrouter.serving.errors import BackendUnavailable, BadRequest, GatewayError
+from fedrouter.serving.loader import AdapterLoader
 from fedrouter.serving.metrics import GatewayMetrics
-from fedrouter.serving.registry import Registry, ServedRelease, backend_adapter_name
+from fedrouter.serving.registry import Registry, ServedRelease, engine_names
+from fedrouter.serving.settings import GatewaySettings
 
 log = logging.getLogger("fedrouter.serving")
 
@@ -39,61 +50,80 @@ class Reloader:
         self,
         registry: Registry,
         pool: BackendPool,
+        loader: AdapterLoader,
+        store: AdapterStore,
         metrics: GatewayMetrics,
+        settings: GatewaySettings,
         *,
-        max_batch: int,
-        max_lora_rank: int | None,
-        drain_timeout_s: float,
-        reload_timeout_s: float = 300.0,
-        route_max_chars: int = 2048,
-        route_timeout_s: float = 30.0,
-        embed_device: str = "cpu",
-        embed_backend: str = "torch",
-        embed_threads: int = 0,
-        embedder: Embedder | None = None,
+        max_lora_rank: int | None,  # the supervised vLLM's --max-lora-rank; None when attached
+        embedder: Embedder | None = None,  # fixed by tests; else rebuilt from each release's manifest
     ):
-        self._registry, self._pool, self._metrics = registry, pool, metrics
-        self._max_batch, self._max_lora_rank = max_batch, max_lora_rank
-        self._drain_timeout_s, self._reload_timeout_s = drain_timeout_s, reload_timeout_s
-        self._route = {"route_max_chars": route_max_chars, "route_timeout_s": route_timeout_s}
-        self._embed_device = embed_device
-        self._embed_backend, self._embed_threads = embed_backend, embed_threads
-        self._embedder = embedder  # fixed by tests; else rebuilt from each release's manifest
-        self._lock = asyncio.Lock()
+        self._registry, self._pool, self._loader, self._store = registry, pool, loader, store
+        self._metrics, self._settings = metrics, settings
+        self._max_lora_rank = max_lora_rank
+        self._embedder = embedder
+        self._lock = asyncio.Lock()  # every change to vLLM's adapters, and the swap
         self.previous: Path | None = None
         self.retiring: set[asyncio.Task] = set()
         self._draining: list[ServedRelease] = []  # swapped out, requests still running on them
 
     async def install_first(self, release: Release) -> None:
-        self._registry.install(await self._prepare(release, None))
+        async with self._lock:
+            self._registry.install(await self._prepare(release, None))
+
+    def _live_names(self) -> set[str]:
+        """vLLM names that a release requests may still reach uses: the current one and the draining ones."""
+        live = set(self._registry.current.adapters.values()) if self._registry.serving else set()
+        for other in self._draining:
+            live |= set(other.adapters.values())
+        return live
 
     async def _prepare(self, release: Release, current: ServedRelease | None) -> ServedRelease:
-        """Register the release's adapters and build its router; undo the registrations on failure."""
-        loaded = await self._pool.register(_names(release))
+        """Store and register the release's adapters, build its router; on failure undo the
+        registrations this call made, except names a live release uses."""
+        names = engine_names(release)  # the release's name map, built once
+        paths = await asyncio.to_thread(self._store_adapters, release, names)
+        loaded = await self._loader.register(paths, keep=self._live_names())
         try:
             if self._embedder is not None:
                 emb = self._embedder
-            elif current is not None and current.router.embedder.info == release.manifest.embedder:
+            elif current is not None and current.release.manifest.embedder == release.manifest.embedder:
                 emb = current.router.embedder  # same model: no reload
             else:
+                s = self._settings
                 emb = await asyncio.to_thread(
-                    load_embedder,
-                    release.manifest.embedder,
-                    self._embed_device,
-                    self._embed_backend,
-                    self._embed_threads,
+                    load_embedder, release.manifest.embedder, s.embed_device, s.embed_backend, s.embed_threads
                 )
             base = self._pool.base_model(release.manifest.base_model.name)
-            return ServedRelease(release, emb, base, self._metrics, self._max_batch, **self._route)
+            return ServedRelease(
+                release,
+                names,
+                paths,
+                emb,
+                base,
+                self._metrics,
+                self._settings.max_batch,
+                route_max_chars=self._settings.route_max_chars,
+                route_timeout_s=self._settings.route_timeout_s,
+            )
         except BaseException as e:
-            await self._pool.unload(loaded)
+            live = self._live_names()
+            await self._loader.unload([(b, n) for b, n in loaded if n not in live])
             if isinstance(e, Exception) and not isinstance(e, GatewayError):
                 raise BackendUnavailable(f"could not build the router of release {release.id}: {e!r}"[:500]) from e
             raise
 
+    def _store_adapters(self, release: Release, names: dict[str, str]) -> dict[str, str]:
+        """vLLM name -> the adapter's folder in the content-addressed store (never the release's)."""
+        digests = release.manifest.digests
+        try:
+            return {names[a]: str(self._store.put(digests[a], release.adapter_dir(a))) for a in names}
+        except (OSError, ValueError) as e:
+            raise BadRequest(f"release {release.id}: its adapters cannot be stored: {e}"[:500], "release") from None
+
     async def load(self, path: str | Path) -> dict:
         try:
-            await asyncio.wait_for(self._lock.acquire(), self._reload_timeout_s)
+            await asyncio.wait_for(self._lock.acquire(), self._settings.reload_timeout_s)
         except asyncio.TimeoutError:
             raise Conflict("another reload is still running; try again later", retry_after=10) from None
         try:
@@ -105,7 +135,11 @@ class Reloader:
         current = self._registry.current
         try:
             release = await asyncio.to_thread(
-                load_release, path, max_lora_rank=self._max_lora_rank, expect_base=current.base_public
+                load_release,
+                path,
+                max_lora_rank=self._max_lora_rank,
+                expect_base=current.base_public,
+                expect_base_digest=current.release.manifest.base_model.digest,
             )
         except ReleaseError as e:
             raise BadRequest(
@@ -144,31 +178,35 @@ class Reloader:
             raise Conflict("no previous release to roll back to")
         return await self.load(self.previous)
 
+    async def keep_registered(self) -> None:
+        """The keeper's pass: register the served release's adapters in every replica that is up
+        and lacks them (back from a restart, or down at a reload). Under the lock; skipped while a
+        reload or a retirement holds it (the next pass comes a second later)."""
+        if self._lock.locked():
+            return
+        async with self._lock:
+            await self._pool.refresh()
+            served = self._registry.current
+            if self._loader.lacking(set(served.adapters.values())):
+                log.warning("a vLLM replica lacks release %s's adapters; registering them", served.id)
+                await self._loader.register(served.engine_paths)
+
     async def _retire(self, old: ServedRelease) -> None:
-        clean = await old.drained(self._drain_timeout_s)
+        clean = await old.drained(self._settings.drain_timeout_s)
         if not clean:
             log.warning(
                 "%d requests still on release %s after %.0f s; unloading it anyway",
                 old.inflight,
                 old.id,
-                self._drain_timeout_s,
+                self._settings.drain_timeout_s,
             )
         await old.batcher.close()
-        async with self._lock:  # never while a reload registers or swaps
+        async with self._lock:  # never while a reload or a keeper pass registers, or a swap
             self._draining.remove(old)
-            live = set(self._registry.current.adapters.values())
-            for other in self._draining:
-                live |= set(other.adapters.values())
-            gone = set(old.adapters.values()) - live  # names shared with a live release stay
-            await self._pool.unregister(gone)
+            gone = set(old.adapters.values()) - self._live_names()  # names shared with a live release stay
+            await self._loader.unregister(gone)
         log.info("retired release %s", old.id)
 
     async def close(self) -> None:
         for t in list(self.retiring):
             t.cancel()
-
-
-def _names(release: Release) -> dict[str, str]:
-    """vLLM name -> adapter folder."""
-    digests = release.manifest.digests
-    return {backend_adapter_name(n, digests[n]): str(release.adapter_dir(n)) for n in release.manifest.adapters}

@@ -16,9 +16,13 @@ class GatewaySettings(BaseSettings):
     port: int = 8000
     # Attach mode: running vLLM OpenAI servers (several = replicas). Empty: start and supervise one.
     backends: list[str] = Field(default_factory=list)
-    # Supervised mode: where vLLM listens, extra arguments for it, how long its start may take.
-    vllm_host: str = "127.0.0.1"
-    vllm_port: int = 8100
+    # Attach mode: start even though an attached vLLM answers strangers on its unguarded routes
+    # (/adapters, /invocations, /metrics, ...; serving/attach_check.py), with a loud warning.
+    allow_open_backend: bool = False
+    # Supervised mode: how vLLM listens, extra arguments for it, how long its start may take.
+    # Unset: a Unix socket in a fresh 0700 folder, no TCP port (only the gateway can connect). A port:
+    # 127.0.0.1:PORT, which every local user reaches (benchmarks that call vLLM directly).
+    vllm_port: int | None = None
     vllm_args: list[str] = Field(default_factory=list)
     vllm_start_timeout_s: float = 900.0
     vllm_kv_cache_gib: int = 2  # VLLM_CPU_KVCACHE_SPACE when the environment does not set it
@@ -92,6 +96,9 @@ class GatewaySettings(BaseSettings):
     drain_timeout_s: float = 600.0  # how long a retired release waits for its requests before unloading
     reload_timeout_s: float = 300.0  # a reload waiting longer than this for another one: 409
     register_concurrency: int = 8  # adapters loaded into one vLLM replica at once (start and reload)
+    # The content-addressed copies of adapters that vLLM reads (serving/adapter_store.py); unset:
+    # $FEDROUTER_CACHE/adapters (~/.cache/fedrouter/adapters).
+    adapter_store: Path | None = None
 
     def token(self) -> str | None:
         """The admin token, read from the file when one is given."""

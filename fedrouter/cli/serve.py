@@ -21,7 +21,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         choices=["affinity", "least-loaded"],
         help="with several --backend: adapter affinity (default) or least loaded for every request",
     )
-    serve.add_argument("--vllm-port", type=int, help="port of the supervised vLLM (default 8100)")
+    serve.add_argument(
+        "--vllm-port",
+        type=int,
+        help="the supervised vLLM listens on 127.0.0.1:PORT, open to every local user (benchmarks); "
+        "default: a private Unix socket that only the gateway reaches",
+    )
     serve.add_argument("--vllm-arg", action="append", metavar="ARG", help="extra argument for the supervised vLLM")
     serve.add_argument("--vllm-log", help="file for vLLM's output")
     serve.add_argument(

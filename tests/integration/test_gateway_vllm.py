@@ -10,12 +10,14 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from fedrouter.router.release import load_release
 from fedrouter.serving import launch
 from fedrouter.serving.launch import free_port, stop
 from fedrouter.serving.registry import backend_adapter_name
+from tests.engine_access import PROBES, as_stranger
 from tests.tiny import TASK_PROBES, make_lora, make_tiny_llama, write_examples
 
 pytestmark = pytest.mark.integration
@@ -51,19 +53,13 @@ def stack(tmp_path_factory):
     adapters = {name: make_lora(base, root / "adapters" / name, seed=i + 1) for i, name in enumerate(TASK_PROBES)}
     examples = write_examples(root / "examples")
     build(root / "releases" / "v1", base, adapters, examples)
-    port, vllm_port = free_port(), free_port()
+    port = free_port()
     proc = start_gateway(
-        [
-            "--release",
-            str(root / "releases" / "latest"),
-            "--vllm-port",
-            str(vllm_port),
-            "--vllm-log",
-            str(root / "vllm.log"),
-        ],
+        ["--release", str(root / "releases" / "latest"), "--vllm-log", str(root / "vllm.log")],
         port,
         root / "gateway.log",
     )
+    sock = vllm_socket(proc)
     yield {
         "root": root,
         "base": base,
@@ -71,10 +67,29 @@ def stack(tmp_path_factory):
         "examples": examples,
         "proc": proc,
         "gateway": openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0),
-        "vllm": openai.OpenAI(base_url=f"http://127.0.0.1:{vllm_port}/v1", api_key=VLLM_KEY, max_retries=0),
-        "vllm_url": f"http://127.0.0.1:{vllm_port}",
+        # the tests reach vLLM directly over its socket (they run as the gateway's user)
+        "vllm": openai.OpenAI(
+            base_url="http://vllm/v1",
+            api_key=VLLM_KEY,
+            max_retries=0,
+            http_client=httpx.Client(transport=httpx.HTTPTransport(uds=sock)),
+        ),
+        "vllm_socket": sock,
     }
     stop(proc)
+
+
+def vllm_processes(gateway: subprocess.Popen) -> list[psutil.Process]:
+    return [p for p in psutil.Process(gateway.pid).children(recursive=True) if "vllm" in " ".join(p.cmdline())]
+
+
+def vllm_socket(gateway: subprocess.Popen) -> str:
+    """The Unix socket the supervised vLLM listens on (its --uds argument)."""
+    for p in vllm_processes(gateway):
+        cmd = p.cmdline()
+        if "--uds" in cmd:
+            return cmd[cmd.index("--uds") + 1]
+    raise AssertionError("the supervised vLLM was not started with --uds")
 
 
 def test_models_lists_auto_base_and_adapters(stack):
@@ -160,7 +175,9 @@ def test_attach_mode_registers_a_release_at_runtime(stack):
     build(root / "releases" / "v2", stack["base"], stack["adapters"], stack["examples"])
     port = free_port()
     proc = start_gateway(
-        ["--release", str(root / "releases" / "v2"), "--backend", stack["vllm_url"]], port, root / "attach.log"
+        ["--release", str(root / "releases" / "v2"), "--backend", f"unix:{stack['vllm_socket']}"],
+        port,
+        root / "attach.log",
     )
     try:
         gw = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
@@ -178,16 +195,24 @@ def test_attach_mode_registers_a_release_at_runtime(stack):
     assert stack["vllm"].models.list().data  # stopping an attached gateway leaves vLLM running
 
 
-def test_vllm_refuses_requests_without_the_key(stack):
-    """Only the gateway can use the supervised vLLM: generation and adapter loading need its key."""
-    url = stack["vllm_url"]
-    assert httpx.get(f"{url}/v1/models").status_code == 401
-    r = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": str(stack["adapters"]["math"])})
-    assert r.status_code == 401
-    r = httpx.post(
-        f"{url}/v1/completions", json={"model": "tiny", "prompt": "x"}, headers={"authorization": "Bearer no"}
-    )
-    assert r.status_code == 401
+def test_only_the_gateway_reaches_vllm(stack):
+    """vLLM's key guards /v1 only; /adapters (load any weights under any name), /invocations and
+    /metrics are open to whoever connects. The supervised vLLM listens on no TCP port, only on a
+    socket in a 0700 folder: another local user cannot connect at all."""
+    sock = stack["vllm_socket"]
+    assert (Path(sock).parent.stat().st_mode & 0o777) == 0o700
+    assert all(str(r).startswith("refused") for r in as_stranger({"uds": sock})), as_stranger({"uds": sock})
+    for p in vllm_processes(stack["proc"]):  # no vLLM process serves HTTP on TCP
+        for c in p.net_connections(kind="inet"):
+            if c.status == psutil.CONN_LISTEN:
+                with pytest.raises(httpx.HTTPError):
+                    httpx.get(f"http://127.0.0.1:{c.laddr.port}/health", timeout=5)
+    assert as_stranger({"port": 8100}, PROBES[:1]) != [400]  # the old default port: nothing there
+    # the gateway's own user reaches it; /v1 still needs the key
+    with httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://vllm") as client:
+        assert client.get("/v1/models").status_code == 401
+        r = client.post("/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": str(stack["adapters"]["math"])})
+        assert r.status_code == 401
 
 
 def test_internals_are_hidden(stack):

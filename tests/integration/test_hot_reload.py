@@ -39,7 +39,7 @@ def setup(tmp_path_factory):
     os.environ.update(env_token)
     try:
         proc = start_gateway(
-            ["--release", str(root / "releases" / "latest"), "--watch", "--vllm-port", str(free_port())],
+            ["--release", str(root / "releases" / "latest"), "--watch"],
             port,
             root / "gateway.log",
         )

@@ -91,7 +91,7 @@ def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
 
     port = free_port()
     proc = start_gateway(
-        ["--release", str(tmp_path / "run" / "releases" / "latest"), "--vllm-port", str(free_port())],
+        ["--release", str(tmp_path / "run" / "releases" / "latest")],
         port,
         tmp_path / "gateway.log",
     )

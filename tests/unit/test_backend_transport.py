@@ -14,9 +14,12 @@ from aiohttp import web
 
 from fedrouter.serving.backends import BackendPool
 from fedrouter.serving.errors import BackendUnavailable
+from fedrouter.serving.proxy import forward
+from fedrouter.serving.registry import Target
+from fedrouter.serving.settings import GatewaySettings
 from fedrouter.serving.transport import AioResponse
 
-LONG = "x" * 300_000  # one SSE line longer than aiohttp's default read buffer
+LONG = "x" * (3 * 2**20)  # one SSE line above aiohttp's line limit (twice its read buffer, 2 MiB before)
 
 
 def free_port() -> int:
@@ -44,6 +47,10 @@ class Server:
         if body.get("stream"):
             r = web.StreamResponse(headers={"content-type": "text/event-stream"})
             await r.prepare(request)
+            if body.get("cut"):  # one event, then the connection drops
+                await r.write(f"data: {json.dumps({'model': body['model'], 'text': 'a'})}\n\n".encode())
+                request.transport.close()
+                return r
             try:
                 for text in ("a", LONG, "b"):
                     await r.write(f"data: {json.dumps({'model': body['model'], 'text': text})}\n\n".encode())
@@ -66,7 +73,7 @@ class Server:
 
 
 async def _with_pool(urls: list[str], fn):
-    pool = BackendPool(urls, api_key="k", connect_retry_s=0.5)
+    pool = BackendPool(urls, GatewaySettings(connect_retry_s=0.5, replica_policy="least-loaded"), api_key="k")
     try:
         return await fn(pool)
     finally:
@@ -132,5 +139,22 @@ def test_leaving_a_stream_early_closes_the_backend_connection():
             async for _ in r.aiter_lines():
                 break  # the client went away after the first line
         await asyncio.wait_for(server.aborted.wait(), 5)  # the server saw the connection close
+
+    _against_server(go)
+
+
+def test_a_stream_cut_by_the_backend_ends_with_an_error_event_and_done():
+    """An OpenAI client stops reading at `[DONE]`: without it a cut stream looks like a hang or a
+    silent truncation; with it the client sees the error event and ends cleanly."""
+
+    async def go(pool: BackendPool, server: Server):
+        target = Target(public="math", backend="m", release_id="v1", route=None)
+        pool.backends[0].served = {"m"}  # as /v1/models would list it
+        response = await forward(pool, "/v1/completions", {"stream": True, "cut": True}, target, stream=True)
+        events = [line async for line in response.body_iterator]
+        text = b"".join(e if isinstance(e, bytes) else e.encode() for e in events).decode()
+        data = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+        assert json.loads(data[-2])["error"]["type"] == "service_unavailable"
+        assert data[-1] == "[DONE]" and response.relay_failed()
 
     _against_server(go)

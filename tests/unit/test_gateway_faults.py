@@ -150,17 +150,18 @@ def _link(folder, target):
     return tmp
 
 
-def test_supervisor_backoff_is_capped_and_loopback_only(tmp_path):
-    s = VLLMSupervisor("127.0.0.1", 1, [], 1, tmp_path / "log", "key", backoff_max_s=30)
+def test_supervisor_backoff_is_capped_and_its_socket_folder_private(tmp_path):
+    s = VLLMSupervisor(None, [], 1, tmp_path / "log", "key", backoff_max_s=30)
     delays = []
     for failures in range(8):
         s.failures = failures
         delays.append(s.restart_delay())
     assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
-    with pytest.raises(ValueError, match="loopback"):
-        VLLMSupervisor("0.0.0.0", 1, [], 1, None, "key")
+    assert s.url == f"unix:{s.socket}" and (s.socket.parent.stat().st_mode & 0o777) == 0o700
     with pytest.raises(ValueError, match="needs a release"):
         s.start()  # a restart reuses the first start's flags; there were none
+    s.close()
+    assert not s.socket.parent.exists()
 
 
 def test_attached_vllm_base_model_is_the_entry_without_parent(tmp_path):
@@ -207,13 +208,14 @@ def test_adapters_load_concurrently_and_a_refusal_undoes_every_replica():
 
     from fedrouter.serving.backends import BackendPool
     from fedrouter.serving.errors import BackendUnavailable
+    from fedrouter.serving.loader import AdapterLoader
 
     names = {f"a{i}@d": f"/adapters/a{i}" for i in range(20)}
 
     async def register(fake: SlowLoads) -> list:
-        pool = BackendPool(["http://r0", "http://r1"], transport=httpx.MockTransport(fake), register_concurrency=4)
+        pool = BackendPool(["http://r0", "http://r1"], GatewaySettings(), transport=httpx.MockTransport(fake))
         try:
-            return await pool.register(names)
+            return await AdapterLoader(pool, concurrency=4).register(names)
         finally:
             await pool.close()
 
