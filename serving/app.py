@@ -108,7 +108,8 @@ def create_app(
     if token:
         app.include_router(build_admin_router(registry, reloader, pool, token, app.state.openapi))
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.get("/health")
+    @app.head("/health", include_in_schema=False)  # one operation in the schema, not two with one id
     async def health() -> Response:
         """Up or not, nothing more (the backends' state is refreshed every second by the keeper).
         HEAD answers the same status without a body (load balancers' probes)."""
