@@ -1,0 +1,177 @@
+"""The Serve application on a real local Ray cluster (one per module: ray.init(num_cpus=2),
+fractional CPUs), with stub engines: affinity, publishing under load, a refused release, a killed
+engine replica. HTTP through Serve's own proxy with httpx, as a client would."""
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter, defaultdict
+
+import httpx
+import pytest
+
+pytest.importorskip("ray.serve")
+
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+
+from fedrouter.router.build import build_release  # noqa: E402
+from fedrouter.router.embed import HashEmbedder  # noqa: E402
+from fedrouter.router.release import ReleaseError  # noqa: E402
+from fedrouter.serving.ray.app import APP, RaySpec  # noqa: E402
+from fedrouter.serving.ray.cluster import deploy, publish  # noqa: E402
+from tests.conftest import fake_adapter  # noqa: E402
+from tests.tiny import TASK_EXAMPLES, write_examples  # noqa: E402
+
+pytestmark = pytest.mark.integration
+ADAPTERS = ("math", "geo", "sentiment", "poetry")
+
+
+def make_release(folder, seed):
+    poems = ["Write a short poem about the sea.", "Compose a haiku on autumn leaves."]
+    examples = write_examples(folder.parent / f"ex-{folder.name}", {**TASK_EXAMPLES, "poetry": poems})
+    adapters = {n: fake_adapter(folder.parent / f"a-{folder.name}" / n, seed=seed + i) for i, n in enumerate(ADAPTERS)}
+    return build_release(folder, base_model="base", adapters=adapters, examples=examples, embedder=HashEmbedder(256))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray")
+    v1, v2 = make_release(root / "v1", 0), make_release(root / "v2", 10)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    spec = RaySpec(
+        release=str(v1.path),
+        engine="stub",
+        engine_replicas=2,
+        engine_num_cpus=0.25,
+        ingress_replicas=2,
+        ingress_num_cpus=0.25,
+        engine_options={"delay_s": 0.02},
+        health_check_period_s=1.0,
+    )
+    deploy(spec, port=port, timeout_s=600)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        yield client, v1, v2
+    finally:
+        client.close()
+        serve.shutdown()
+        ray.shutdown()
+
+
+def ask(client, model, text="What is the capital of Italy?"):
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 4}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def test_each_adapter_stays_on_one_engine_replica_and_the_base_model_spreads(cluster):
+    client, _, _ = cluster
+    placed: dict[str, Counter] = defaultdict(Counter)
+    for _ in range(10):
+        for model in (*ADAPTERS, "base"):
+            r = ask(client, model)
+            assert r.status_code == 200, r.text
+            placed[model][r.json()["system_fingerprint"]] += 1
+    print({m: dict(c) for m, c in placed.items()})
+    for model in ADAPTERS:  # 4 adapters, 2 replicas holding 2 each: one home per adapter
+        home = placed[model].most_common(1)[0][1]
+        assert home / sum(placed[model].values()) >= 0.9, placed
+    assert len(placed["base"]) == 2  # no model id: both replicas take base-model requests
+
+
+def test_publish_under_load_fails_no_request_and_every_ingress_switches(cluster):
+    client, v1, v2 = cluster
+    statuses: Counter = Counter()
+    releases: Counter = Counter()
+    stop = threading.Event()
+
+    def load(i):
+        with httpx.Client(base_url=client.base_url, timeout=60) as c:
+            while not stop.is_set():
+                r = ask(c, "auto" if i % 2 else ADAPTERS[i % len(ADAPTERS)])
+                statuses[r.status_code] += 1
+                releases[r.headers.get("x-fedrouter-release")] += 1
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        result = publish(str(v2.path), timeout_s=300)
+    finally:
+        time.sleep(1.0)  # a little load after the switch too
+        stop.set()
+        for t in threads:
+            t.join()
+    print(result, dict(statuses), dict(releases))
+    assert set(statuses) == {200}, statuses
+    assert set(releases) <= {"v1", "v2"} and releases["v2"] > 0
+    assert not result["refused"] and set(result["replicas"].values()) == {str(v2.path)}
+    assert {ask(client, "auto").headers["x-fedrouter-release"] for _ in range(10)} == {"v2"}
+
+
+def test_a_refused_release_leaves_the_old_one_serving_everywhere(cluster, tmp_path):
+    client, v1, v2 = cluster
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    with pytest.raises(ReleaseError):
+        publish(str(broken))  # checked before anything is sent
+    serving = publish(str(v2.path))["replicas"]
+    result = publish(str(broken), check=False, timeout_s=300)  # sent: every replica refuses it
+    assert set(result["refused"]) == set(serving)  # the same replicas: none was restarted
+    assert set(result["replicas"].values()) == {str(v2.path)}
+    assert serve.status().applications[APP].status == "RUNNING"
+    assert {ask(client, "geo").headers["x-fedrouter-release"] for _ in range(10)} == {"v2"}
+    rolled = publish(str(v1.path))  # rollback: publish the previous release
+    assert set(rolled["replicas"].values()) == {str(v1.path)}
+    assert {ask(client, "geo").headers["x-fedrouter-release"] for _ in range(10)} == {"v1"}
+
+
+def engine_pids():
+    """The engine replicas' process ids that answer now (Serve picks the replica of each call)."""
+    handle = serve.get_deployment_handle("Engine", APP)
+    pids = set()
+    for _ in range(12):
+        try:
+            pids.add(handle.pid.remote().result(timeout_s=10))
+        except Exception:  # a replica being replaced
+            pass
+    return pids
+
+
+def test_a_killed_engine_replica_is_restarted(cluster):
+    client, _, _ = cluster
+    before = engine_pids()
+    assert len(before) == 2
+    victim = sorted(before)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 300
+    while True:  # Serve notices the dead actor and starts a replacement
+        status = serve.status().applications[APP].deployments["Engine"]
+        pids = engine_pids() if status.replica_states.get("RUNNING", 0) == 2 else set()
+        if len(pids) == 2 and victim not in pids:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(1.0)
+    assert all(ask(client, m).status_code == 200 for m in (*ADAPTERS, "base"))
+
+
+def test_a_failing_health_check_replaces_the_engine_replica(cluster):
+    client, _, _ = cluster
+    before = engine_pids()
+    handle = serve.get_deployment_handle("Engine", APP)
+    handle.fail.remote().result()  # one replica now reports itself unhealthy (as with a dead vLLM)
+    deadline = time.monotonic() + 300
+    while not (len(after := engine_pids()) == 2 and len(after - before) == 1):
+        assert time.monotonic() < deadline
+        time.sleep(1.0)
+    assert all(ask(client, m).status_code == 200 for m in (*ADAPTERS, "base"))

@@ -1,0 +1,184 @@
+"""The Ray Serve ingress's logic in Serve's local testing mode (every deployment in this process)
+with the stub engine; the real cluster is in tests/integration/test_ray_cluster.py."""
+
+import asyncio
+import json
+
+import pytest
+
+pytest.importorskip("ray.serve")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from ray import serve  # noqa: E402
+
+from fedrouter.router.build import build_release  # noqa: E402
+from fedrouter.router.embed import HashEmbedder  # noqa: E402
+from fedrouter.serving.ray.app import RaySpec, build  # noqa: E402
+from fedrouter.serving.ray.engine import StubEngine  # noqa: E402
+from fedrouter.serving.ray.ingress import gateway_app  # noqa: E402
+from fedrouter.serving.registry import backend_adapter_name  # noqa: E402
+from tests.conftest import fake_adapter  # noqa: E402
+from tests.tiny import write_examples  # noqa: E402
+
+
+def make_release(folder, adapters):
+    return build_release(
+        folder,
+        base_model="base",
+        adapters=adapters,
+        examples=write_examples(folder.parent / f"ex-{folder.name}"),
+        embedder=HashEmbedder(256),
+    )
+
+
+@pytest.fixture
+def releases(tmp_path):
+    names = ("math", "geo", "sentiment")
+    v1 = make_release(tmp_path / "v1", {n: fake_adapter(tmp_path / "a1" / n, seed=i) for i, n in enumerate(names)})
+    v2 = make_release(tmp_path / "v2", {n: fake_adapter(tmp_path / "a2" / n, seed=9 + i) for i, n in enumerate(names)})
+    return v1, v2
+
+
+def local(deployment_app, name):
+    return serve.run(deployment_app, name=name, route_prefix=None, _local_testing_mode=True)
+
+
+class Recording(StubEngine):
+    """The stub engine, remembering what it was asked."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls: list[tuple[str | None, str]] = []
+
+    async def generate(self, path, body, adapter=None, folder=None):
+        self.calls.append((adapter, json.loads(body)["model"]))
+        async for item in super().generate(path, body, adapter, folder):
+            yield item
+
+    async def seen(self):
+        return self.calls
+
+
+class DiesMidAnswer(StubEngine):
+    """Sends the head and one chunk, then fails (an engine replica dying mid-generation)."""
+
+    calls = 0
+
+    async def answer(self, path, body):
+        DiesMidAnswer.calls += 1
+        yield {"status": 200, "content-type": "text/event-stream"}
+        yield b'data: {"choices":[{"text":"a"}]}\n\n'
+        raise RuntimeError("replica died")
+
+
+@pytest.fixture
+def gateway(releases):
+    engine = local(serve.deployment(Recording).bind(models_per_replica=2), "engine")
+    with TestClient(gateway_app({"release": str(releases[0].path)}, engine)) as client:
+        yield client, engine
+
+
+def chat(client, model, text="What is the capital of Italy?", **extra):
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def test_auto_goes_to_the_engine_under_the_adapters_content_name(gateway, releases):
+    client, engine = gateway
+    r = chat(client, "auto")
+    assert r.status_code == 200, r.text
+    geo = backend_adapter_name("geo", releases[0].manifest.digests["geo"])
+    assert engine.seen.remote().result()[-1] == (geo, geo)  # multiplexed id and vLLM model name
+    assert r.json()["model"] == "geo"  # clients only ever see the public name
+    assert r.headers["x-fedrouter-adapter"] == "geo" and r.headers["x-fedrouter-release"] == "v1"
+
+
+def test_base_model_requests_carry_no_adapter(gateway):
+    client, engine = gateway
+    r = client.post("/v1/completions", json={"model": "base", "prompt": "hi"})
+    assert r.status_code == 200 and r.json()["model"] == "base"
+    assert engine.seen.remote().result()[-1] == (None, "base")
+
+
+def test_streaming_passes_through_with_public_names(gateway):
+    client, _ = gateway
+    r = client.post("/v1/completions", json={"model": "math", "prompt": "hi", "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [line for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert [json.loads(e[6:])["model"] for e in events[:-1]] == ["math", "math"]
+
+
+def test_openai_errors_come_from_the_ingress(gateway):
+    client, engine = gateway
+    r = chat(client, "nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    r = chat(client, "auto", max_tokens=-1)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert engine.seen.remote().result() == []  # refused at the edge: no engine call
+
+
+def test_an_engine_dying_mid_answer_ends_the_stream_with_an_error_and_is_not_sent_again(releases):
+    DiesMidAnswer.calls = 0
+    engine = local(serve.deployment(DiesMidAnswer).bind(models_per_replica=2), "dying")
+    with TestClient(gateway_app({"release": str(releases[0].path)}, engine)) as client:
+        r = client.post("/v1/completions", json={"model": "base", "prompt": "hi", "stream": True})
+        events = [line for line in r.text.splitlines() if line.startswith("data: ")]
+        assert json.loads(events[0][6:])["choices"][0]["text"] == "a"  # what was delivered stays delivered
+        assert json.loads(events[-1][6:])["error"]["code"] == "service_unavailable"
+        assert DiesMidAnswer.calls == 1
+
+
+def test_retired_adapters_stay_in_the_engines(releases):
+    """An ingress retiring a release forgets its names but never unloads them from an engine:
+    another ingress may still be draining it; engines evict by LRU when they need room."""
+    v1, v2 = releases
+    engine = local(serve.deployment(Recording).bind(models_per_replica=8), "engine-retire")
+    app = gateway_app({"release": str(v1.path), "drain_timeout_s": 5}, engine)
+    with TestClient(app) as client:
+        assert chat(client, "geo").status_code == 200
+        assert client.portal.call(app.state.reloader.load, str(v2.path))["status"] == "switched"
+
+        async def retired():
+            await asyncio.gather(*app.state.reloader.retiring)
+
+        client.portal.call(retired)
+        r = chat(client, "geo")
+        assert r.headers["x-fedrouter-release"] == "v2"
+    geo_v1 = backend_adapter_name("geo", v1.manifest.digests["geo"])
+    assert geo_v1 in engine.loaded.remote().result()
+
+
+def test_publish_through_reconfigure_swaps_and_a_refused_release_keeps_the_old_one(releases, tmp_path):
+    v1, v2 = releases
+    spec = RaySpec(release=str(v1.path), engine="stub", engine_num_cpus=0, ingress_num_cpus=0)
+    ingress = local(build(spec.model_dump()), "fedrouter-local")
+    assert ingress.state.remote().result()["release"] == "v1"
+
+    ingress.reconfigure.remote({"release": str(v2.path)}).result()
+    assert ingress.state.remote().result()["release"] == "v2"
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    ingress.reconfigure.remote({"release": str(broken)}).result()  # does not raise: Serve would replace the replica
+    state = ingress.state.remote().result()
+    assert state["release"] == "v2" and str(broken) in state["refused"]
+
+    ingress.reconfigure.remote({"release": str(v1.path)}).result()  # rollback = publishing the previous one
+    assert ingress.state.remote().result()["release"] == "v1"
+
+
+def test_models_per_replica_defaults_to_the_adapters_share(releases):
+    v1, _ = releases  # 3 adapters
+    assert RaySpec(release=str(v1.path), engine_replicas=2).slots() == 2
+    assert RaySpec(release=str(v1.path), engine_replicas=3).slots() == 1
+    assert RaySpec(release=str(v1.path), engine_replicas=2, models_per_replica=5).slots() == 5
+
+
+def test_a_failed_stub_engine_fails_its_health_check():
+    engine = local(serve.deployment(StubEngine).bind(models_per_replica=1), "health")
+    engine.check_health.remote().result()
+    engine.fail.remote().result()
+    with pytest.raises(RuntimeError):
+        engine.check_health.remote().result()
