@@ -19,10 +19,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from fedrouter.router.release import load_release
 from fedrouter.serving.ray.engine import ENGINES
 from fedrouter.serving.ray.ingress import Ingress
+from fedrouter.serving.ray.ring_router import AdapterRingRouter
 
 APP = "fedrouter"  # the application's name in Serve
 
@@ -35,10 +37,14 @@ class RaySpec(BaseModel):
     engine_replicas: int = 1  # one per GPU, or per CPU node
     engine_num_cpus: float = 1.0
     engine_num_gpus: float = 0.0  # 1 per GPU; 0.5 for two replicas sharing one
-    # Adapters one engine replica holds; 0: ceil(K / engine_replicas) for the starting release's K.
-    # Serve sends an adapter's requests to a replica that holds it, and loads it on the replica
-    # with the fewest models otherwise: sized so, each adapter has one home (room for all on every
-    # replica splits an adapter's requests across replicas; less thrashes).
+    # Which engine replica takes an adapter's requests: "ring" (its home on a hash ring of the
+    # replicas, serving/ray/ring_router.py) or "serve" (Serve's own multiplexed routing: a replica
+    # that reported holding it, else the one with the fewest models).
+    router: str = "ring"
+    # Adapters one engine replica holds before Serve evicts the least recently used; 0: sized from
+    # the starting release's K adapters. "serve" needs ceil(K / n) exactly (room for more on every
+    # replica splits an adapter's requests); "ring" places by hash, so homes are uneven for small
+    # K: 2 x ceil(K / n), at most K (an adapter's slot is small next to the KV cache).
     models_per_replica: int = 0
     engine_options: dict[str, Any] = Field(default_factory=dict)  # the engine class's keyword arguments
     ingress_replicas: int = 1
@@ -51,13 +57,19 @@ class RaySpec(BaseModel):
         if self.models_per_replica > 0:
             return self.models_per_replica
         k = len(load_release(self.release).manifest.adapters)
-        return max(1, math.ceil(k / max(1, self.engine_replicas)))
+        share = max(1, math.ceil(k / max(1, self.engine_replicas)))
+        return share if self.router == "serve" else max(1, min(k, 2 * share))
 
 
 def build(args: dict[str, Any]) -> Application:
     spec = RaySpec(**args)
     if spec.engine not in ENGINES:
         raise ValueError(f"unknown engine {spec.engine!r} ({', '.join(ENGINES)})")
+    if spec.router not in ("ring", "serve"):
+        raise ValueError(f"unknown router {spec.router!r} (ring, serve)")
+    routing = {}
+    if spec.router == "ring":
+        routing["request_router_config"] = RequestRouterConfig(request_router_class=AdapterRingRouter)
     engine = serve.deployment(
         ENGINES[spec.engine],
         name="Engine",
@@ -65,6 +77,7 @@ def build(args: dict[str, Any]) -> Application:
         ray_actor_options={"num_cpus": spec.engine_num_cpus, "num_gpus": spec.engine_num_gpus},
         health_check_period_s=spec.health_check_period_s,
         max_ongoing_requests=spec.max_ongoing_requests,
+        **routing,
     ).bind(release=spec.release, models_per_replica=spec.slots(), **spec.engine_options)
     ingress = serve.deployment(
         Ingress,

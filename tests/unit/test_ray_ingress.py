@@ -3,6 +3,7 @@ with the stub engine; the real cluster is in tests/integration/test_ray_cluster.
 
 import asyncio
 import json
+from collections import Counter
 
 import pytest
 
@@ -171,8 +172,10 @@ def test_publish_through_reconfigure_swaps_and_a_refused_release_keeps_the_old_o
 
 def test_models_per_replica_defaults_to_the_adapters_share(releases):
     v1, _ = releases  # 3 adapters
-    assert RaySpec(release=str(v1.path), engine_replicas=2).slots() == 2
-    assert RaySpec(release=str(v1.path), engine_replicas=3).slots() == 1
+    assert RaySpec(release=str(v1.path), engine_replicas=2, router="serve").slots() == 2  # ceil(3 / 2)
+    assert RaySpec(release=str(v1.path), engine_replicas=3, router="serve").slots() == 1
+    assert RaySpec(release=str(v1.path), engine_replicas=3).slots() == 2  # ring: twice the share
+    assert RaySpec(release=str(v1.path), engine_replicas=2).slots() == 3  # ... at most K
     assert RaySpec(release=str(v1.path), engine_replicas=2, models_per_replica=5).slots() == 5
 
 
@@ -182,3 +185,37 @@ def test_a_failed_stub_engine_fails_its_health_check():
     engine.fail.remote().result()
     with pytest.raises(RuntimeError):
         engine.check_health.remote().result()
+
+
+class _Replica:
+    def __init__(self, unique_id):
+        self.replica_id = type("ReplicaID", (), {"unique_id": unique_id})()
+
+
+class _Pending:
+    def __init__(self, model):
+        self.metadata = type("Metadata", (), {"multiplexed_model_id": model})()
+
+
+async def test_the_ring_router_sends_an_adapter_home_from_any_ingress():
+    """Two routers (two ingress replicas) seeing the replicas in different orders agree on every
+    adapter's home; the others follow as the fallback rank; the base model spreads."""
+    from fedrouter.serving.ray.ring_router import AdapterRingRouter
+
+    replicas = [_Replica(i) for i in ("r-a", "r-b", "r-c")]
+    routers = []
+    for _ in range(2):
+        router = AdapterRingRouter.__new__(AdapterRingRouter)  # the ranking only: no Serve internals
+        router.initialize_state()
+        routers.append(router)
+    homes = Counter()
+    for n in range(30):
+        model = f"adapter{n}@{n:016x}"
+        a = await routers[0].choose_replicas(replicas, _Pending(model))
+        b = await routers[1].choose_replicas(list(reversed(replicas)), _Pending(model))
+        assert [r.replica_id.unique_id for r in a[0]] == [r.replica_id.unique_id for r in b[0]]
+        assert len(a) == 2 and {*a[0], *a[1]} == set(replicas)
+        homes[a[0][0].replica_id.unique_id] += 1
+    assert len(homes) == 3  # every replica is home to some adapters
+    base = await routers[0].choose_replicas(replicas, _Pending(""))
+    assert len(base) == 1 and len(base[0]) == 2
