@@ -179,12 +179,13 @@ class VLLMEngine(EngineCore):
 
 class StubEngine(EngineCore):
     """No model: answers like vLLM's OpenAI server with `model` as asked and the replica's id in
-    `system_fingerprint`, after `delay_s` (a generation's length). `fail()` makes its health
-    check fail, as a dead vLLM does."""
+    `system_fingerprint`, after `delay_s` (a generation's length; a request's `stub_delay_s`
+    overrides it). Counts the calls cancelled while generating; `fail()` makes its health check
+    fail, as a dead vLLM does."""
 
     def __init__(self, release: str | None = None, models_per_replica: int = 1, delay_s: float = 0.0, **_: Any):
         super().__init__(models_per_replica)
-        self.delay_s, self.healthy = delay_s, True
+        self.delay_s, self.healthy, self.cancelled = delay_s, True, 0
         self.adapters: set[str] = set()  # what a vLLM would have registered
 
     async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:
@@ -194,7 +195,11 @@ class StubEngine(EngineCore):
             yield {"status": 404, "content-type": "application/json"}
             yield orjson.dumps({"error": {"message": f"{model} not found", "type": "NotFoundError", "code": 404}})
             return
-        await asyncio.sleep(self.delay_s)
+        try:
+            await asyncio.sleep(float(req.get("stub_delay_s", self.delay_s)))
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         fingerprint = self.replica
         if req.get("stream"):
             yield {"status": 200, "content-type": "text/event-stream"}
@@ -208,6 +213,9 @@ class StubEngine(EngineCore):
         yield orjson.dumps(
             {"id": "stub", "model": model, "system_fingerprint": fingerprint, "choices": [{"text": "ok"}]}
         )
+
+    async def cancellations(self) -> tuple[int, int]:
+        return os.getpid(), self.cancelled
 
     async def load_adapter(self, name: str, folder: str) -> None:
         if not os.path.isdir(folder):

@@ -136,6 +136,23 @@ def test_a_refused_release_leaves_the_old_one_serving_everywhere(cluster, tmp_pa
     assert {ask(client, "geo").headers["x-fedrouter-release"] for _ in range(10)} == {"v1"}
 
 
+def test_a_client_that_goes_away_cancels_the_engine_call(cluster):
+    client, _, _ = cluster
+
+    def cancelled():
+        handle = serve.get_deployment_handle("Engine", APP)
+        return sum(dict(handle.cancellations.remote().result() for _ in range(12)).values())
+
+    before = cancelled()
+    with httpx.Client(base_url=client.base_url, timeout=httpx.Timeout(60, read=3)) as c:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+            c.post("/v1/completions", json={"model": "base", "prompt": "hi", "stub_delay_s": 600})
+    deadline = time.monotonic() + 120
+    while cancelled() == before:  # Serve's proxy cancels the ingress call, which cancels the engine's
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
 def engine_pids():
     """The engine replicas' process ids that answer now (Serve picks the replica of each call)."""
     handle = serve.get_deployment_handle("Engine", APP)

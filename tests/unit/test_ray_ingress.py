@@ -219,3 +219,15 @@ async def test_the_ring_router_sends_an_adapter_home_from_any_ingress():
     assert len(homes) == 3  # every replica is home to some adapters
     base = await routers[0].choose_replicas(replicas, _Pending(""))
     assert len(base) == 1 and len(base[0]) == 2
+
+
+def test_the_cli_has_serve_ray_and_release_publish(releases):
+    from fedrouter.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--ray", "--release", str(releases[0].path), "--engine-replicas", "2"])
+    assert args.ray and args.engine_replicas == 2
+    args = build_parser().parse_args(["release", "publish", str(releases[1].path)])
+    assert args.fn.__name__ == "cmd_publish" and args.ray_address == "auto"
+    bad = build_parser().parse_args(["serve", "--ray", "--release", str(releases[0].path), "--watch"])
+    with pytest.raises(ValueError, match="publishes releases"):  # refused before any Ray call
+        bad.fn(bad)
