@@ -179,8 +179,8 @@ class VLLMEngine(EngineCore):
 
 class StubEngine(EngineCore):
     """No model: answers like vLLM's OpenAI server with `model` as asked and the replica's id in
-    `system_fingerprint`, after `delay_s` (a generation's length; a request's `stub_delay_s`
-    overrides it). Counts the calls cancelled while generating; `fail()` makes its health check
+    `system_fingerprint`, after `delay_s` (a generation's length; a completion whose prompt is
+    "stub-sleep SECONDS" takes that long). Counts the calls cancelled while generating; `fail()` makes its health check
     fail, as a dead vLLM does."""
 
     def __init__(self, release: str | None = None, models_per_replica: int = 1, delay_s: float = 0.0, **_: Any):
@@ -196,7 +196,9 @@ class StubEngine(EngineCore):
             yield orjson.dumps({"error": {"message": f"{model} not found", "type": "NotFoundError", "code": 404}})
             return
         try:
-            await asyncio.sleep(float(req.get("stub_delay_s", self.delay_s)))
+            prompt = req.get("prompt")
+            sleep = isinstance(prompt, str) and prompt.startswith("stub-sleep ")
+            await asyncio.sleep(float(prompt.split()[1]) if sleep else self.delay_s)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise

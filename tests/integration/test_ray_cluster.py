@@ -146,7 +146,7 @@ def test_a_client_that_goes_away_cancels_the_engine_call(cluster):
     before = cancelled()
     with httpx.Client(base_url=client.base_url, timeout=httpx.Timeout(60, read=3)) as c:
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
-            c.post("/v1/completions", json={"model": "base", "prompt": "hi", "stub_delay_s": 600})
+            c.post("/v1/completions", json={"model": "base", "prompt": "stub-sleep 600"})
     deadline = time.monotonic() + 120
     while cancelled() == before:  # Serve's proxy cancels the ingress call, which cancels the engine's
         assert time.monotonic() < deadline
