@@ -57,6 +57,16 @@ class HandleTransport(httpx.AsyncBaseTransport):
         self._engine = engine  # a DeploymentHandle to the engine deployment
         self._base = base_model  # the engines serve the base model under this name
         self.adapters: dict[str, str] = {}  # content name -> adapter folder
+        self._handles: dict[str, Any] = {}  # model id -> handle with its options, made once
+
+    def _handle(self, model_id: str) -> Any:
+        handle = self._handles.get(model_id)
+        if handle is None:
+            if len(self._handles) > 4096:  # names of retired releases
+                self._handles.clear()
+            handle = self._engine.options(stream=True, multiplexed_model_id=model_id, method_name="generate")
+            self._handles[model_id] = handle
+        return handle
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -79,10 +89,8 @@ class HandleTransport(httpx.AsyncBaseTransport):
         content = await request.aread()
         model = orjson.loads(content).get("model", "")
         folder = self.adapters.get(model)
-        handle = self._engine.options(
-            stream=True, multiplexed_model_id=model if folder is not None else "", method_name="generate"
-        )
-        gen = handle.remote(path, content, model if folder is not None else None, folder)
+        adapter = model if folder is not None else None  # the base model has no model id: any replica
+        gen = self._handle(adapter or "").remote(path, content, adapter, folder)
         try:
             head = await gen.__anext__()
         except StopAsyncIteration:
