@@ -185,10 +185,11 @@ class StubEngine(EngineCore):
 
     def __init__(self, release: str | None = None, models_per_replica: int = 1, delay_s: float = 0.0, **_: Any):
         super().__init__(models_per_replica)
-        self.delay_s, self.healthy, self.cancelled = delay_s, True, 0
+        self.delay_s, self.healthy, self.cancelled, self.calls = delay_s, True, 0, 0
         self.adapters: set[str] = set()  # what a vLLM would have registered
 
     async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:
+        self.calls += 1
         req = orjson.loads(body)
         model = req["model"]
         if "@" in model and model not in self.adapters:
@@ -218,6 +219,9 @@ class StubEngine(EngineCore):
 
     async def cancellations(self) -> tuple[int, int]:
         return os.getpid(), self.cancelled
+
+    async def whoami(self) -> dict[str, Any]:
+        return {"replica": self.replica, "pid": os.getpid(), "calls": self.calls}
 
     async def load_adapter(self, name: str, folder: str) -> None:
         if not os.path.isdir(folder):

@@ -153,32 +153,54 @@ def test_a_client_that_goes_away_cancels_the_engine_call(cluster):
         time.sleep(0.5)
 
 
-def engine_pids():
-    """The engine replicas' process ids that answer now (Serve picks the replica of each call)."""
+def engines():
+    """The engine replicas that answer now, by replica id (Serve picks the replica of each call)."""
     handle = serve.get_deployment_handle("Engine", APP)
-    pids = set()
+    seen = {}
     for _ in range(12):
         try:
-            pids.add(handle.pid.remote().result(timeout_s=10))
+            me = handle.whoami.remote().result(timeout_s=10)
+            seen[me["replica"]] = me
         except Exception:  # a replica being replaced
             pass
-    return pids
+    return seen
 
 
-def test_a_killed_engine_replica_is_restarted(cluster):
+def engine_pids():
+    return {e["pid"] for e in engines().values()}
+
+
+def test_an_engine_replica_killed_mid_request_fails_that_request_once_and_is_restarted(cluster):
+    """Serve does not send a request again when the replica running it dies: the client gets the
+    gateway's 503 and no other replica ever sees the request; Serve starts a replacement."""
     client, _, _ = cluster
-    before = engine_pids()
-    assert len(before) == 2
-    victim = sorted(before)[0]
-    os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 300
+    home = ask(client, "math").json()["system_fingerprint"]
+    before = engines()
+    assert len(before) == 2 and home in before
+    answer = {}
+
+    def slow_request():
+        body = {"model": "math", "prompt": "stub-sleep 600"}
+        answer["r"] = client.post("/v1/completions", json=body)
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while engines().get(home, {}).get("calls", 0) == before[home]["calls"]:  # until the home has it
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.kill(before[home]["pid"], signal.SIGKILL)
+    thread.join(timeout=300)
+    r = answer["r"]
+    assert r.status_code == 503 and r.json()["error"]["code"] == "backend_unavailable", r.text
+    (other,) = set(before) - {home}
     while True:  # Serve notices the dead actor and starts a replacement
-        status = serve.status().applications[APP].deployments["Engine"]
-        pids = engine_pids() if status.replica_states.get("RUNNING", 0) == 2 else set()
-        if len(pids) == 2 and victim not in pids:
+        now = engines()
+        if len(now) == 2 and home not in now:
             break
-        assert time.monotonic() < deadline, status
+        assert time.monotonic() < deadline + 300, now
         time.sleep(1.0)
+    assert now[other]["calls"] == before[other]["calls"]  # the request was not sent to it again
     assert all(ask(client, m).status_code == 200 for m in (*ADAPTERS, "base"))
 
 
