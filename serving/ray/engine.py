@@ -1,11 +1,12 @@
 """The engine deployment: one replica per GPU (or CPU node), each supervising its own vLLM.
 
 A request arrives from an ingress replica through a DeploymentHandle with the adapter's content
-name (`name@digest`) as its multiplexed model id, and the adapter folder beside it. Ray Serve
-sends a request to a replica that already holds that model id when one does; a replica loads an
-adapter on first use (`@serve.multiplexed`, LRU beyond `models_per_replica`) and unloads it from
-its vLLM when Serve evicts it — never while a request of this replica still uses it. Nothing else
-ever unloads an adapter: no ingress can take one away from another ingress that still serves it.
+name (`name@digest`) as its multiplexed model id, and the adapter folder beside it. The request
+router (serving/ray/ring_router.py) sends an adapter's requests to its home replica; a replica
+loads an adapter on first use (`@serve.multiplexed`, LRU beyond `models_per_replica`) and unloads
+it from its vLLM when Serve evicts it — once no request of this replica uses it, and not if it
+was loaded again meanwhile. Nothing else ever unloads an adapter: no ingress can take one away
+from another ingress that still serves it.
 
 The answer is streamed back as it comes: first `{"status", "content-type"}`, then the body's bytes.
 Cancelling the handle call (the client went away) cancels the generator here, which closes the
@@ -46,6 +47,8 @@ class EngineCore:
         self._loads: Counter[str] = Counter()  # how many times each name was loaded here
         self._idle = asyncio.Condition()
         self._kept: dict[str, Any] = {}  # local testing mode only
+        self._locks: dict[str, asyncio.Lock] = {}  # per content name: a load and an unload never interleave
+        self._unloading: set[asyncio.Task] = set()
 
         # The per-replica model count is a deployment argument, so the loader is wrapped here
         # rather than with a decorator at class definition.
@@ -85,19 +88,31 @@ class EngineCore:
             self._kept[model] = await self._load(model)
 
     async def _load(self, model_id: str) -> Any:
-        self._loads[model_id] += 1
-        generation = self._loads[model_id]
-        await self.load_adapter(model_id, self._paths[model_id])
+        async with self._lock(model_id):
+            self._loads[model_id] += 1
+            generation = self._loads[model_id]
+            await self.load_adapter(model_id, self._paths[model_id])
 
-        async def unload() -> None:  # called by Serve on LRU eviction (an instance attribute:
-            async with self._idle:  # the garbage collector never calls it)
-                await self._idle.wait_for(lambda: self._inflight[model_id] <= 0)
-            if self._loads[model_id] == generation:  # not loaded again meanwhile
-                await self.unload_adapter(model_id)
+        async def evicted() -> None:
+            """Called by Serve on LRU eviction, inside the lock it loads models under: the unload
+            runs in the background, so a load on this replica never waits for a long generation."""
+            task = asyncio.get_running_loop().create_task(self._unload_when_idle(model_id, generation))
+            self._unloading.add(task)
+            task.add_done_callback(self._unloading.discard)
 
         loaded = _Loaded(model_id)
-        loaded.__del__ = unload
+        loaded.__del__ = evicted  # an instance attribute: Serve calls it, the garbage collector never does
         return loaded
+
+    async def _unload_when_idle(self, model_id: str, generation: int) -> None:
+        async with self._idle:
+            await self._idle.wait_for(lambda: self._inflight[model_id] <= 0)
+        async with self._lock(model_id):  # not between a reload's count and its load
+            if self._loads[model_id] == generation:  # not loaded again since this eviction
+                await self.unload_adapter(model_id)
+
+    def _lock(self, model_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(model_id, asyncio.Lock())
 
     @property
     def replica(self) -> str:
@@ -185,11 +200,11 @@ class StubEngine(EngineCore):
 
     def __init__(self, release: str | None = None, models_per_replica: int = 1, delay_s: float = 0.0, **_: Any):
         super().__init__(models_per_replica)
-        self.delay_s, self.healthy, self.cancelled, self.calls = delay_s, True, 0, 0
+        self.delay_s, self.healthy, self.cancelled, self.answered = delay_s, True, 0, 0
         self.adapters: set[str] = set()  # what a vLLM would have registered
 
     async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:
-        self.calls += 1
+        self.answered += 1
         req = orjson.loads(body)
         model = req["model"]
         if "@" in model and model not in self.adapters:
@@ -221,7 +236,7 @@ class StubEngine(EngineCore):
         return os.getpid(), self.cancelled
 
     async def whoami(self) -> dict[str, Any]:
-        return {"replica": self.replica, "pid": os.getpid(), "calls": self.calls}
+        return {"replica": self.replica, "pid": os.getpid(), "answered": self.answered}
 
     async def load_adapter(self, name: str, folder: str) -> None:
         if not os.path.isdir(folder):

@@ -231,3 +231,33 @@ def test_the_cli_has_serve_ray_and_release_publish(releases):
     bad = build_parser().parse_args(["serve", "--ray", "--release", str(releases[0].path), "--watch"])
     with pytest.raises(ValueError, match="publishes releases"):  # refused before any Ray call
         bad.fn(bad)
+
+
+async def test_an_evicted_adapter_leaves_vllm_after_its_last_request_unless_loaded_again(tmp_path):
+    """What Serve's LRU eviction (`__del__` of the loaded model) does in an engine: the adapter
+    stays while a request of this replica uses it, goes after, and stays if loaded again since."""
+    engine = StubEngine(models_per_replica=1)
+    folder = str(fake_adapter(tmp_path / "a"))
+
+    async def drain(gen):
+        return [item async for item in gen]
+
+    body = json.dumps({"model": "a@1", "prompt": "stub-sleep 600"}).encode()
+    running = asyncio.create_task(drain(engine.generate("/v1/completions", body, "a@1", folder)))
+    while "a@1" not in engine.adapters:
+        await asyncio.sleep(0.01)
+    await engine._kept["a@1"].__del__()  # Serve evicts it while the request runs
+    for _ in range(20):  # the background unload runs as far as it can
+        await asyncio.sleep(0)
+    assert "a@1" in engine.adapters
+    running.cancel()  # the request ends (here: its client went away)
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await asyncio.gather(*engine._unloading)
+    assert "a@1" not in engine.adapters and engine.cancelled == 1
+
+    evicted = await engine._load("a@1")
+    await evicted.__del__()
+    await engine._load("a@1")  # requested again before the unload ran
+    await asyncio.gather(*engine._unloading)
+    assert "a@1" in engine.adapters
