@@ -12,9 +12,10 @@ The answer is streamed back as it comes: first `{"status", "content-type"}`, the
 Cancelling the handle call (the client went away) cancels the generator here, which closes the
 connection to vLLM: vLLM aborts the generation.
 
-Two variants, one registry (`ENGINES`): `vllm` (the real one; vLLM listens on loopback with a
-random key, so only its replica can reach it) and `stub` (an answer naming the replica, for tests
-of the ingress and of Serve's placement without a model).
+Variants in one registry (`ENGINES`): `vllm` (the real one; vLLM listens on loopback with a
+random key, so only its replica can reach it), `stub` (an answer naming the replica, for tests
+of the ingress and of Serve's placement without a model) and `attached` (a running OpenAI server
+at a URL: the benchmark's stand-in that answers at once).
 """
 
 from __future__ import annotations
@@ -140,33 +141,14 @@ class _Loaded:
         self.name = name
 
 
-class VLLMEngine(EngineCore):
-    """A replica supervising its own vLLM OpenAI server (flags from the release it starts with)."""
+class HTTPEngine(EngineCore):
+    """A replica in front of one OpenAI server reached over HTTP (vLLM's, or a stand-in)."""
 
-    def __init__(
-        self,
-        release: str,
-        models_per_replica: int,
-        vllm_args: list[str] | None = None,
-        kv_cache_gib: int = 2,
-        start_timeout_s: float = 900.0,
-        request_timeout_s: float = 600.0,
-    ):
+    def __init__(self, url: str, api_key: str | None, models_per_replica: int, request_timeout_s: float = 600.0):
         super().__init__(models_per_replica)
-        rel = load_release(release)
-        port = _free_port()
-        slots = str(max(1, models_per_replica))
-        # --max-loras after the release's own flags (argparse keeps the last): this replica holds
-        # at most its share of the adapters, so that is all vLLM reserves room for.
-        extra = [*(vllm_args or []), "--max-loras", slots, "--max-cpu-loras", slots]
-        key = secrets.token_urlsafe(32)
-        self.supervisor = VLLMSupervisor("127.0.0.1", port, extra, kv_cache_gib, None, key)
-        self.supervisor.start(rel)
-        self.supervisor.wait_healthy(start_timeout_s)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
-        self.client = httpx.AsyncClient(
-            base_url=self.supervisor.url, timeout=timeout, headers={"authorization": f"Bearer {key}"}
-        )
+        self.client = httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers)
 
     async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:
         headers = {"content-type": "application/json"}
@@ -182,6 +164,37 @@ class VLLMEngine(EngineCore):
 
     async def unload_adapter(self, name: str) -> None:
         await self.client.post("/v1/unload_lora_adapter", json={"lora_name": name})
+
+
+class AttachedEngine(HTTPEngine):
+    """A replica in front of an OpenAI server it does not start (`url`): benchmarks against a stub
+    that answers at once, so that the Ray hops are measured alone."""
+
+    def __init__(self, url: str, models_per_replica: int, release: str | None = None, api_key: str | None = None):
+        super().__init__(url, api_key, models_per_replica)
+
+
+class VLLMEngine(HTTPEngine):
+    """A replica supervising its own vLLM OpenAI server (flags from the release it starts with)."""
+
+    def __init__(
+        self,
+        release: str,
+        models_per_replica: int,
+        vllm_args: list[str] | None = None,
+        kv_cache_gib: int = 2,
+        start_timeout_s: float = 900.0,
+        request_timeout_s: float = 600.0,
+    ):
+        slots = str(max(1, models_per_replica))
+        # --max-loras after the release's own flags (argparse keeps the last): this replica holds
+        # at most its share of the adapters, so that is all vLLM reserves room for.
+        extra = [*(vllm_args or []), "--max-loras", slots, "--max-cpu-loras", slots]
+        key = secrets.token_urlsafe(32)
+        self.supervisor = VLLMSupervisor("127.0.0.1", _free_port(), extra, kv_cache_gib, None, key)
+        self.supervisor.start(load_release(release))
+        self.supervisor.wait_healthy(start_timeout_s)
+        super().__init__(self.supervisor.url, key, models_per_replica, request_timeout_s)
 
     def check_health(self) -> None:
         """Raising makes Serve replace this replica (and with it, its vLLM)."""
@@ -257,7 +270,7 @@ class StubEngine(EngineCore):
             raise RuntimeError("stub engine told to fail")
 
 
-ENGINES: dict[str, type[EngineCore]] = {"vllm": VLLMEngine, "stub": StubEngine}
+ENGINES: dict[str, type[EngineCore]] = {"vllm": VLLMEngine, "stub": StubEngine, "attached": AttachedEngine}
 
 
 def replica_id() -> str:
