@@ -82,6 +82,21 @@ class EngineCore:
             async with self._idle:
                 self._idle.notify_all()
 
+    async def complete(
+        self, path: str, body: bytes, adapter: str | None = None, folder: str | None = None
+    ) -> tuple[Head, bytes]:
+        """`generate` for an answer that is not streamed: head and body in one result (a unary
+        call costs Ray one object where a streamed one costs one per item)."""
+        head: Head | None = None
+        parts: list[bytes] = []
+        async for item in self.generate(path, body, adapter, folder):
+            if head is None:
+                head = item  # type: ignore[assignment]
+            else:
+                parts.append(item)  # type: ignore[arg-type]
+        assert head is not None
+        return head, b"".join(parts)
+
     async def _ensure(self, model: str) -> None:
         if self.replica != "local":
             await self._adapter(model)

@@ -6,8 +6,10 @@ on Ray the same gateway code runs unchanged with this transport in its place, so
 for both. What it answers:
 
 - `POST /v1/chat/completions`, `/v1/completions` -> an engine replica, through the handle with the
-  adapter's content name as multiplexed model id (Serve prefers a replica that holds it; the base
-  model has none and spreads), the adapter folder beside it, the answer streamed through;
+  adapter's content name as multiplexed model id (the engines' request router sends it to the
+  adapter's home; the base model has none and spreads), the adapter folder beside it; a streamed
+  request is streamed through (`generate`), any other is one unary call (`complete`: Ray moves one
+  object instead of one per item);
 - `POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter` -> this ingress's name -> folder map only:
   engines load an adapter on its first request and unload it when Serve evicts it, so an ingress
   never unloads what another ingress (still draining an older release) uses;
@@ -57,15 +59,17 @@ class HandleTransport(httpx.AsyncBaseTransport):
         self._engine = engine  # a DeploymentHandle to the engine deployment
         self._base = base_model  # the engines serve the base model under this name
         self.adapters: dict[str, str] = {}  # content name -> adapter folder
-        self._handles: dict[str, Any] = {}  # model id -> handle with its options, made once
+        self._handles: dict[tuple[str, bool], Any] = {}  # (model id, streamed) -> handle, made once
 
-    def _handle(self, model_id: str) -> Any:
-        handle = self._handles.get(model_id)
+    def _handle(self, model_id: str, stream: bool) -> Any:
+        key = (model_id, stream)
+        handle = self._handles.get(key)
         if handle is None:
             if len(self._handles) > 4096:  # names of retired releases
                 self._handles.clear()
-            handle = self._engine.options(stream=True, multiplexed_model_id=model_id, method_name="generate")
-            self._handles[model_id] = handle
+            method = "generate" if stream else "complete"
+            handle = self._engine.options(stream=stream, multiplexed_model_id=model_id, method_name=method)
+            self._handles[key] = handle
         return handle
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -87,10 +91,21 @@ class HandleTransport(httpx.AsyncBaseTransport):
 
     async def _generate(self, request: httpx.Request, path: str) -> httpx.Response:
         content = await request.aread()
-        model = orjson.loads(content).get("model", "")
+        req = orjson.loads(content)
+        model = req.get("model", "")
         folder = self.adapters.get(model)
         adapter = model if folder is not None else None  # the base model has no model id: any replica
-        gen = self._handle(adapter or "").remote(path, content, adapter, folder)
+        if not req.get("stream"):  # one unary call: head and body together
+            response = self._handle(adapter or "", False).remote(path, content, adapter, folder)
+            try:
+                head, body = await response
+            except Exception as e:  # delivered or not, unknown: never sent again
+                raise httpx.ReadError(f"engine call failed: {e!r}"[:500]) from None
+            except BaseException:  # cancelled (the client went away): so is the engine call
+                response.cancel()
+                raise
+            return httpx.Response(head["status"], headers={"content-type": head["content-type"]}, content=body)
+        gen = self._handle(adapter or "", True).remote(path, content, adapter, folder)
         try:
             head = await gen.__anext__()
         except StopAsyncIteration:
