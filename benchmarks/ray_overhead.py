@@ -12,7 +12,8 @@ code): seconds from the config update to every ingress replica serving the relea
 
     python -m benchmarks.ray_overhead [--n 200] [--runs 3] [--publishes 4]
 
-Writes benchmarks/results/ray_overhead.json. Throughput at concurrency 8-32 with real vLLM
+`--router serve` uses Serve's own request router for the engines instead of the ring. Writes
+benchmarks/results/ray_overhead.json. Throughput at concurrency 8-32 with real vLLM
 replicas, and the share of home hits under load, are not measured here (see the README).
 """
 
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--publishes", type=int, default=4)
     ap.add_argument("--work", default="runs/bench/ray")
+    ap.add_argument("--router", choices=["ring", "serve"], default="ring", help="the engines' request router")
     args = ap.parse_args()
 
     import ray
@@ -57,6 +59,7 @@ def main() -> None:
     spec = RaySpec(
         release=str(Path(v1).resolve()),
         engine="attached",
+        router=args.router,
         engine_options={"url": stub_url},
         engine_num_cpus=0.5,
         ingress_num_cpus=0.5,
@@ -112,7 +115,14 @@ def main() -> None:
     result = {
         "benchmark": "ray_overhead",
         "machine": machine(),
-        "settings": {"n": args.n, "runs": args.runs, "ingress_replicas": 1, "engine_replicas": 1, "embedder": "static"},
+        "settings": {
+            "n": args.n,
+            "runs": args.runs,
+            "router": args.router,
+            "ingress_replicas": 1,
+            "engine_replicas": 1,
+            "embedder": "static",
+        },
         "p50_ms": {p: p50s(p) for p in PATHS},
         "ray_over_gateway_ms": {
             "explicit": added("ray_explicit", "gateway_explicit"),
@@ -132,7 +142,7 @@ def render(r: dict) -> str:
     m = r["machine"]
     rows = [
         f"### Ray Serve path against the single gateway, stub engine ({m['cores']} cores {m['cpu']}, "
-        f"Python {m['python']}, Ray ingress + 1 engine replica, {m['date']})",
+        f"Python {m['python']}, Ray ingress + 1 engine replica, {r['settings'].get('router', 'ring')} router, {m['date']})",
         "",
         "| path | p50 per run (ms) |",
         "|---|---|",
