@@ -22,11 +22,13 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from fedrouter.router.release import load_release
-from fedrouter.serving.ray.engine import ENGINES
+from fedrouter.serving.ray.engine import AttachedEngine, EngineCore, VLLMEngine
 from fedrouter.serving.ray.ingress import Ingress
 from fedrouter.serving.ray.ring_router import AdapterRingRouter
+from fedrouter.serving.ray.stub_engine import StubEngine
 
 APP = "fedrouter"  # the application's name in Serve
+ENGINES: dict[str, type[EngineCore]] = {"vllm": VLLMEngine, "stub": StubEngine, "attached": AttachedEngine}
 
 
 class RaySpec(BaseModel):

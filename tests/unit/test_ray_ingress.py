@@ -15,8 +15,8 @@ from ray import serve  # noqa: E402
 from fedrouter.router.build import build_release  # noqa: E402
 from fedrouter.router.embed import HashEmbedder  # noqa: E402
 from fedrouter.serving.ray.app import RaySpec, build  # noqa: E402
-from fedrouter.serving.ray.engine import StubEngine  # noqa: E402
 from fedrouter.serving.ray.ingress import gateway_app  # noqa: E402
+from fedrouter.serving.ray.stub_engine import StubEngine  # noqa: E402
 from fedrouter.serving.registry import backend_adapter_name  # noqa: E402
 from tests.conftest import fake_adapter  # noqa: E402
 from tests.tiny import write_examples  # noqa: E402
