@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ pytest.importorskip("ray.serve")
 
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
+from ray.serve.exceptions import DeploymentUnavailableError  # noqa: E402
 
 from fedrouter.router.build import build_release  # noqa: E402
 from fedrouter.router.embed import HashEmbedder  # noqa: E402
@@ -151,6 +153,54 @@ def test_a_client_that_goes_away_cancels_the_engine_call(cluster):
     while cancelled() == before:  # Serve's proxy cancels the ingress call, which cancels the engine's
         assert time.monotonic() < deadline
         time.sleep(0.5)
+
+
+@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.05})
+class Raiser:
+    """A replica whose `reconfigure` raises on `{"ok": false}`."""
+
+    def reconfigure(self, config):
+        if not config["ok"]:
+            raise ValueError("refused")
+
+    def __call__(self):
+        return os.getpid()
+
+
+raiser = Raiser.bind()
+
+
+def test_serve_replaces_a_replica_whose_reconfigure_raises(cluster):
+    """Why the ingress's `reconfigure` never raises (serving/ray/ingress.py): Serve stops a replica
+    whose `reconfigure` raised on a config update and starts new ones with that config (which
+    fail too), then marks the deployment DEPLOY_FAILED."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    from fedrouter.serving.ray.cluster import deployed_config
+
+    def config(ok):
+        raiser_app = {
+            "name": "raiser",
+            "route_prefix": "/raiser",
+            "import_path": "tests.integration.test_ray_cluster:raiser",
+            "runtime_env": {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}},
+            "deployments": [{"name": "Raiser", "user_config": {"ok": ok}}],
+        }
+        return ServeDeploySchema(applications=[deployed_config(), raiser_app])  # the fedrouter app stays
+
+    client = serve_start()
+    client.deploy_apps(config(True), _blocking=True)
+    assert serve.get_app_handle("raiser").remote().result() > 0  # serving with a good config
+    client.deploy_apps(config(False))
+    deadline = time.monotonic() + 300
+    while serve.status().applications["raiser"].status != "DEPLOY_FAILED":
+        assert time.monotonic() < deadline, serve.status().applications["raiser"]
+        time.sleep(1.0)
+    assert "failed" in serve.status().applications["raiser"].deployments["Raiser"].message.lower()
+    with pytest.raises(DeploymentUnavailableError):  # no calls taken, whatever replica still runs
+        serve.get_app_handle("raiser").remote().result(timeout_s=10)
+    serve.delete("raiser")
 
 
 def engines():
