@@ -261,3 +261,38 @@ async def test_an_evicted_adapter_leaves_vllm_after_its_last_request_unless_load
     await engine._load("a@1")  # requested again before the unload ran
     await asyncio.gather(*engine._unloading)
     assert "a@1" in engine.adapters
+
+
+def test_serve_ray_maps_its_flags_onto_the_application(releases, monkeypatch):
+    import ray as ray_module
+
+    import fedrouter.serving.ray.cluster as cluster
+    from fedrouter.cli import build_parser
+
+    deployed = {}
+    monkeypatch.setattr(ray_module, "init", lambda address=None, **kw: deployed.setdefault("address", address))
+    monkeypatch.setattr(cluster, "deploy", lambda spec, host, port: deployed.update(spec=spec, host=host, port=port))
+    argv = ["serve", "--ray", "--ray-address", "auto", "--release", str(releases[0].path), "--port", "9123"]
+    argv += ["--engine-replicas", "2", "--engine-gpus", "0.5", "--vllm-arg=--gpu-memory-utilization=0.4"]
+    args = build_parser().parse_args(argv)
+    args.fn(args)  # returns at once with --ray-address (the cluster outlives the command)
+    spec = deployed["spec"]
+    assert deployed["address"] == "auto" and deployed["port"] == 9123
+    assert (spec.engine, spec.engine_replicas, spec.engine_num_gpus) == ("vllm", 2, 0.5)
+    assert spec.engine_options == {"vllm_args": ["--gpu-memory-utilization=0.4"]}
+    assert spec.release == str(releases[0].path.resolve())
+
+
+def test_release_publish_exits_1_when_a_replica_refused(releases, monkeypatch, capsys):
+    import ray as ray_module
+
+    import fedrouter.serving.ray.cluster as cluster
+    from fedrouter.cli import build_parser
+
+    monkeypatch.setattr(ray_module, "init", lambda **kw: None)
+    result = {"release": "v2", "path": "p", "seconds": 0.1, "replicas": {"a": "p"}, "refused": {"b": "why"}}
+    monkeypatch.setattr(cluster, "publish", lambda release, timeout_s: result)
+    args = build_parser().parse_args(["release", "publish", str(releases[1].path)])
+    with pytest.raises(SystemExit) as e:
+        args.fn(args)
+    assert e.value.code == 1 and json.loads(capsys.readouterr().out)["refused"] == {"b": "why"}
