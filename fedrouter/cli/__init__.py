@@ -5,6 +5,8 @@ fedrouter release build --out DIR ...         a release from existing PEFT adapt
 fedrouter release inspect DIR                 the manifest as a table
 fedrouter route "prompt" --release DIR        which adapter a prompt goes to
 fedrouter serve --release DIR                 the routed OpenAI-compatible gateway
+fedrouter serve --ray --release DIR           the same past one machine: Ray Serve ingress + vLLM engines
+fedrouter release publish DIR                 publish a release to every ingress of a --ray application
 fedrouter train --out runs/NAME ...           federated training (Flower simulation) -> a release
 fedrouter eval --release DIR                  scores per task with routing as the gateway routes
 fedrouter data export --scenario S --out DIR  the train/test data a run would use, as JSONL per client

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from fedrouter.cli import cluster
 from fedrouter.router.embed import KINDS as EMBEDDER_KINDS
 
 
@@ -33,6 +34,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     inspect.add_argument("release")
     inspect.add_argument("--json", action="store_true", help="the raw manifest")
     inspect.set_defaults(fn=cmd_release_inspect)
+    cluster.add_publish(release)
 
     route = sub.add_parser("route", help="show where prompts are routed")
     route.add_argument("prompt", nargs="+")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fedrouter.cli import cluster
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="the routed OpenAI-compatible gateway in front of vLLM")
@@ -50,10 +52,13 @@ def add(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="a proxy in front authenticates clients and names them in x-fedrouter-client",
     )
+    cluster.add_serve_flags(serve)
     serve.set_defaults(fn=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    if args.ray:
+        return cluster.cmd_serve_ray(args)
     import logging
 
     import uvicorn

@@ -1,0 +1,92 @@
+"""The Serve application: an ingress deployment in front of an engine deployment.
+
+    clients --HTTP--> Serve proxy --> Ingress replicas (gateway: route auto -> adapter -> content name)
+                                         | DeploymentHandle, multiplexed_model_id = content name
+                                         v
+                                      Engine replicas (one per GPU / CPU node, each with its vLLM)
+
+`build(args)` is Serve's application builder (import path `fedrouter.serving.ray.app:build`),
+so the application is deployed from a config and a publish changes only the ingress's
+`user_config` (a config whose code version — import path and args — is unchanged is applied in
+place: no replica restarts). `RaySpec` is the whole of that config's `args`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
+
+from fedrouter.router.release import load_release
+from fedrouter.serving.ray.engine import AttachedEngine, EngineCore, VLLMEngine
+from fedrouter.serving.ray.ingress import Ingress
+from fedrouter.serving.ray.ring_router import AdapterRingRouter
+from fedrouter.serving.ray.stub_engine import StubEngine
+
+APP = "fedrouter"  # the application's name in Serve
+ENGINES: dict[str, type[EngineCore]] = {"vllm": VLLMEngine, "stub": StubEngine, "attached": AttachedEngine}
+
+
+class RaySpec(BaseModel):
+    """What `fedrouter serve --ray` deploys (the application's `args`)."""
+
+    release: str  # the release the replicas start with (published ones replace it)
+    engine: str = "vllm"  # a key of ENGINES: "vllm", or "stub" (tests)
+    engine_replicas: int = 1  # one per GPU, or per CPU node
+    engine_num_cpus: float = 1.0
+    engine_num_gpus: float = 0.0  # 1 per GPU; 0.5 for two replicas sharing one
+    # Which engine replica takes an adapter's requests: "ring" (its home on a hash ring of the
+    # replicas, serving/ray/ring_router.py) or "serve" (Serve's own multiplexed routing: a replica
+    # that reported holding it, else the one with the fewest models).
+    router: str = "ring"
+    # Adapters one engine replica holds before Serve evicts the least recently used; 0: sized from
+    # the starting release's K adapters. "serve" needs ceil(K / n) exactly (room for more on every
+    # replica splits an adapter's requests); "ring" places by hash, so homes are uneven for small
+    # K: 2 x ceil(K / n), at most K (an adapter's slot is small next to the KV cache).
+    models_per_replica: int = 0
+    engine_options: dict[str, Any] = Field(default_factory=dict)  # the engine class's keyword arguments
+    ingress_replicas: int = 1
+    ingress_num_cpus: float = 0.5
+    gateway: dict[str, Any] = Field(default_factory=dict)  # GatewaySettings fields (release excluded)
+    health_check_period_s: float = 10.0
+    max_ongoing_requests: int = 256  # per replica; the gateway's own limits apply before this
+
+    def slots(self) -> int:
+        if self.models_per_replica > 0:
+            return self.models_per_replica
+        k = len(load_release(self.release).manifest.adapters)
+        share = max(1, math.ceil(k / max(1, self.engine_replicas)))
+        return share if self.router == "serve" else max(1, min(k, 2 * share))
+
+
+def build(args: dict[str, Any]) -> Application:
+    spec = RaySpec(**args)
+    if spec.engine not in ENGINES:
+        raise ValueError(f"unknown engine {spec.engine!r} ({', '.join(ENGINES)})")
+    if spec.router not in ("ring", "serve"):
+        raise ValueError(f"unknown router {spec.router!r} (ring, serve)")
+    routing = {}
+    if spec.router == "ring":
+        routing["request_router_config"] = RequestRouterConfig(request_router_class=AdapterRingRouter)
+    engine = serve.deployment(
+        ENGINES[spec.engine],
+        name="Engine",
+        num_replicas=spec.engine_replicas,
+        ray_actor_options={"num_cpus": spec.engine_num_cpus, "num_gpus": spec.engine_num_gpus},
+        health_check_period_s=spec.health_check_period_s,
+        max_ongoing_requests=spec.max_ongoing_requests,
+        **routing,
+    ).bind(release=spec.release, models_per_replica=spec.slots(), **spec.engine_options)
+    ingress = serve.deployment(
+        Ingress,
+        name="Ingress",
+        num_replicas=spec.ingress_replicas,
+        ray_actor_options={"num_cpus": spec.ingress_num_cpus},
+        max_ongoing_requests=spec.max_ongoing_requests,
+        user_config={"release": spec.release},
+    )
+    return ingress.bind({**spec.gateway, "release": spec.release}, engine)

@@ -1,0 +1,232 @@
+"""The engine deployment: one replica per GPU (or CPU node), each supervising its own vLLM.
+
+A request arrives from an ingress replica through a DeploymentHandle with the adapter's content
+name (`name@digest`) as its multiplexed model id, and the adapter folder beside it. The request
+router (serving/ray/ring_router.py) sends an adapter's requests to its home replica; a replica
+loads an adapter on first use (`@serve.multiplexed`, LRU beyond `models_per_replica`) and unloads
+it from its vLLM when Serve evicts it — once no request of this replica uses it, and not if it
+was loaded again meanwhile. Nothing else ever unloads an adapter: no ingress can take one away
+from another ingress that still serves it.
+
+The answer is streamed back as it comes: first `{"status", "content-type"}`, then the body's bytes.
+Cancelling the handle call (the client went away) cancels the generator here, which closes the
+connection to vLLM: vLLM aborts the generation.
+
+Variants in one registry (`ENGINES`, serving/ray/app.py): `vllm` (the real one; vLLM listens on
+loopback with a random key, so only its replica can reach it), `attached` (a running OpenAI
+server at a URL: the benchmark's stand-in that answers at once) and `stub`
+(serving/ray/stub_engine.py: no model, for tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from ray import serve
+
+from fedrouter.router.release import load_release
+from fedrouter.serving.supervisor import VLLMSupervisor
+
+Head = dict[str, Any]  # {"status": int, "content-type": str}, the first item of every answer
+
+
+class EngineCore:
+    """What both engine variants share: multiplexed adapter loading and the in-flight count per
+    adapter that keeps an evicted adapter in vLLM until its last request here is answered."""
+
+    def __init__(self, models_per_replica: int):
+        self._paths: dict[str, str] = {}  # content name -> adapter folder, as the ingress sent it
+        self._inflight: Counter[str] = Counter()
+        self._loads: Counter[str] = Counter()  # how many times each name was loaded here
+        self._idle = asyncio.Condition()
+        self._kept: dict[str, Any] = {}  # local testing mode only
+        self._locks: dict[str, asyncio.Lock] = {}  # per content name: a load and an unload never interleave
+        self._unloading: set[asyncio.Task] = set()
+
+        # The per-replica model count is a deployment argument, so the loader is wrapped here
+        # rather than with a decorator at class definition.
+        async def adapter(model_id: str) -> Any:
+            return await self._load(model_id)
+
+        self._adapter = serve.multiplexed(max_num_models_per_replica=max(1, models_per_replica))(adapter)
+
+    async def generate(
+        self, path: str, body: bytes, adapter: str | None = None, folder: str | None = None
+    ) -> AsyncIterator[Head | bytes]:
+        """One OpenAI request (`body` as vLLM takes it). `adapter`: its content name, also the
+        call's multiplexed model id (which only steers Serve's choice of replica; local testing
+        mode does not carry it), with its `folder`; None for the base model."""
+        model = adapter
+        if not model:  # the base model: any replica
+            async for item in self.answer(path, body):
+                yield item
+            return
+        if folder is None:
+            raise ValueError(f"adapter {model!r} comes without its folder")
+        self._paths[model] = folder
+        self._inflight[model] += 1
+        try:
+            await self._ensure(model)
+            async for item in self.answer(path, body):
+                yield item
+        finally:
+            self._inflight[model] -= 1
+            async with self._idle:
+                self._idle.notify_all()
+
+    async def complete(
+        self, path: str, body: bytes, adapter: str | None = None, folder: str | None = None
+    ) -> tuple[Head, bytes]:
+        """`generate` for an answer that is not streamed: head and body in one result (a unary
+        call costs Ray one object where a streamed one costs one per item)."""
+        head: Head | None = None
+        parts: list[bytes] = []
+        async for item in self.generate(path, body, adapter, folder):
+            if head is None:
+                head = item  # type: ignore[assignment]
+            else:
+                parts.append(item)  # type: ignore[arg-type]
+        assert head is not None
+        return head, b"".join(parts)
+
+    async def _ensure(self, model: str) -> None:
+        if self.replica != "local":
+            await self._adapter(model)
+        elif model not in self._kept:  # local testing mode has no @serve.multiplexed: load once, keep
+            self._kept[model] = await self._load(model)
+
+    async def _load(self, model_id: str) -> Any:
+        async with self._lock(model_id):
+            self._loads[model_id] += 1
+            generation = self._loads[model_id]
+            await self.load_adapter(model_id, self._paths[model_id])
+
+        async def evicted() -> None:
+            """Called by Serve on LRU eviction, inside the lock it loads models under: the unload
+            runs in the background, so a load on this replica never waits for a long generation."""
+            task = asyncio.get_running_loop().create_task(self._unload_when_idle(model_id, generation))
+            self._unloading.add(task)
+            task.add_done_callback(self._unloading.discard)
+
+        loaded = _Loaded(model_id)
+        loaded.__del__ = evicted  # an instance attribute: Serve calls it, the garbage collector never does
+        return loaded
+
+    async def _unload_when_idle(self, model_id: str, generation: int) -> None:
+        async with self._idle:
+            await self._idle.wait_for(lambda: self._inflight[model_id] <= 0)
+        async with self._lock(model_id):  # not between a reload's count and its load
+            if self._loads[model_id] == generation:  # not loaded again since this eviction
+                await self.unload_adapter(model_id)
+
+    def _lock(self, model_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(model_id, asyncio.Lock())
+
+    @property
+    def replica(self) -> str:
+        return replica_id()
+
+    async def loaded(self) -> list[str]:
+        """The content names this replica's vLLM holds (for tests and /admin)."""
+        wrapper = getattr(self._adapter, "__serve_multiplex_wrapper", None)
+        return list(wrapper.models) if wrapper is not None else list(self._kept)
+
+    # the variant's part
+    async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:
+        raise NotImplementedError
+        yield b""
+
+    async def load_adapter(self, name: str, folder: str) -> None:
+        raise NotImplementedError
+
+    async def unload_adapter(self, name: str) -> None:
+        raise NotImplementedError
+
+
+class _Loaded:
+    def __init__(self, name: str):
+        self.name = name
+
+
+class HTTPEngine(EngineCore):
+    """A replica in front of one OpenAI server reached over HTTP (vLLM's, or a stand-in)."""
+
+    def __init__(self, url: str, api_key: str | None, models_per_replica: int, request_timeout_s: float = 600.0):
+        super().__init__(models_per_replica)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        timeout = httpx.Timeout(request_timeout_s, connect=5.0)
+        self.client = httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers)
+
+    async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:
+        headers = {"content-type": "application/json"}
+        async with self.client.stream("POST", path, content=body, headers=headers) as r:
+            yield {"status": r.status_code, "content-type": r.headers.get("content-type", "application/json")}
+            async for chunk in r.aiter_raw():
+                yield chunk
+
+    async def load_adapter(self, name: str, folder: str) -> None:
+        r = await self.client.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": folder})
+        if r.status_code != 200 and "already" not in r.text:
+            raise RuntimeError(f"vLLM refused adapter {name!r} ({r.status_code}: {r.text[:300]})")
+
+    async def unload_adapter(self, name: str) -> None:
+        await self.client.post("/v1/unload_lora_adapter", json={"lora_name": name})
+
+
+class AttachedEngine(HTTPEngine):
+    """A replica in front of an OpenAI server it does not start (`url`): benchmarks against a stub
+    that answers at once, so that the Ray hops are measured alone."""
+
+    def __init__(self, url: str, models_per_replica: int, release: str | None = None, api_key: str | None = None):
+        super().__init__(url, api_key, models_per_replica)
+
+
+class VLLMEngine(HTTPEngine):
+    """A replica supervising its own vLLM OpenAI server (flags from the release it starts with)."""
+
+    def __init__(
+        self,
+        release: str,
+        models_per_replica: int,
+        vllm_args: list[str] | None = None,
+        kv_cache_gib: int = 2,
+        start_timeout_s: float = 900.0,
+        request_timeout_s: float = 600.0,
+    ):
+        slots = str(max(1, models_per_replica))
+        # --max-loras after the release's own flags (argparse keeps the last): this replica holds
+        # at most its share of the adapters, so that is all vLLM reserves room for.
+        extra = [*(vllm_args or []), "--max-loras", slots, "--max-cpu-loras", slots]
+        key = secrets.token_urlsafe(32)
+        self.supervisor = VLLMSupervisor("127.0.0.1", _free_port(), extra, kv_cache_gib, None, key)
+        self.supervisor.start(load_release(release))
+        self.supervisor.wait_healthy(start_timeout_s)
+        super().__init__(self.supervisor.url, key, models_per_replica, request_timeout_s)
+
+    def check_health(self) -> None:
+        """Raising makes Serve replace this replica (and with it, its vLLM)."""
+        if not self.supervisor.alive():
+            raise RuntimeError(f"vLLM exited:\n{self.supervisor.log_tail(15)}")
+
+    def __del__(self) -> None:
+        self.supervisor.stop()
+
+
+def replica_id() -> str:
+    """This replica's id in Serve ("local" in local testing mode, which has no replica context)."""
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:
+        return "local"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,87 @@
+"""The ingress deployment: today's gateway (serving/app.py, unchanged) as a Ray Serve ingress.
+
+Each replica is one `create_app` gateway — schema, errors, limits, router and embedder, release
+registry, hot swap and drain, metrics — whose way to vLLM is a HandleTransport to the engine
+deployment instead of HTTP. Replicas are independent of the engines and of each other.
+
+Releases are published once for the whole application, as this deployment's `user_config`
+(`{"release": PATH}`): Serve calls `reconfigure` on every replica without restarting it, and each
+validates, swaps and drains with the gateway's own Reloader. A release a replica refuses leaves
+that replica serving the one it had: `reconfigure` does not raise, because Serve treats a raising
+`reconfigure` as a failed replica — it stops it and starts a fresh one with the same config, whose
+`reconfigure` fails again (docs/README "Scaling out" says what was observed). The refusal is kept
+in `state()`, which `fedrouter release publish` reads.
+
+In Ray mode there is no /admin route (a reload through it would change one replica only) and no
+folder watch: publishing is the one way to change the release.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+
+from fedrouter.router.release import load_release
+from fedrouter.serving.app import create_app
+from fedrouter.serving.errors import GatewayError
+from fedrouter.serving.ray.engine import replica_id
+from fedrouter.serving.ray.handle_transport import HandleTransport
+from fedrouter.serving.settings import GatewaySettings
+
+log = logging.getLogger("fedrouter.serving")
+ENGINE_URL = "http://engine.ray"  # the one "backend" the gateway sees: the engine deployment
+_building: ContextVar[FastAPI] = ContextVar("fedrouter_ingress_app")
+
+
+def _gateway_app() -> FastAPI:
+    """serve.ingress's builder, called right after `Ingress.__init__` in the same coroutine: the
+    gateway that constructor built (a builder takes no arguments; the gateway needs the handle)."""
+    return _building.get()
+
+
+def gateway_app(gateway: dict[str, Any], engine: Any) -> FastAPI:
+    """The gateway of one ingress replica. `gateway`: GatewaySettings fields (the release to start
+    with included); `engine`: a DeploymentHandle to the engine deployment."""
+    settings = GatewaySettings(
+        **{**gateway, "backends": [ENGINE_URL], "watch": False, "admin_token": None, "admin_token_file": None}
+    )
+    if settings.release is None:
+        raise ValueError("the ingress needs a release to start with")
+    base = load_release(settings.release).manifest.base_model.name
+    return create_app(settings, transport=HandleTransport(engine, base))
+
+
+@serve.ingress(_gateway_app)
+class Ingress:
+    def __init__(self, gateway: dict[str, Any], engine: Any):
+        self.gateway = gateway_app(gateway, engine)
+        self.refused: dict[str, str] = {}  # release path -> why this replica refused it
+        _building.set(self.gateway)
+
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        path = (config or {}).get("release")
+        if not path:
+            return
+        try:
+            result = await self.gateway.state.reloader.load(path)
+            log.info("publish: %s", result)
+            self.refused.pop(str(path), None)
+        except Exception as e:  # refused: keep serving the release this replica has
+            reason = e.message if isinstance(e, GatewayError) else repr(e)
+            log.error("publish: release %s refused, still serving the previous one: %s", path, reason)
+            self.refused[str(path)] = reason
+
+    async def state(self) -> dict[str, Any]:
+        """The release this replica serves, and the publishes it refused."""
+        served = self.gateway.state.registry.current
+        return {
+            "release": served.id,
+            "digest": served.digest,
+            "path": str(served.release.path),
+            "refused": dict(self.refused),
+            "replica": replica_id(),
+        }

@@ -1,0 +1,298 @@
+"""The Ray Serve ingress's logic in Serve's local testing mode (every deployment in this process)
+with the stub engine; the real cluster is in tests/integration/test_ray_cluster.py."""
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+
+pytest.importorskip("ray.serve")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from ray import serve  # noqa: E402
+
+from fedrouter.router.build import build_release  # noqa: E402
+from fedrouter.router.embed import HashEmbedder  # noqa: E402
+from fedrouter.serving.ray.app import RaySpec, build  # noqa: E402
+from fedrouter.serving.ray.ingress import gateway_app  # noqa: E402
+from fedrouter.serving.ray.stub_engine import StubEngine  # noqa: E402
+from fedrouter.serving.registry import backend_adapter_name  # noqa: E402
+from tests.conftest import fake_adapter  # noqa: E402
+from tests.tiny import write_examples  # noqa: E402
+
+
+def make_release(folder, adapters):
+    return build_release(
+        folder,
+        base_model="base",
+        adapters=adapters,
+        examples=write_examples(folder.parent / f"ex-{folder.name}"),
+        embedder=HashEmbedder(256),
+    )
+
+
+@pytest.fixture
+def releases(tmp_path):
+    names = ("math", "geo", "sentiment")
+    v1 = make_release(tmp_path / "v1", {n: fake_adapter(tmp_path / "a1" / n, seed=i) for i, n in enumerate(names)})
+    v2 = make_release(tmp_path / "v2", {n: fake_adapter(tmp_path / "a2" / n, seed=9 + i) for i, n in enumerate(names)})
+    return v1, v2
+
+
+def local(deployment_app, name):
+    return serve.run(deployment_app, name=name, route_prefix=None, _local_testing_mode=True)
+
+
+class Recording(StubEngine):
+    """The stub engine, remembering what it was asked."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls: list[tuple[str | None, str]] = []
+
+    async def generate(self, path, body, adapter=None, folder=None):
+        self.calls.append((adapter, json.loads(body)["model"]))
+        async for item in super().generate(path, body, adapter, folder):
+            yield item
+
+    async def seen(self):
+        return self.calls
+
+
+class DiesMidAnswer(StubEngine):
+    """Sends the head and one chunk, then fails (an engine replica dying mid-generation)."""
+
+    calls = 0
+
+    async def answer(self, path, body):
+        DiesMidAnswer.calls += 1
+        yield {"status": 200, "content-type": "text/event-stream"}
+        yield b'data: {"choices":[{"text":"a"}]}\n\n'
+        raise RuntimeError("replica died")
+
+
+@pytest.fixture
+def gateway(releases):
+    engine = local(serve.deployment(Recording).bind(models_per_replica=2), "engine")
+    with TestClient(gateway_app({"release": str(releases[0].path)}, engine)) as client:
+        yield client, engine
+
+
+def chat(client, model, text="What is the capital of Italy?", **extra):
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def test_auto_goes_to_the_engine_under_the_adapters_content_name(gateway, releases):
+    client, engine = gateway
+    r = chat(client, "auto")
+    assert r.status_code == 200, r.text
+    geo = backend_adapter_name("geo", releases[0].manifest.digests["geo"])
+    assert engine.seen.remote().result()[-1] == (geo, geo)  # multiplexed id and vLLM model name
+    assert r.json()["model"] == "geo"  # clients only ever see the public name
+    assert r.headers["x-fedrouter-adapter"] == "geo" and r.headers["x-fedrouter-release"] == "v1"
+
+
+def test_base_model_requests_carry_no_adapter(gateway):
+    client, engine = gateway
+    r = client.post("/v1/completions", json={"model": "base", "prompt": "hi"})
+    assert r.status_code == 200 and r.json()["model"] == "base"
+    assert engine.seen.remote().result()[-1] == (None, "base")
+
+
+def test_streaming_passes_through_with_public_names(gateway):
+    client, _ = gateway
+    r = client.post("/v1/completions", json={"model": "math", "prompt": "hi", "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [line for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    assert [json.loads(e[6:])["model"] for e in events[:-1]] == ["math", "math"]
+
+
+def test_openai_errors_come_from_the_ingress(gateway):
+    client, engine = gateway
+    r = chat(client, "nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    r = chat(client, "auto", max_tokens=-1)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    assert engine.seen.remote().result() == []  # refused at the edge: no engine call
+
+
+def test_an_engine_dying_mid_answer_ends_the_stream_with_an_error_and_is_not_sent_again(releases):
+    DiesMidAnswer.calls = 0
+    engine = local(serve.deployment(DiesMidAnswer).bind(models_per_replica=2), "dying")
+    with TestClient(gateway_app({"release": str(releases[0].path)}, engine)) as client:
+        r = client.post("/v1/completions", json={"model": "base", "prompt": "hi", "stream": True})
+        events = [line for line in r.text.splitlines() if line.startswith("data: ")]
+        assert json.loads(events[0][6:])["choices"][0]["text"] == "a"  # what was delivered stays delivered
+        assert json.loads(events[-1][6:])["error"]["code"] == "service_unavailable"
+        assert DiesMidAnswer.calls == 1
+
+
+def test_retired_adapters_stay_in_the_engines(releases):
+    """An ingress retiring a release forgets its names but never unloads them from an engine:
+    another ingress may still be draining it; engines evict by LRU when they need room."""
+    v1, v2 = releases
+    engine = local(serve.deployment(Recording).bind(models_per_replica=8), "engine-retire")
+    app = gateway_app({"release": str(v1.path), "drain_timeout_s": 5}, engine)
+    with TestClient(app) as client:
+        assert chat(client, "geo").status_code == 200
+        assert client.portal.call(app.state.reloader.load, str(v2.path))["status"] == "switched"
+
+        async def retired():
+            await asyncio.gather(*app.state.reloader.retiring)
+
+        client.portal.call(retired)
+        r = chat(client, "geo")
+        assert r.headers["x-fedrouter-release"] == "v2"
+    geo_v1 = backend_adapter_name("geo", v1.manifest.digests["geo"])
+    assert geo_v1 in engine.loaded.remote().result()
+
+
+def test_publish_through_reconfigure_swaps_and_a_refused_release_keeps_the_old_one(releases, tmp_path):
+    v1, v2 = releases
+    spec = RaySpec(release=str(v1.path), engine="stub", engine_num_cpus=0, ingress_num_cpus=0)
+    ingress = local(build(spec.model_dump()), "fedrouter-local")
+    assert ingress.state.remote().result()["release"] == "v1"
+
+    ingress.reconfigure.remote({"release": str(v2.path)}).result()
+    assert ingress.state.remote().result()["release"] == "v2"
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    ingress.reconfigure.remote({"release": str(broken)}).result()  # does not raise: Serve would replace the replica
+    state = ingress.state.remote().result()
+    assert state["release"] == "v2" and str(broken) in state["refused"]
+
+    ingress.reconfigure.remote({"release": str(v1.path)}).result()  # rollback = publishing the previous one
+    assert ingress.state.remote().result()["release"] == "v1"
+
+
+def test_models_per_replica_defaults_to_the_adapters_share(releases):
+    v1, _ = releases  # 3 adapters
+    assert RaySpec(release=str(v1.path), engine_replicas=2, router="serve").slots() == 2  # ceil(3 / 2)
+    assert RaySpec(release=str(v1.path), engine_replicas=3, router="serve").slots() == 1
+    assert RaySpec(release=str(v1.path), engine_replicas=3).slots() == 2  # ring: twice the share
+    assert RaySpec(release=str(v1.path), engine_replicas=2).slots() == 3  # ... at most K
+    assert RaySpec(release=str(v1.path), engine_replicas=2, models_per_replica=5).slots() == 5
+
+
+def test_a_failed_stub_engine_fails_its_health_check():
+    engine = local(serve.deployment(StubEngine).bind(models_per_replica=1), "health")
+    engine.check_health.remote().result()
+    engine.fail.remote().result()
+    with pytest.raises(RuntimeError):
+        engine.check_health.remote().result()
+
+
+class _Replica:
+    def __init__(self, unique_id):
+        self.replica_id = type("ReplicaID", (), {"unique_id": unique_id})()
+
+
+class _Pending:
+    def __init__(self, model):
+        self.metadata = type("Metadata", (), {"multiplexed_model_id": model})()
+
+
+async def test_the_ring_router_sends_an_adapter_home_from_any_ingress():
+    """Two routers (two ingress replicas) seeing the replicas in different orders agree on every
+    adapter's home; the others follow as the fallback rank; the base model spreads."""
+    from fedrouter.serving.ray.ring_router import AdapterRingRouter
+
+    replicas = [_Replica(i) for i in ("r-a", "r-b", "r-c")]
+    routers = []
+    for _ in range(2):
+        router = AdapterRingRouter.__new__(AdapterRingRouter)  # the ranking only: no Serve internals
+        router.initialize_state()
+        routers.append(router)
+    homes = Counter()
+    for n in range(30):
+        model = f"adapter{n}@{n:016x}"
+        a = await routers[0].choose_replicas(replicas, _Pending(model))
+        b = await routers[1].choose_replicas(list(reversed(replicas)), _Pending(model))
+        assert [r.replica_id.unique_id for r in a[0]] == [r.replica_id.unique_id for r in b[0]]
+        assert len(a) == 2 and {*a[0], *a[1]} == set(replicas)
+        homes[a[0][0].replica_id.unique_id] += 1
+    assert len(homes) == 3  # every replica is home to some adapters
+    base = await routers[0].choose_replicas(replicas, _Pending(""))
+    assert len(base) == 1 and len(base[0]) == 2
+
+
+def test_the_cli_has_serve_ray_and_release_publish(releases):
+    from fedrouter.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--ray", "--release", str(releases[0].path), "--engine-replicas", "2"])
+    assert args.ray and args.engine_replicas == 2
+    args = build_parser().parse_args(["release", "publish", str(releases[1].path)])
+    assert args.fn.__name__ == "cmd_publish" and args.ray_address == "auto"
+    bad = build_parser().parse_args(["serve", "--ray", "--release", str(releases[0].path), "--watch"])
+    with pytest.raises(ValueError, match="publishes releases"):  # refused before any Ray call
+        bad.fn(bad)
+
+
+async def test_an_evicted_adapter_leaves_vllm_after_its_last_request_unless_loaded_again(tmp_path):
+    """What Serve's LRU eviction (`__del__` of the loaded model) does in an engine: the adapter
+    stays while a request of this replica uses it, goes after, and stays if loaded again since."""
+    engine = StubEngine(models_per_replica=1)
+    folder = str(fake_adapter(tmp_path / "a"))
+
+    async def drain(gen):
+        return [item async for item in gen]
+
+    body = json.dumps({"model": "a@1", "prompt": "stub-sleep 600"}).encode()
+    running = asyncio.create_task(drain(engine.generate("/v1/completions", body, "a@1", folder)))
+    while "a@1" not in engine.adapters:
+        await asyncio.sleep(0.01)
+    await engine._kept["a@1"].__del__()  # Serve evicts it while the request runs
+    for _ in range(20):  # the background unload runs as far as it can
+        await asyncio.sleep(0)
+    assert "a@1" in engine.adapters
+    running.cancel()  # the request ends (here: its client went away)
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await asyncio.gather(*engine._unloading)
+    assert "a@1" not in engine.adapters and engine.cancelled == 1
+
+    evicted = await engine._load("a@1")
+    await evicted.__del__()
+    await engine._load("a@1")  # requested again before the unload ran
+    await asyncio.gather(*engine._unloading)
+    assert "a@1" in engine.adapters
+
+
+def test_serve_ray_maps_its_flags_onto_the_application(releases, monkeypatch):
+    import ray as ray_module
+
+    import fedrouter.serving.ray.cluster as cluster
+    from fedrouter.cli import build_parser
+
+    deployed = {}
+    monkeypatch.setattr(ray_module, "init", lambda address=None, **kw: deployed.setdefault("address", address))
+    monkeypatch.setattr(cluster, "deploy", lambda spec, host, port: deployed.update(spec=spec, host=host, port=port))
+    argv = ["serve", "--ray", "--ray-address", "auto", "--release", str(releases[0].path), "--port", "9123"]
+    argv += ["--engine-replicas", "2", "--engine-gpus", "0.5", "--vllm-arg=--gpu-memory-utilization=0.4"]
+    args = build_parser().parse_args(argv)
+    args.fn(args)  # returns at once with --ray-address (the cluster outlives the command)
+    spec = deployed["spec"]
+    assert deployed["address"] == "auto" and deployed["port"] == 9123
+    assert (spec.engine, spec.engine_replicas, spec.engine_num_gpus) == ("vllm", 2, 0.5)
+    assert spec.engine_options == {"vllm_args": ["--gpu-memory-utilization=0.4"]}
+    assert spec.release == str(releases[0].path.resolve())
+
+
+def test_release_publish_exits_1_when_a_replica_refused(releases, monkeypatch, capsys):
+    import ray as ray_module
+
+    import fedrouter.serving.ray.cluster as cluster
+    from fedrouter.cli import build_parser
+
+    monkeypatch.setattr(ray_module, "init", lambda **kw: None)
+    result = {"release": "v2", "path": "p", "seconds": 0.1, "replicas": {"a": "p"}, "refused": {"b": "why"}}
+    monkeypatch.setattr(cluster, "publish", lambda release, timeout_s: result)
+    args = build_parser().parse_args(["release", "publish", str(releases[1].path)])
+    with pytest.raises(SystemExit) as e:
+        args.fn(args)
+    assert e.value.code == 1 and json.loads(capsys.readouterr().out)["refused"] == {"b": "why"}
