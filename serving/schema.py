@@ -77,7 +77,7 @@ class Sampling(Tolerant):
 
     def choices(self) -> int:
         """How many sequences vLLM generates for this request (`best_of` when larger than `n`)."""
-        return max(self.n or 1, getattr(self, "best_of", None) or 1)
+        return max(self.n or 1, _declared(self, "best_of") or 1)
 
     def token_budget(self) -> int | None:
         return self.max_tokens
@@ -165,21 +165,21 @@ def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampli
         raise BadRequest(f"{param or 'request'}: {msg}"[:500], param, "invalid_value") from None
     caps = [
         ("n", req.n, limits.max_n),
-        ("best_of", getattr(req, "best_of", None), limits.max_n),
+        ("best_of", _declared(req, "best_of"), limits.max_n),
         ("max_tokens", req.max_tokens, limits.max_tokens),
-        ("max_completion_tokens", getattr(req, "max_completion_tokens", None), limits.max_tokens),
-        ("logprobs", getattr(req, "logprobs", None), limits.max_logprobs),
-        ("top_logprobs", getattr(req, "top_logprobs", None), limits.max_logprobs),
+        ("max_completion_tokens", _declared(req, "max_completion_tokens"), limits.max_tokens),
+        ("logprobs", _declared(req, "logprobs"), limits.max_logprobs),
+        ("top_logprobs", _declared(req, "top_logprobs"), limits.max_logprobs),
     ]
     for name, value, cap in caps:
         if isinstance(value, int) and not isinstance(value, bool) and value > cap:
             raise BadRequest(f"{name} is {value}; this server allows at most {cap}", name, "limit_exceeded")
-    best_of = getattr(req, "best_of", None)
+    best_of = _declared(req, "best_of")
     if best_of is not None and best_of < (req.n or 1):
         raise BadRequest(f"best_of ({best_of}) must be at least n ({req.n})", "best_of", "invalid_value")
     budget = req.token_budget() or limits.max_tokens
     if req.choices() * budget > limits.max_request_tokens:
-        param = "best_of" if getattr(req, "best_of", None) and req.choices() > (req.n or 1) else "n"
+        param = "best_of" if best_of and req.choices() > (req.n or 1) else "n"
         raise BadRequest(
             f"{param} × max_tokens is {req.choices()} × {budget} = {req.choices() * budget} tokens; this server "
             f"allows at most {limits.max_request_tokens} per request (an absent max_tokens counts as {limits.max_tokens})",
@@ -189,6 +189,13 @@ def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampli
     if req.model_extra:
         log.debug("forwarding fields the gateway does not read: %s", sorted(req.model_extra)[:20])
     return req
+
+
+def _declared(req: Sampling, name: str) -> Any:
+    """A field the request's own schema declares (typed and checked), else None. Never
+    `getattr`: with extra="allow" an undeclared field is an attribute too, holding whatever the
+    client sent (`best_of: "x"` on chat, where vLLM has no such field and ignores it)."""
+    return getattr(req, name) if name in type(req).model_fields else None
 
 
 def _depth(value: Any) -> int:

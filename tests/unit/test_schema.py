@@ -113,6 +113,18 @@ def test_best_of_counts_in_the_token_cap():
     assert refused(CompletionRequest, model="m", prompt="x", n=3, best_of=2).param == "best_of"
 
 
+def test_fields_another_endpoint_reads_are_only_forwarded_here():
+    """vLLM's chat endpoint has no `best_of` and completions no `max_completion_tokens` or
+    `top_logprobs`: there they are unknown fields (vLLM ignores them), whatever their value.
+    A hostile value once reached the token cap's arithmetic and made a 500."""
+    for value in ("x", [1], {"a": 1}, 10**6, None):
+        req = chat(best_of=value)
+        assert req.choices() == 1 and req.model_extra["best_of"] == value
+    for field in ("max_completion_tokens", "top_logprobs"):
+        req = parse(CompletionRequest, {"model": "m", "prompt": "x", field: "x"}, LIMITS)
+        assert req.choices() == 1 and req.token_budget() is None
+
+
 def test_nesting_is_bounded_across_the_whole_body():
     deep: dict = {}
     node = deep
