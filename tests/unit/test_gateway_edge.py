@@ -236,3 +236,22 @@ def test_serve_flags_reach_the_settings(tmp_path, monkeypatch):
     s = settings_from(build_parser().parse_args(["serve", "--release", "r"]))
     assert (s.api_keys_file, s.expose_routing_headers, s.trust_client_header) == (None, False, False)
     assert server_options(s)["limit_concurrency"] == s.max_connections == 2048
+
+
+class KeyChangedVLLM(FakeVLLM):
+    """vLLM that refuses the gateway's key on generation (attached with another key, restarted)."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path in ("/v1/chat/completions", "/v1/completions"):
+            status = 403 if b'"stream":true' in request.content else 401
+            return httpx.Response(status, json={"error": "Unauthorized"})
+        return super().__call__(request)
+
+
+def test_vllm_refusing_the_gateways_key_is_the_gateways_503(release_path):
+    """A 401/403 from vLLM is about the gateway's own key, never the client's: passed on, it told
+    an OpenAI client its (valid) API key was wrong (the SDK's AuthenticationError, no retry)."""
+    with TestClient(app_for(release_path, KeyChangedVLLM(), api_keys=json.dumps(KEYS))) as client:
+        for r in (chat(client, "math", key="sk-open"), chat(client, "math", key="sk-open", stream=True)):
+            assert r.status_code == 503 and r.headers["retry-after"], r.text
+            assert r.json()["error"]["code"] == "backend_unavailable" and "Unauthorized" not in r.text
