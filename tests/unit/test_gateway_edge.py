@@ -116,7 +116,7 @@ def test_api_keys_are_required_when_configured(release_path):
             )
         assert chat(client, key="sk-open").status_code == 200
         assert chat(client, headers={"authorization": "bearer sk-open"}).status_code == 200
-        assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
+        assert client.get("/health").status_code == 200
 
 
 def test_the_key_names_the_client_and_nothing_else_does(release_path):
@@ -148,6 +148,21 @@ def test_a_key_restricted_to_adapters(release_path):
         # auto among its adapters only: a geo question from a math-only key goes to math
         assert chat(client, key="sk-math-only").headers["x-fedrouter-adapter"] == "math"
         assert chat(client, key="sk-geo").headers["x-fedrouter-adapter"] == "geo"
+
+
+def test_metrics_need_a_key_that_sees_every_adapter(release_path):
+    """/metrics labels requests by adapter: with keys configured, reading it without a key told
+    anyone every adapter's name (and each one's traffic), and a key restricted to geo learnt math."""
+    with TestClient(app_for(release_path, api_keys=json.dumps(KEYS))) as client:
+        assert chat(client, "math", key="sk-open").status_code == 200
+        for key in (None, "sk-wrong", "sk-geo"):
+            r = client.get("/metrics", headers={"authorization": f"Bearer {key}"} if key else {})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+            assert "math" not in r.text
+        r = client.get("/metrics", headers={"authorization": "Bearer sk-open"})
+        assert r.status_code == 200 and 'adapter="math"' in r.text
+    with TestClient(app_for(release_path)) as client:  # no keys: open, as before
+        assert client.get("/metrics").status_code == 200
 
 
 def test_a_bad_key_file_is_refused_at_start(release_path, tmp_path):
