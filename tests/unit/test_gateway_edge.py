@@ -3,6 +3,7 @@ routing headers, API keys (clients, adapter scopes), and the bounds on bodies an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -10,6 +11,7 @@ import time
 import httpx
 import pytest
 import uvicorn
+from fastapi import Request
 from fastapi.testclient import TestClient
 
 from fedrouter.cli import build_parser
@@ -17,6 +19,7 @@ from fedrouter.cli.serve import server_options, settings_from
 from fedrouter.router.embed import HashEmbedder
 from fedrouter.router.release import MANIFEST
 from fedrouter.serving.app import create_app
+from fedrouter.serving.body import BodyBudget, read_json
 from fedrouter.serving.settings import GatewaySettings
 from tests.unit.test_gateway import FakeVLLM, make_release
 from tests.unit.test_gateway_abuse import Live, free_port
@@ -177,22 +180,23 @@ def test_a_bad_key_file_is_refused_at_start(release_path, tmp_path):
             app_for(release_path, api_keys_file=bad)
 
 
-def _slow_body(port: int, declared: int) -> socket.socket:
-    """A connection that declares a body of `declared` bytes and sends 10 of them."""
+def _slow_body(port: int, declared: int, sent: int = 10) -> socket.socket:
+    """A connection that declares a body of `declared` bytes and sends `sent` of them."""
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n")
-    s.sendall(b"content-length: %d\r\n\r\n" % declared + b'{"model": ')
+    s.sendall(b"content-length: %d\r\n\r\n" % declared + b'{"model": "' + b"x" * (sent - 11))
     return s
 
 
 def test_bodies_being_read_share_one_byte_budget(release_path):
-    """Three bodies of 40 kB on their way fill a 100 kB budget: the next one is refused at once
-    (429, OpenAI-shaped, Retry-After), a small one still passes; once they leave, it passes."""
+    """Two bodies of 40 kB on their way (39 kB of each received) fill a 100 kB budget: the next
+    one is refused at once (429, OpenAI-shaped, Retry-After), a small one still passes; once they
+    leave, it passes."""
     app = app_for(release_path, body_budget_bytes=100_000, max_body_bytes=64 * 1024, body_timeout_s=60)
     port = free_port()
     big = {"model": "math", "messages": [{"role": "user", "content": "x" * 30_000}]}
     with Live(app, port) as live:
-        slow = [_slow_body(port, 40_000) for _ in range(2)]
+        slow = [_slow_body(port, 40_000, sent=39_000) for _ in range(2)]
         try:
             deadline = time.monotonic() + 30
             while (r := httpx.post(f"{live.url}/v1/chat/completions", json=big)).status_code == 200:
@@ -207,6 +211,33 @@ def test_bodies_being_read_share_one_byte_budget(release_path):
         while httpx.post(f"{live.url}/v1/chat/completions", json=big).status_code != 200:
             assert time.monotonic() < deadline, "the budget was not given back"
             time.sleep(0.05)
+
+
+def test_the_budget_counts_bytes_received_not_bytes_promised():
+    """Content-Length is a promise, not memory: counted up front, a few connections that declare
+    the largest body and send nothing refused every other request (429) for as long as they kept
+    reconnecting, at no cost to them. The budget holds what has arrived, and gives it back."""
+
+    async def main() -> None:
+        budget, waiting = BodyBudget(100_000), asyncio.Event()
+        messages = [{"type": "http.request", "body": b'{"model": ', "more_body": True}]
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            waiting.set()  # the rest of the promised body never comes
+            await asyncio.Event().wait()
+
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", b"60000")]}
+        reading = asyncio.ensure_future(read_json(Request(scope, receive), 64 * 1024, 60.0, budget))
+        await waiting.wait()
+        assert budget.used == 10
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        assert budget.used == 0
+
+    asyncio.run(main())
 
 
 def test_connections_are_bounded_by_the_setting(release_path):
