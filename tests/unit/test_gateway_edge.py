@@ -301,3 +301,12 @@ def test_vllm_refusing_the_gateways_key_is_the_gateways_503(release_path):
         for r in (chat(client, "math", key="sk-open"), chat(client, "math", key="sk-open", stream=True)):
             assert r.status_code == 503 and r.headers["retry-after"], r.text
             assert r.json()["error"]["code"] == "backend_unavailable" and "Unauthorized" not in r.text
+
+
+def test_log_lines_about_a_failed_request_name_its_id(release_path, caplog):
+    vllm = FakeVLLM()
+    with TestClient(app_for(release_path, vllm)) as client:
+        vllm.down = True
+        r = chat(client, "math", headers={"x-request-id": "trace-42"})
+        assert r.status_code == 503 and r.headers["x-request-id"] == "trace-42"
+    assert any("trace-42" in rec.getMessage() and rec.levelname == "WARNING" for rec in caplog.records)
