@@ -126,6 +126,9 @@ Prompt = (
 
 class CompletionRequest(Sampling):
     prompt: Prompt | None = None  # vLLM also takes `prompt_embeds` instead (forwarded)
+    # 0 with `echo`: the prompt's own log-probabilities, nothing generated (vLLM generates one
+    # token and drops it); 0 without echo is refused by vLLM itself
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
     best_of: Count | None = None
     logprobs: Annotated[int, Field(ge=0)] | None = None
 
@@ -177,7 +180,8 @@ def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampli
     best_of = _declared(req, "best_of")
     if best_of is not None and best_of < (req.n or 1):
         raise BadRequest(f"best_of ({best_of}) must be at least n ({req.n})", "best_of", "invalid_value")
-    budget = req.token_budget() or limits.max_tokens
+    budget = req.token_budget()
+    budget = limits.max_tokens if budget is None else max(budget, 1)  # echo with 0: one token, dropped
     if req.choices() * budget > limits.max_request_tokens:
         param = "best_of" if best_of and req.choices() > (req.n or 1) else "n"
         raise BadRequest(

@@ -147,6 +147,12 @@ COMPLETION_CASES = {  # name -> completion body without `model`
     "stream": {"prompt": "Compute 9 times 6.", "stream": True, **SHORT},
     "unknown field": {"prompt": "Compute 9 times 6.", "frobnicate": 1, **SHORT},
     "max_tokens zero": {"prompt": "Compute 9 times 6.", "max_tokens": 0},
+    "echo with max_tokens zero (scores the prompt)": {
+        "prompt": "Compute 9 times 6.",
+        "echo": True,
+        "max_tokens": 0,
+        "logprobs": 1,
+    },
 }
 
 # What vLLM 0.32 refuses (4xx) of the above; everything else it answers 200.

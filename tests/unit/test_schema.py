@@ -125,6 +125,16 @@ def test_fields_another_endpoint_reads_are_only_forwarded_here():
         assert req.choices() == 1 and req.token_budget() is None
 
 
+def test_completions_score_a_prompt_with_echo_and_no_new_tokens():
+    """`echo: true, max_tokens: 0` (the log-probabilities of the prompt itself, as OpenAI's legacy
+    completions did) is what vLLM answers; without echo vLLM refuses 0 itself (its own 400)."""
+    body = {"model": "m", "prompt": "x", "echo": True, "max_tokens": 0, "logprobs": 1}
+    assert parse(CompletionRequest, body, LIMITS).token_budget() == 0
+    req = parse(CompletionRequest, {**body, "n": 128}, LIMITS)  # 128 × 0 new tokens: within any cap
+    assert req.choices() == 128
+    assert refused(**{"model": "auto", "messages": ASK, "max_tokens": 0}).param == "max_tokens"  # chat: vLLM refuses 0
+
+
 def test_nesting_is_bounded_across_the_whole_body():
     deep: dict = {}
     node = deep
