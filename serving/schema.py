@@ -32,6 +32,9 @@ log = logging.getLogger("fedrouter.serving")
 # plus a tool's JSON schema; past this the body is refused before any template or grammar sees it.
 MAX_JSON_DEPTH = 64
 
+# What vLLM's completions endpoint generates at most per choice when max_tokens is absent or null
+COMPLETION_MAX_TOKENS = 16
+
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Count = Annotated[int, Field(ge=1)]
 
@@ -132,6 +135,10 @@ class CompletionRequest(Sampling):
     best_of: Count | None = None
     logprobs: Annotated[int, Field(ge=0)] | None = None
 
+    def token_budget(self) -> int | None:
+        # vLLM's completions (as OpenAI's) read an absent or null max_tokens as 16
+        return COMPLETION_MAX_TOKENS if self.max_tokens is None else self.max_tokens
+
     def route_text(self) -> str | None:
         """The prompt when it is text (token ids cannot be routed)."""
         if self.prompt is None or isinstance(self.prompt, str):
@@ -150,7 +157,7 @@ class Limits:
     max_n: int
     max_tokens: int
     max_logprobs: int
-    max_request_tokens: int  # choices × max_tokens; an absent max_tokens counts as `max_tokens`
+    max_request_tokens: int  # choices × max_tokens; an absent max_tokens counts as `max_tokens` (chat)
 
 
 def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampling:
@@ -186,7 +193,7 @@ def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampli
         param = "best_of" if best_of and req.choices() > (req.n or 1) else "n"
         raise BadRequest(
             f"{param} × max_tokens is {req.choices()} × {budget} = {req.choices() * budget} tokens; this server "
-            f"allows at most {limits.max_request_tokens} per request (an absent max_tokens counts as {limits.max_tokens})",
+            f"allows at most {limits.max_request_tokens} per request (an absent max_tokens counts as {limits.max_tokens} on chat, 16 on completions)",
             param,
             "limit_exceeded",
         )

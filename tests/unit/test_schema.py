@@ -122,7 +122,7 @@ def test_fields_another_endpoint_reads_are_only_forwarded_here():
         assert req.choices() == 1 and req.model_extra["best_of"] == value
     for field in ("max_completion_tokens", "top_logprobs"):
         req = parse(CompletionRequest, {"model": "m", "prompt": "x", field: "x"}, LIMITS)
-        assert req.choices() == 1 and req.token_budget() is None
+        assert req.choices() == 1 and req.token_budget() == 16  # not "x": vLLM's default
 
 
 def test_completions_score_a_prompt_with_echo_and_no_new_tokens():
@@ -133,6 +133,15 @@ def test_completions_score_a_prompt_with_echo_and_no_new_tokens():
     req = parse(CompletionRequest, {**body, "n": 128}, LIMITS)  # 128 × 0 new tokens: within any cap
     assert req.choices() == 128
     assert refused(**{"model": "auto", "messages": ASK, "max_tokens": 0}).param == "max_tokens"  # chat: vLLM refuses 0
+
+
+def test_an_absent_max_tokens_on_completions_is_vllms_16():
+    """vLLM (as OpenAI) generates at most 16 tokens a choice when a completion request gives no
+    max_tokens or null: n=20 is 320 tokens there, not 20 × 32768 refused as over the cap."""
+    for absent in ({}, {"max_tokens": None}):
+        req = parse(CompletionRequest, {"model": "m", "prompt": "x", "n": 20, **absent}, LIMITS)
+        assert req.token_budget() == 16
+    assert refused(**{"model": "auto", "messages": ASK, "n": 20}).code == "limit_exceeded"  # chat: up to the context
 
 
 def test_nesting_is_bounded_across_the_whole_body():
