@@ -153,6 +153,18 @@ def test_a_key_restricted_to_adapters(release_path):
         assert chat(client, key="sk-geo").headers["x-fedrouter-adapter"] == "geo"
 
 
+def test_auto_stays_open_to_a_key_with_no_adapter_to_route_to(release_path):
+    """A key with an empty adapter list, or whose client trained none of its adapters: `auto`
+    answers from the base model (as the README says: auto and the base stay open), and never
+    404 "model 'auto' does not exist; available: auto, base"."""
+    keys = {"sk-none": {"adapters": []}, "sk-a-geo": {"client": "hospital-a", "adapters": ["geo"]}}
+    with TestClient(app_for(release_path, api_keys=json.dumps(keys))) as client:
+        for key in keys:
+            r = chat(client, key=key)
+            assert r.status_code == 200 and r.headers["x-fedrouter-adapter"] == "base", r.text
+            assert r.json()["model"] == "base"
+
+
 def test_metrics_need_a_key_that_sees_every_adapter(release_path):
     """/metrics labels requests by adapter: with keys configured, reading it without a key told
     anyone every adapter's name (and each one's traffic), and a key restricted to geo learnt math."""
