@@ -100,8 +100,9 @@ def parse_keys(text: str, source: str) -> dict[str, Caller]:
     keys = {}
     for key, value in raw.items():
         where = f"API keys in {source}, key #{len(keys) + 1}"
-        if not key.strip() or key != key.strip():
-            raise ValueError(f"{where}: a key must be non-empty, without surrounding spaces")
+        if not key or not all("!" <= ch <= "~" for ch in key):
+            # a header carries bytes (read as latin-1): any other key could never be sent and match
+            raise ValueError(f"{where}: a key must be non-empty printable ASCII, without spaces")
         if isinstance(value, str) or value is None:
             value = {"client": value}
         if not isinstance(value, dict) or set(value) - {"client", "adapters"}:

@@ -186,6 +186,8 @@ def test_a_bad_key_file_is_refused_at_start(release_path, tmp_path):
         ("[1]", "JSON object"),
         ('{"k": {"adapters": "math"}}', "list of adapter names"),
         ("{", "JSON"),
+        ('{"sk-\u00e9": {}}', "printable ASCII"),  # never matched: HTTP headers are bytes, read as latin-1
+        ('{"sk a": {}}', "printable ASCII"),
     ):
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):
