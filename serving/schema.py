@@ -11,7 +11,7 @@ Every other field is vLLM's to judge: it is kept (`extra="allow"`, as vLLM's `Op
 and forwarded untouched, and a field vLLM does not know either is logged there and ignored, as
 vLLM does. OpenAI's nullable fields may be null. The whole body is bounded: its bytes
 (GatewaySettings.max_body_bytes), its nesting (`MAX_JSON_DEPTH`), and the tokens it may ask for
-(`n` or `best_of` × `max_tokens`, `Limits.max_request_tokens`). JSON numbers are finite (the
+(`n` or `best_of` × `max_tokens` × the prompts of a batch, `Limits.max_request_tokens`). JSON numbers are finite (the
 parser refuses NaN, Infinity and numbers that overflow a double). The body is forwarded as the
 client sent it, `model` rewritten.
 """
@@ -79,8 +79,12 @@ class Sampling(Tolerant):
         return bool(self.stream)
 
     def choices(self) -> int:
-        """How many sequences vLLM generates for this request (`best_of` when larger than `n`)."""
-        return max(self.n or 1, _declared(self, "best_of") or 1)
+        """How many sequences vLLM generates for this request: for each of its prompts, `n`
+        (`best_of` when larger)."""
+        return self.prompts() * max(self.n or 1, _declared(self, "best_of") or 1)
+
+    def prompts(self) -> int:
+        return 1
 
     def token_budget(self) -> int | None:
         return self.max_tokens
@@ -139,6 +143,12 @@ class CompletionRequest(Sampling):
         # vLLM's completions (as OpenAI's) read an absent or null max_tokens as 16
         return COMPLETION_MAX_TOKENS if self.max_tokens is None else self.max_tokens
 
+    def prompts(self) -> int:
+        """A list of strings or of token-id lists is a batch: vLLM answers each prompt."""
+        if isinstance(self.prompt, list) and not isinstance(self.prompt[0], int):
+            return len(self.prompt)
+        return 1
+
     def route_text(self) -> str | None:
         """The prompt when it is text (token ids cannot be routed)."""
         if self.prompt is None or isinstance(self.prompt, str):
@@ -190,10 +200,16 @@ def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampli
     budget = req.token_budget()
     budget = limits.max_tokens if budget is None else max(budget, 1)  # echo with 0: one token, dropped
     if req.choices() * budget > limits.max_request_tokens:
-        param = "best_of" if best_of and req.choices() > (req.n or 1) else "n"
+        per_prompt = req.choices() // req.prompts()
+        if req.prompts() > 1:
+            param, what = "prompt", f"prompts × n × max_tokens is {req.prompts()} prompts × {per_prompt}"
+        else:
+            param = "best_of" if best_of and per_prompt > (req.n or 1) else "n"
+            what = f"{param} × max_tokens is {per_prompt}"
         raise BadRequest(
-            f"{param} × max_tokens is {req.choices()} × {budget} = {req.choices() * budget} tokens; this server "
-            f"allows at most {limits.max_request_tokens} per request (an absent max_tokens counts as {limits.max_tokens} on chat, 16 on completions)",
+            f"{what} × {budget} = {req.choices() * budget} tokens; this server allows at most "
+            f"{limits.max_request_tokens} per request (an absent max_tokens counts as {limits.max_tokens} on chat, "
+            f"16 on completions)",
             param,
             "limit_exceeded",
         )

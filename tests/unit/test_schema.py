@@ -144,6 +144,19 @@ def test_an_absent_max_tokens_on_completions_is_vllms_16():
     assert refused(**{"model": "auto", "messages": ASK, "n": 20}).code == "limit_exceeded"  # chat: up to the context
 
 
+def test_every_prompt_of_a_batch_counts_in_the_token_cap():
+    """vLLM's completions generate n × max_tokens for each prompt of a list: 9 prompts of 32768
+    tokens were 9 × the per-request cap, and a 4 MiB body holds a million one-word prompts."""
+    full = {"model": "m", "max_tokens": 32768}
+    assert parse(CompletionRequest, {**full, "prompt": ["x"] * 8}, LIMITS).choices() == 8
+    for prompt in (["x"] * 9, [[1]] * 9, ["x"] * 100_000):
+        e = refused(CompletionRequest, **full, prompt=prompt)
+        assert e.code == "limit_exceeded" and e.param == "prompt", e.message
+    e = refused(CompletionRequest, model="m", prompt=["x"] * 3, n=3, max_tokens=32768)
+    assert "3 prompts × 3 × 32768" in e.message
+    assert parse(CompletionRequest, {**full, "prompt": [1, 2, 3]}, LIMITS).choices() == 1  # one prompt of ids
+
+
 def test_nesting_is_bounded_across_the_whole_body():
     deep: dict = {}
     node = deep
