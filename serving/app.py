@@ -2,8 +2,8 @@
 
 No module-level state: everything lives in the app built here. Tests inject an embedder and an
 HTTP transport standing in for vLLM; `fedrouter serve` passes neither. What an unauthenticated
-client can reach: the two generation routes and /v1/models (unless API keys are configured),
-/health (status only) and /metrics; no docs, no schema, nothing that names a path, a backend URL
+client can reach: the two generation routes, /v1/models and /metrics (unless API keys are
+configured), /health (status only); no docs, no schema, nothing that names a path, a backend URL
 or a vLLM-side name.
 """
 
@@ -14,7 +14,7 @@ import secrets
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
@@ -122,7 +122,8 @@ def create_app(
         return JSONResponse({"status": "unavailable"}, status_code=503, headers={"retry-after": "2"})
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        keys.check_sees_everything(request)  # with API keys: its labels name every adapter
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app

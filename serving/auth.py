@@ -4,6 +4,7 @@ Keys work as vLLM's `--api-key` users expect (`Authorization: Bearer KEY`; witho
 every /v1 route answers 401), and each key may map to a FedRouter client id (then `auto` routes
 among the clusters that client trained) and to the adapters it may use (then other adapters do
 not exist for it: 404, absent from /v1/models, and `auto` routes among its adapters only).
+With keys, /metrics too needs a key, one without an adapter list: its labels name every adapter.
 
 The key map is a JSON object, in a file or in FEDROUTER_API_KEYS:
 
@@ -70,6 +71,15 @@ class ApiKeys:
             raise Unauthorized("a valid API key is needed: 'Authorization: Bearer <key>'", None, "invalid_api_key")
         return caller
 
+    def check_sees_everything(self, request: Request) -> None:
+        """For what names every adapter and counts every tenant's traffic (/metrics): open without
+        keys; with keys, a valid key without an adapter list (one that sees them all in /v1/models
+        anyway), else 401."""
+        if self._keys is not None and self.caller(request).adapters is not None:
+            raise Unauthorized(
+                "this API key may not read the gateway's metrics: they name every adapter", None, "invalid_api_key"
+            )
+
     def client(self, request: Request, caller: Caller, user: str | None) -> str | None:
         """The client id `auto` routes for: the key's; else, only from a trusted proxy, the header
         (or OpenAI's `user` field with route_by_user). None: routed among every cluster."""
@@ -90,8 +100,9 @@ def parse_keys(text: str, source: str) -> dict[str, Caller]:
     keys = {}
     for key, value in raw.items():
         where = f"API keys in {source}, key #{len(keys) + 1}"
-        if not key.strip() or key != key.strip():
-            raise ValueError(f"{where}: a key must be non-empty, without surrounding spaces")
+        if not key or not all("!" <= ch <= "~" for ch in key):
+            # a header carries bytes (read as latin-1): any other key could never be sent and match
+            raise ValueError(f"{where}: a key must be non-empty printable ASCII, without spaces")
         if isinstance(value, str) or value is None:
             value = {"client": value}
         if not isinstance(value, dict) or set(value) - {"client", "adapters"}:

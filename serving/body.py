@@ -2,8 +2,10 @@
 
 Strict JSON is orjson's: NaN, Infinity, numbers that overflow a double, lone surrogates, invalid
 UTF-8 and nesting deeper than 1024 are refused (400) before any of it reaches Python code.
-The bodies being read at once share one byte budget (`BodyBudget`): a body that would take it
-past its total is refused at once (429, Retry-After) rather than queued.
+The bodies being read at once share one byte budget (`BodyBudget`): a body whose bytes would take
+it past its total is refused at once (429, Retry-After) rather than queued. It counts the bytes
+received, not the Content-Length declared: a declared length costs nothing to send, and counted up
+front a few idle connections declaring the largest body locked every other request out.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from fedrouter.serving.errors import BadRequest, ClientGone, Overloaded, Payload
 
 class BodyBudget:
     """Bytes of request bodies being read (and parsed) at once, across all requests of one app.
-    A read reserves what it has received so far (all of a declared Content-Length at once) and
-    gives it back when the body is parsed or refused."""
+    A read reserves what it has received so far and gives it back when the body is parsed or
+    refused, or the read ends any other way."""
 
     def __init__(self, total_bytes: int):
         self.total, self.used = total_bytes, 0
@@ -48,17 +50,13 @@ async def read_json(
 
     async def read() -> bytes:
         nonlocal held
-        if declared is not None:
-            budget.take(int(declared))
-            held = int(declared)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
                 raise PayloadTooLarge(f"the request body is larger than this server's limit of {max_bytes} bytes")
-            if size > held:  # no Content-Length (chunked), or more than it said
-                budget.take(size - held)
-                held = size
+            budget.take(len(chunk))
+            held = size
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -2,7 +2,7 @@
 
 - `x-request-id`: the client's own when it is a plausible id (1–128 characters of
   `A-Z a-z 0-9 . _ : - + = /`), else a new one (32 hex digits); the gateway's log lines about a
-  request name it. Not forwarded to vLLM (which would take a client's id as its own request id).
+  failed request (a 503's cause, an unexpected 500) name it. Not forwarded to vLLM (which would take a client's id as its own request id).
 - `x-fedrouter-release`: the release that answered. A routed answer sets it from the release its
   request was pinned to; any other answer (an error, a 503 before routing, /health, /v1/models)
   gets the release being served then, when one is loaded.

@@ -101,16 +101,21 @@ def error_response(
     return Response(body, status_code=status, media_type="application/json", headers=h)
 
 
-def gateway_error_response(e: GatewayError, headers: dict[str, str] | None = None) -> Response:
+def request_id_of(scope: Scope) -> str:
+    """The request's id (set by serving/edge.py's `EdgeHeaders`), for log lines about it."""
+    return scope.get("state", {}).get("request_id", "-")
+
+
+def gateway_error_response(e: GatewayError, headers: dict[str, str] | None = None, request_id: str = "-") -> Response:
     if isinstance(e, BackendUnavailable) and e.detail:
-        log.warning("503 %s (%s)", e.message, e.detail)
+        log.warning("503 %s (%s) request %s", e.message, e.detail, request_id)
     return error_response(e.status, e.message, e.type, e.param, e.code, retry_after=e.retry_after, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
-    async def _gateway(_: Request, e: GatewayError) -> Response:
-        return gateway_error_response(e)
+    async def _gateway(request: Request, e: GatewayError) -> Response:
+        return gateway_error_response(e, request_id=request_id_of(request.scope))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> Response:
@@ -146,7 +151,12 @@ class CatchAll:
         except ClientGone:
             pass  # nobody is left to answer
         except Exception:
-            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path", "")[:200])
+            log.exception(
+                "unexpected error on %s %s request %s",
+                scope.get("method"),
+                scope.get("path", "")[:200],
+                request_id_of(scope),
+            )
             if not started:
                 response = error_response(500, "internal error in the gateway (logged on the server)", "internal_error")
                 await response(scope, receive, send)

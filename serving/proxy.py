@@ -105,10 +105,11 @@ async def _forward_stream(
 
 
 def _backend_error(status: int, data: bytes, target: Target, headers: dict[str, str]) -> Response:
-    """vLLM's 4xx (other than 404) are the client's fault: passed on in OpenAI's shape, with the
-    vLLM name replaced by the public one. 404 (the adapter is not loaded there) and anything else
-    are the backend's: a 503 that says nothing internal."""
-    if 400 <= status < 500 and status != 404:
+    """vLLM's 4xx are the client's fault: passed on in OpenAI's shape, with the vLLM name replaced
+    by the public one. Except 401/403 (vLLM refused the gateway's own key: the client's key, if
+    any, was checked here) and 404 (the adapter is not loaded there): those and anything else
+    are the backend's, a 503 that says nothing internal."""
+    if 400 <= status < 500 and status not in (401, 403, 404):
         try:
             err = orjson.loads(data).get("error", {})
             message = str(err.get("message", ""))

@@ -172,6 +172,12 @@ class Registry:
             prompt = text()
             if prompt is None:
                 raise BadRequest("model='auto' needs text to route on (a user message or a text prompt)", "model")
+            clusters = served.router.clusters_of(client) if client else None
+            if allowed is not None:  # the caller's adapters only (within its own clusters, if any)
+                mine = [c.id for c in served.release.manifest.clusters if c.adapter in allowed]
+                clusters = [c for c in (clusters if clusters is not None else mine) if c in mine]
+                if not clusters:  # no adapter of its own to route to: `auto` is the base model
+                    return Target(served.base_public, served.base_backend, served.id, None, served, "local")
             started = time.perf_counter()
             try:
                 vector = await served.batcher.submit(served.routable(prompt), timeout_s=served.route_timeout_s)
@@ -179,12 +185,6 @@ class Registry:
                 raise BackendUnavailable("routing timed out; retry shortly", "embedder timeout") from None
             except Exception as e:  # the embedder failed on this prompt: only this request fails
                 raise BackendUnavailable("the router could not embed this prompt", repr(e)) from None
-            clusters = served.router.clusters_of(client) if client else None
-            if allowed is not None:  # the caller's adapters only (within its own clusters, if any)
-                mine = [c.id for c in served.release.manifest.clusters if c.adapter in allowed]
-                clusters = [c for c in (clusters if clusters is not None else mine) if c in mine]
-                if not clusters:
-                    raise ModelNotFound(model, served.public_models(allowed))
             route = served.router.route_vectors(vector[None, :], clusters)[0]
             self._metrics.routing_seconds.observe(time.perf_counter() - started)
             mode = "global" if clusters is None else "local"

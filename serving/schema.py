@@ -11,7 +11,7 @@ Every other field is vLLM's to judge: it is kept (`extra="allow"`, as vLLM's `Op
 and forwarded untouched, and a field vLLM does not know either is logged there and ignored, as
 vLLM does. OpenAI's nullable fields may be null. The whole body is bounded: its bytes
 (GatewaySettings.max_body_bytes), its nesting (`MAX_JSON_DEPTH`), and the tokens it may ask for
-(`n` or `best_of` × `max_tokens`, `Limits.max_request_tokens`). JSON numbers are finite (the
+(`n` or `best_of` × `max_tokens` × the prompts of a batch, `Limits.max_request_tokens`). JSON numbers are finite (the
 parser refuses NaN, Infinity and numbers that overflow a double). The body is forwarded as the
 client sent it, `model` rewritten.
 """
@@ -31,6 +31,9 @@ log = logging.getLogger("fedrouter.serving")
 # Levels of nesting in a whole body. An OpenAI request needs ~6 (messages[0].content[0].image_url.url)
 # plus a tool's JSON schema; past this the body is refused before any template or grammar sees it.
 MAX_JSON_DEPTH = 64
+
+# What vLLM's completions endpoint generates at most per choice when max_tokens is absent or null
+COMPLETION_MAX_TOKENS = 16
 
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Count = Annotated[int, Field(ge=1)]
@@ -76,8 +79,12 @@ class Sampling(Tolerant):
         return bool(self.stream)
 
     def choices(self) -> int:
-        """How many sequences vLLM generates for this request (`best_of` when larger than `n`)."""
-        return max(self.n or 1, getattr(self, "best_of", None) or 1)
+        """How many sequences vLLM generates for this request: for each of its prompts, `n`
+        (`best_of` when larger)."""
+        return self.prompts() * max(self.n or 1, _declared(self, "best_of") or 1)
+
+    def prompts(self) -> int:
+        return 1
 
     def token_budget(self) -> int | None:
         return self.max_tokens
@@ -126,8 +133,21 @@ Prompt = (
 
 class CompletionRequest(Sampling):
     prompt: Prompt | None = None  # vLLM also takes `prompt_embeds` instead (forwarded)
+    # 0 with `echo`: the prompt's own log-probabilities, nothing generated (vLLM generates one
+    # token and drops it); 0 without echo is refused by vLLM itself
+    max_tokens: Annotated[int, Field(ge=0)] | None = None
     best_of: Count | None = None
     logprobs: Annotated[int, Field(ge=0)] | None = None
+
+    def token_budget(self) -> int | None:
+        # vLLM's completions (as OpenAI's) read an absent or null max_tokens as 16
+        return COMPLETION_MAX_TOKENS if self.max_tokens is None else self.max_tokens
+
+    def prompts(self) -> int:
+        """A list of strings or of token-id lists is a batch: vLLM answers each prompt."""
+        if isinstance(self.prompt, list) and not isinstance(self.prompt[0], int):
+            return len(self.prompt)
+        return 1
 
     def route_text(self) -> str | None:
         """The prompt when it is text (token ids cannot be routed)."""
@@ -147,7 +167,7 @@ class Limits:
     max_n: int
     max_tokens: int
     max_logprobs: int
-    max_request_tokens: int  # choices × max_tokens; an absent max_tokens counts as `max_tokens`
+    max_request_tokens: int  # choices × max_tokens; an absent max_tokens counts as `max_tokens` (chat)
 
 
 def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampling:
@@ -165,30 +185,44 @@ def parse(model: type[Sampling], body: dict[str, Any], limits: Limits) -> Sampli
         raise BadRequest(f"{param or 'request'}: {msg}"[:500], param, "invalid_value") from None
     caps = [
         ("n", req.n, limits.max_n),
-        ("best_of", getattr(req, "best_of", None), limits.max_n),
+        ("best_of", _declared(req, "best_of"), limits.max_n),
         ("max_tokens", req.max_tokens, limits.max_tokens),
-        ("max_completion_tokens", getattr(req, "max_completion_tokens", None), limits.max_tokens),
-        ("logprobs", getattr(req, "logprobs", None), limits.max_logprobs),
-        ("top_logprobs", getattr(req, "top_logprobs", None), limits.max_logprobs),
+        ("max_completion_tokens", _declared(req, "max_completion_tokens"), limits.max_tokens),
+        ("logprobs", _declared(req, "logprobs"), limits.max_logprobs),
+        ("top_logprobs", _declared(req, "top_logprobs"), limits.max_logprobs),
     ]
     for name, value, cap in caps:
         if isinstance(value, int) and not isinstance(value, bool) and value > cap:
             raise BadRequest(f"{name} is {value}; this server allows at most {cap}", name, "limit_exceeded")
-    best_of = getattr(req, "best_of", None)
+    best_of = _declared(req, "best_of")
     if best_of is not None and best_of < (req.n or 1):
         raise BadRequest(f"best_of ({best_of}) must be at least n ({req.n})", "best_of", "invalid_value")
-    budget = req.token_budget() or limits.max_tokens
+    budget = req.token_budget()
+    budget = limits.max_tokens if budget is None else max(budget, 1)  # echo with 0: one token, dropped
     if req.choices() * budget > limits.max_request_tokens:
-        param = "best_of" if getattr(req, "best_of", None) and req.choices() > (req.n or 1) else "n"
+        per_prompt = req.choices() // req.prompts()
+        if req.prompts() > 1:
+            param, what = "prompt", f"prompts × n × max_tokens is {req.prompts()} prompts × {per_prompt}"
+        else:
+            param = "best_of" if best_of and per_prompt > (req.n or 1) else "n"
+            what = f"{param} × max_tokens is {per_prompt}"
         raise BadRequest(
-            f"{param} × max_tokens is {req.choices()} × {budget} = {req.choices() * budget} tokens; this server "
-            f"allows at most {limits.max_request_tokens} per request (an absent max_tokens counts as {limits.max_tokens})",
+            f"{what} × {budget} = {req.choices() * budget} tokens; this server allows at most "
+            f"{limits.max_request_tokens} per request (an absent max_tokens counts as {limits.max_tokens} on chat, "
+            f"16 on completions)",
             param,
             "limit_exceeded",
         )
     if req.model_extra:
         log.debug("forwarding fields the gateway does not read: %s", sorted(req.model_extra)[:20])
     return req
+
+
+def _declared(req: Sampling, name: str) -> Any:
+    """A field the request's own schema declares (typed and checked), else None. Never
+    `getattr`: with extra="allow" an undeclared field is an attribute too, holding whatever the
+    client sent (`best_of: "x"` on chat, where vLLM has no such field and ignores it)."""
+    return getattr(req, name) if name in type(req).model_fields else None
 
 
 def _depth(value: Any) -> int:

@@ -50,7 +50,7 @@ class GatewaySettings(BaseSettings):
     max_n: int = 128  # choices per request (`n`, `best_of`); OpenAI's limit
     max_tokens: int = 32768  # `max_tokens` / `max_completion_tokens`
     max_logprobs: int = 20  # `logprobs` (completions) and `top_logprobs` (chat)
-    # Tokens one request may ask for: max(n, best_of) × max_tokens (an absent max_tokens counts as
+    # Tokens one request may ask for: max(n, best_of) × max_tokens × prompts (an absent max_tokens counts as
     # `max_tokens` above): 8 full-length choices, or 128 choices of 2048 tokens.
     max_request_tokens: int = 8 * 32768
     # Replicas: "affinity" sends an adapter's requests to the replica that holds it (consistent hashing

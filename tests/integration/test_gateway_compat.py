@@ -117,6 +117,7 @@ CHAT_CASES = {  # name -> chat body without `model`
         **SHORT,
     },  # fmt: skip
     "unknown field": {"messages": ASK, "frobnicate": {"x": 1}, **SHORT},
+    "best_of on chat (not a field of vLLM's chat)": {"messages": ASK, "best_of": "x", **SHORT},
     # refused by vLLM (REFUSED): the gateway may refuse them itself, but with a 4xx too
     "max_tokens negative": {"messages": ASK, "max_tokens": -1},
     "top_p out of range": {"messages": ASK, "top_p": 7, **SHORT},
@@ -147,6 +148,13 @@ COMPLETION_CASES = {  # name -> completion body without `model`
     "stream": {"prompt": "Compute 9 times 6.", "stream": True, **SHORT},
     "unknown field": {"prompt": "Compute 9 times 6.", "frobnicate": 1, **SHORT},
     "max_tokens zero": {"prompt": "Compute 9 times 6.", "max_tokens": 0},
+    "n=20 without max_tokens (16 tokens each)": {"prompt": "Compute 9 times 6.", "n": 20, "temperature": 1.0},
+    "echo with max_tokens zero (scores the prompt)": {
+        "prompt": "Compute 9 times 6.",
+        "echo": True,
+        "max_tokens": 0,
+        "logprobs": 1,
+    },
 }
 
 # What vLLM 0.32 refuses (4xx) of the above; everything else it answers 200.

@@ -113,6 +113,50 @@ def test_best_of_counts_in_the_token_cap():
     assert refused(CompletionRequest, model="m", prompt="x", n=3, best_of=2).param == "best_of"
 
 
+def test_fields_another_endpoint_reads_are_only_forwarded_here():
+    """vLLM's chat endpoint has no `best_of` and completions no `max_completion_tokens` or
+    `top_logprobs`: there they are unknown fields (vLLM ignores them), whatever their value.
+    A hostile value once reached the token cap's arithmetic and made a 500."""
+    for value in ("x", [1], {"a": 1}, 10**6, None):
+        req = chat(best_of=value)
+        assert req.choices() == 1 and req.model_extra["best_of"] == value
+    for field in ("max_completion_tokens", "top_logprobs"):
+        req = parse(CompletionRequest, {"model": "m", "prompt": "x", field: "x"}, LIMITS)
+        assert req.choices() == 1 and req.token_budget() == 16  # not "x": vLLM's default
+
+
+def test_completions_score_a_prompt_with_echo_and_no_new_tokens():
+    """`echo: true, max_tokens: 0` (the log-probabilities of the prompt itself, as OpenAI's legacy
+    completions did) is what vLLM answers; without echo vLLM refuses 0 itself (its own 400)."""
+    body = {"model": "m", "prompt": "x", "echo": True, "max_tokens": 0, "logprobs": 1}
+    assert parse(CompletionRequest, body, LIMITS).token_budget() == 0
+    req = parse(CompletionRequest, {**body, "n": 128}, LIMITS)  # 128 × 0 new tokens: within any cap
+    assert req.choices() == 128
+    assert refused(**{"model": "auto", "messages": ASK, "max_tokens": 0}).param == "max_tokens"  # chat: vLLM refuses 0
+
+
+def test_an_absent_max_tokens_on_completions_is_vllms_16():
+    """vLLM (as OpenAI) generates at most 16 tokens a choice when a completion request gives no
+    max_tokens or null: n=20 is 320 tokens there, not 20 × 32768 refused as over the cap."""
+    for absent in ({}, {"max_tokens": None}):
+        req = parse(CompletionRequest, {"model": "m", "prompt": "x", "n": 20, **absent}, LIMITS)
+        assert req.token_budget() == 16
+    assert refused(**{"model": "auto", "messages": ASK, "n": 20}).code == "limit_exceeded"  # chat: up to the context
+
+
+def test_every_prompt_of_a_batch_counts_in_the_token_cap():
+    """vLLM's completions generate n × max_tokens for each prompt of a list: 9 prompts of 32768
+    tokens were 9 × the per-request cap, and a 4 MiB body holds a million one-word prompts."""
+    full = {"model": "m", "max_tokens": 32768}
+    assert parse(CompletionRequest, {**full, "prompt": ["x"] * 8}, LIMITS).choices() == 8
+    for prompt in (["x"] * 9, [[1]] * 9, ["x"] * 100_000):
+        e = refused(CompletionRequest, **full, prompt=prompt)
+        assert e.code == "limit_exceeded" and e.param == "prompt", e.message
+    e = refused(CompletionRequest, model="m", prompt=["x"] * 3, n=3, max_tokens=32768)
+    assert "3 prompts × 3 × 32768" in e.message
+    assert parse(CompletionRequest, {**full, "prompt": [1, 2, 3]}, LIMITS).choices() == 1  # one prompt of ids
+
+
 def test_nesting_is_bounded_across_the_whole_body():
     deep: dict = {}
     node = deep
