@@ -63,6 +63,7 @@ def create_app(
             settings.vllm_log,
             api_key,
             settings.restart_backoff_max_s,
+            max_new_tokens=settings.max_tokens,
         )
         urls = [supervisor.url]
     pool = BackendPool(urls, settings, api_key=api_key, transport=transport)

@@ -20,6 +20,7 @@ backend layer), so a restart never depends on a release folder that may be gone.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -43,9 +44,17 @@ def vllm_lora_rank(r: int) -> int:
     raise ValueError(f"LoRA rank {r} is above vLLM's maximum {VLLM_RANKS[-1]}")
 
 
-def vllm_command(release: Release, listen: list[str], extra_args: list[str] = ()) -> list[str]:
-    """`listen`: ["--uds", PATH] or ["--host", "127.0.0.1", "--port", PORT]."""
+def vllm_command(
+    release: Release, listen: list[str], extra_args: list[str] = (), max_new_tokens: int | None = None
+) -> list[str]:
+    """`listen`: ["--uds", PATH] or ["--host", "127.0.0.1", "--port", PORT]. `max_new_tokens`: vLLM's
+    default and bound for a request that names no `max_tokens` (without it, a chat request without
+    `max_tokens` generates up to the model's context, past the gateway's n × max_tokens cap); an
+    `--override-generation-config` among `extra_args` is the operator's and wins."""
     m = release.manifest
+    cap: list[str] = []
+    if max_new_tokens is not None and "--override-generation-config" not in extra_args:
+        cap = ["--override-generation-config", json.dumps({"max_new_tokens": max_new_tokens})]
     return [
         sys.executable,
         "-m",
@@ -62,6 +71,7 @@ def vllm_command(release: Release, listen: list[str], extra_args: list[str] = ()
         "--max-lora-rank",
         str(vllm_lora_rank(m.lora.r)),
         "--disable-uvicorn-access-log",
+        *cap,
         *extra_args,
     ]
 
@@ -96,7 +106,9 @@ class VLLMSupervisor:
         api_key: str,
         backoff_max_s: float = 60.0,
         env: dict[str, str] | None = None,  # on top of the gateway's environment
+        max_new_tokens: int | None = None,  # see vllm_command
     ):
+        self._max_new_tokens = max_new_tokens
         self._env = dict(env or {})
         self.socket: Path | None = None
         if port is None:
@@ -130,7 +142,7 @@ class VLLMSupervisor:
         if self.command is None:
             if release is None:
                 raise ValueError("the first start of vLLM needs a release")
-            self.command = vllm_command(release, self._listen, self._extra_args)
+            self.command = vllm_command(release, self._listen, self._extra_args, self._max_new_tokens)
         if self.socket is not None:
             self.socket.unlink(missing_ok=True)  # left by a vLLM that died: binding would fail
         env = {**os.environ, **self._env}

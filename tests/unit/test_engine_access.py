@@ -5,6 +5,7 @@ start in front of a vLLM whose unguarded routes answer strangers."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -101,6 +102,17 @@ def test_vllm_is_started_on_the_socket_without_a_tcp_port(tmp_path, fake_adapter
     assert "--port" not in cmd and "--host" not in cmd
     assert (os.stat(sup.socket.parent).st_mode & 0o777) == 0o700 and sup.socket.parent.stat().st_uid == os.geteuid()
     sup.close()
+
+
+def test_the_supervised_vllm_bounds_requests_that_name_no_max_tokens(tmp_path, fake_adapters):
+    """vLLM lets a chat request without `max_tokens` run to the model's context: the gateway's
+    n × max_tokens cap counts such a request as `max_tokens`, so vLLM must stop there too."""
+    release = make_release(tmp_path / "releases" / "v1", fake_adapters)
+    cmd = vllm_command(release, ["--uds", "s"], [], max_new_tokens=4096)
+    assert json.loads(cmd[cmd.index("--override-generation-config") + 1]) == {"max_new_tokens": 4096}
+    theirs = ["--override-generation-config", '{"temperature": 0.5}']
+    cmd = vllm_command(release, ["--uds", "s"], theirs, max_new_tokens=4096)
+    assert cmd.count("--override-generation-config") == 1 and cmd[-2:] == theirs  # the operator's wins
 
 
 def test_attach_mode_refuses_a_vllm_whose_unguarded_routes_answer(tmp_path, fake_adapters, caplog):
