@@ -82,7 +82,12 @@ def overhead(r: dict) -> str:
             f"{r['settings'].get('runs', 1)} runs of {r['settings']['n']} sequential rounds (vLLM direct, gateway "
             "explicit, gateway `auto`; same prompt and adapter, order rotated), completions of 1 token; "
             "SmolLM2-135M, 3 adapters. Latencies pooled over runs."
-            + (f" Run: {r['settings']['notes']}." if r["settings"].get("notes") else ""),
+            + (f" Run: {r['settings']['notes']}." if r["settings"].get("notes") else "")
+            + (
+                f" Load average (1 min) before / after: {' / '.join(map(str, r['settings']['load_avg_1m']))}."
+                if "load_avg_1m" in r["settings"]
+                else ""
+            ),
             "",
             "| path | p50 ms | p99 ms |",
             "|---|---|---|",
