@@ -136,7 +136,8 @@ def render(r: dict) -> str:
         "",
         "Reading it: `int8` is the gateway's default (`auto`) where it meets the agreement goals; `int8-all` "
         "quantises the FFN down-projections too (faster, further from PyTorch). `static` is not a backend but "
-        "another embedder (`--embedder-kind static`, router/static_embed.py): a token table distilled from MiniLM, "
+        "another embedder (`--embedder-kind static`, the default; router/static_embed.py): a token table distilled "
+        "from MiniLM, "
         "so a release trained with it has its own centroids (here: its own centroids of the same tasks, and "
         "'same adapter' means the same task as PyTorch's MiniLM picks). The ceiling is the backend's "
         "own batches of 64 on one thread; the micro-batcher also runs one batch at a time on one thread (the "

@@ -81,7 +81,13 @@ def overhead(r: dict) -> str:
             "",
             f"{r['settings'].get('runs', 1)} runs of {r['settings']['n']} sequential rounds (vLLM direct, gateway "
             "explicit, gateway `auto`; same prompt and adapter, order rotated), completions of 1 token; "
-            "SmolLM2-135M, 3 adapters. Latencies pooled over runs.",
+            "SmolLM2-135M, 3 adapters. Latencies pooled over runs."
+            + (f" Run: {r['settings']['notes']}." if r["settings"].get("notes") else "")
+            + (
+                f" Load average (1 min) before / after: {' / '.join(map(str, r['settings']['load_avg_1m']))}."
+                if "load_avg_1m" in r["settings"]
+                else ""
+            ),
             "",
             "| path | p50 ms | p99 ms |",
             "|---|---|---|",
@@ -96,6 +102,12 @@ def overhead(r: dict) -> str:
                 f"; per run, explicit: {r['added_p50_ms_per_run']['explicit']} ms. Median paired difference "
                 f"(same round): explicit {r['added_paired_ms']['explicit']} ms, `auto` {r['added_paired_ms']['auto']} ms"
                 if "added_paired_ms" in r
+                else ""
+            )
+            + (
+                f". `auto` over explicit (median paired difference, same round; goal ≤ 1 ms): "
+                f"**{r['auto_over_explicit_paired_ms']} ms** (per run: {r['auto_over_explicit_paired_ms_per_run']} ms)"
+                if "auto_over_explicit_paired_ms" in r
                 else ""
             )
             + f". Gateway start (vLLM included): {r['gateway_start_s']} s."
@@ -189,6 +201,7 @@ SECTIONS = [
     ("ray_overhead", _module("ray_overhead")),
     ("reload", reload),
     ("routing", routing),
+    ("routing_embedders", _module("embedders")),
 ]
 
 HEADER = """# Benchmarks
@@ -207,6 +220,7 @@ FedRouter ahead of FedAvg under interference and of client-centric training on u
 | `benchmarks/gateway_overhead.py` | the gateway's added latency for one short request (`--stub`: against a stub that answers at once; `--embedder static`: routed with the static embedder) |
 | `benchmarks/reload.py` | hot reload under 8 clients: switch time, failures, in-flight latency |
 | `benchmarks/routing.py` | routing accuracy, latency, index scaling, micro-batching, embedding backends (torch / ONNX / static) |
+| `benchmarks/embedders.py` | MiniLM vs the static embedder: routing accuracy on the synthetic and real-text tasks, with few examples, and on real text without instructions |
 | `benchmarks/vllm_bench.py` | vLLM's own `vllm bench serve` client: TTFT, TPOT, ITL, tok/s for base, adapters, `auto` |
 | `benchmarks/replicas.py` | 2 vLLM replicas: adapter affinity vs least-loaded, adapters outnumbering `--max-loras` |
 | `benchmarks/many_adapters.py` | a release of 64 adapters vs 4: start, reload, memory, throughput |

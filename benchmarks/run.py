@@ -13,10 +13,11 @@ import sys
 
 ORDER = [  # a name, or a name and its arguments
     "routing",
-    "gateway_overhead",
+    "embedders",
+    ("gateway_overhead", "--embedder", "minilm"),
+    ("gateway_overhead", "--embedder", "minilm", "--stub"),
+    "gateway_overhead",  # the default embedder: static
     ("gateway_overhead", "--stub"),
-    ("gateway_overhead", "--embedder", "static"),
-    ("gateway_overhead", "--embedder", "static", "--stub"),
     "serving",
     ("serving", "--embedder", "static"),
     "vllm_bench",

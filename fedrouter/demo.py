@@ -122,7 +122,8 @@ def main() -> None:
     releases = RUN / "releases"
     _step(1, "federated training: 4 clients, 2 tasks each, data never leaves a client")
     console.print(
-        "Each client embeds its prompts (all-MiniLM-L6-v2), clusters them locally, and sends only centroids;\n"
+        "Each client embeds its prompts (the default embedder: a token table distilled from all-MiniLM-L6-v2),\n"
+        "clusters them locally, and sends only centroids;\n"
         "the server clusters those into task clusters, and every client trains the LoRA of its clusters.\n"
         "Adapters are averaged within each cluster (FedRouter on Flower, simulation engine)."
     )

@@ -73,7 +73,10 @@ def distill_static(name: str, out: Path | None = None, *, force: bool = False, b
     size = max(vocab.values()) + 1
     cls_id, sep_id = vocab.get("[CLS]"), vocab.get("[SEP]")
     if cls_id is None or sep_id is None:
-        raise ValueError(f"static distillation supports WordPiece ([CLS]/[SEP]) tokenizers; {folder} has neither")
+        raise ValueError(
+            f"static distillation supports WordPiece ([CLS]/[SEP]) tokenizers; {folder} has neither "
+            "(embed with the model itself: --embedder-kind sentence-transformers)"
+        )
     model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
     rows = np.zeros((size, model.config.hidden_size), np.float32)
     with torch.inference_mode():

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from fedrouter.router.embed import DEFAULT_EMBEDDER, DEFAULT_KIND
+
 
 @dataclass
 class TrainConfig:
@@ -29,8 +31,10 @@ class TrainConfig:
     # Model
     base_model: str = ""  # HF folder or name; empty: the prepared SmolLM2-135M-Instruct
     base_name: str = ""  # public name in the release; empty: the folder's name
-    embedder: str = "all-MiniLM-L6-v2"  # model used to embed samples (and prompts when serving)
-    embedder_kind: str = "sentence-transformers"  # sentence-transformers | base-llm | static | hash
+    embedder: str = DEFAULT_EMBEDDER  # model used to embed samples (and prompts when serving)
+    # static (a table distilled from `embedder`, the default: `auto` within 1 ms of naming the adapter)
+    # | sentence-transformers (MiniLM itself) | base-llm | hash
+    embedder_kind: str = DEFAULT_KIND
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: str = "q_proj,v_proj"

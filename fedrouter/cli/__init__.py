@@ -1,6 +1,6 @@
 """The `fedrouter` command: subcommands dispatch to the packages; nothing imports this package.
 
-fedrouter models prepare                      base model folder from the GGUF; embedder check + ONNX export
+fedrouter models prepare                      base model folder from the GGUF; embedder: check, ONNX, static table
 fedrouter release build --out DIR ...         a release from existing PEFT adapters + examples
 fedrouter release inspect DIR                 the manifest as a table
 fedrouter route "prompt" --release DIR        which adapter a prompt goes to

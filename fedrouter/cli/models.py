@@ -51,12 +51,12 @@ def cmd_models_prepare(args: argparse.Namespace) -> None:
 
     if static_ready(DEFAULT_EMBEDDER) and not args.force:
         console.print(
-            f"static embedder (--embedder-kind static): [green]ready[/] at {static_cache_dir(DEFAULT_EMBEDDER)}"
+            f"static embedder (the default routing space): [green]ready[/] at {static_cache_dir(DEFAULT_EMBEDDER)}"
         )
     else:
         started = time.monotonic()
         with console.status("distilling a static embedder from the embedder (once, ~20 s)"):
             out = distill_static(DEFAULT_EMBEDDER, force=args.force)
         console.print(
-            f"static embedder (--embedder-kind static): [green]distilled[/] to {out} in {time.monotonic() - started:.0f} s"
+            f"static embedder (the default routing space): [green]distilled[/] to {out} in {time.monotonic() - started:.0f} s"
         )

@@ -7,6 +7,7 @@ import argparse
 import json
 
 from fedrouter.cli import cluster
+from fedrouter.router.embed import DEFAULT_KIND as EMBEDDER_DEFAULT_KIND
 from fedrouter.router.embed import KINDS as EMBEDDER_KINDS
 
 
@@ -24,8 +25,18 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="NAME=FILE.jsonl",
         help="example prompts of that adapter's task (JSONL with a 'prompt' field)",
     )
-    build.add_argument("--embedder", default=None, help="embedder model name or folder (default: all-MiniLM-L6-v2)")
-    build.add_argument("--embedder-kind", default="sentence-transformers", choices=EMBEDDER_KINDS)
+    build.add_argument(
+        "--embedder",
+        default=None,
+        help="embedder model name or folder (default: all-MiniLM-L6-v2; for static: the model its table is distilled from)",
+    )
+    build.add_argument(
+        "--embedder-kind",
+        default=EMBEDDER_DEFAULT_KIND,
+        choices=EMBEDDER_KINDS,
+        help=f"the routing space (default: {EMBEDDER_DEFAULT_KIND}, a table distilled from MiniLM; "
+        "sentence-transformers: MiniLM itself, see README 'Which embedder')",
+    )
     build.add_argument("--threshold", type=float, default=0.0, help="cosine below which the fallback applies")
     build.add_argument("--fallback", default="base", choices=["base", "nearest"])
     build.add_argument("--release-id", help="default: the --out folder's name")

@@ -28,7 +28,8 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--embedder-kind",
         dest="embedder_kind",
         choices=EMBEDDER_KINDS,
-        help="the routing space: MiniLM (default), base-llm, or static (distilled from MiniLM: a table lookup per prompt)",
+        help="the routing space: static (default: a table distilled from MiniLM, a lookup per prompt), "
+        "sentence-transformers (MiniLM itself, see README 'Which embedder'), or base-llm",
     )
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of training/config.py")
     train.set_defaults(fn=cmd_train)

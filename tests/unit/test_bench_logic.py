@@ -52,3 +52,16 @@ def test_every_committed_result_renders(name, render):
     text = render(r)
     assert text.startswith("###") and "None" not in text.split("\n")[0]
     json.dumps(r)  # plain data
+
+
+def test_embedder_accuracy_is_per_route_and_pooled_by_held_out_prompts():
+    from benchmarks.embedders import _mean, accuracy
+    from fedrouter.router.embed import HashEmbedder
+
+    routes = {
+        "math": (["add two and three", "add four and five"], ["add six and one", "add nine and two"]),
+        "geo": (["capital of france", "capital of peru"], ["capital of chile", "add one and one", "add two and two"]),
+    }
+    per_route = accuracy(HashEmbedder(256).embed, routes)
+    assert per_route == {"math": 1.0, "geo": pytest.approx(1 / 3)}
+    assert _mean(per_route, routes, ["math", "geo"]) == 0.6  # 3 of 5 held-out prompts, not the mean of 1 and 1/3

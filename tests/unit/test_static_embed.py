@@ -75,3 +75,20 @@ def test_a_static_release_routes_held_out_prompts_in_its_own_space(cache, tmp_pa
         for _ in range(20)
     ]
     assert np.mean(hits) >= 0.95
+
+
+def test_static_is_the_default_routing_space_of_training_and_release_build(cache, tmp_path, fake_adapters):
+    """`model="auto"` within 1 ms of naming the adapter by default: whatever makes a release without
+    being told the embedder kind makes a static one (MiniLM on ONNX adds ~2-3 ms a prompt)."""
+    from fedrouter.cli import main
+    from fedrouter.router.release import load_release
+    from fedrouter.training.config import TrainConfig
+
+    assert TrainConfig().embedder_kind == "static" and TrainConfig().embedder == DEFAULT_EMBEDDER
+    assert make_embedder().info.kind == "static"
+    examples = write_examples(tmp_path / "ex")
+    argv = ["release", "build", "--out", str(tmp_path / "v1"), "--base", "base"]
+    for name, path in fake_adapters.items():
+        argv += ["--adapter", f"{name}={path}", "--examples", f"{name}={examples[name]}"]
+    main(argv)
+    assert load_release(tmp_path / "v1").manifest.embedder.kind == "static"
