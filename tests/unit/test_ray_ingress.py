@@ -50,14 +50,19 @@ class Recording(StubEngine):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.calls: list[tuple[str | None, str]] = []
+        self.folders: list[str | None] = []
 
     async def generate(self, path, body, adapter=None, folder=None):
         self.calls.append((adapter, json.loads(body)["model"]))
+        self.folders.append(folder)
         async for item in super().generate(path, body, adapter, folder):
             yield item
 
     async def seen(self):
         return self.calls
+
+    async def seen_folders(self):
+        return self.folders
 
 
 class DiesMidAnswer(StubEngine):
@@ -92,6 +97,16 @@ def test_auto_goes_to_the_engine_under_the_adapters_content_name(gateway, releas
     assert engine.seen.remote().result()[-1] == (geo, geo)  # multiplexed id and vLLM model name
     assert r.json()["model"] == "geo"  # clients only ever see the public name
     assert r.headers["x-fedrouter-adapter"] == "geo" and r.headers["x-fedrouter-release"] == "v1"
+
+
+def test_engines_are_sent_the_adapters_store_folder_not_the_release_folder(releases, tmp_path):
+    v1 = releases[0]
+    engine = local(serve.deployment(Recording).bind(models_per_replica=2), "engine-store")
+    store = tmp_path / "store"
+    with TestClient(gateway_app({"release": str(v1.path), "adapter_store": str(store)}, engine)) as client:
+        assert chat(client, "math").status_code == 200
+    (folder,) = engine.seen_folders.remote().result()
+    assert folder == str(store / v1.manifest.digests["math"])  # the folder its content name's digest names
 
 
 def test_base_model_requests_carry_no_adapter(gateway):
