@@ -195,6 +195,17 @@ def test_models_per_replica_defaults_to_the_adapters_share(releases):
     assert RaySpec(release=str(v1.path), engine_replicas=2, models_per_replica=5).slots() == 5
 
 
+def test_serve_switches_reach_every_replica_of_both_deployments(releases):
+    env = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+    app = build(RaySpec(release=str(releases[0].path), engine="stub", serve_env=env).model_dump())
+    ingress = app._bound_deployment
+    engine = ingress.init_args[1]._bound_deployment
+    for d in (ingress, engine):
+        assert d.ray_actor_options["runtime_env"] == {"env_vars": env}
+    plain = build(RaySpec(release=str(releases[0].path), engine="stub").model_dump())._bound_deployment
+    assert "runtime_env" not in plain.ray_actor_options  # Ray's defaults: no runtime_env at all
+
+
 def test_a_failed_stub_engine_fails_its_health_check():
     engine = local(serve.deployment(StubEngine).bind(models_per_replica=1), "health")
     engine.check_health.remote().result()
