@@ -12,8 +12,10 @@ code): seconds from the config update to every ingress replica serving the relea
 
     python -m benchmarks.ray_overhead [--n 200] [--runs 3] [--publishes 4]
 
-`--router serve` uses Serve's own request router for the engines instead of the ring. Writes
-benchmarks/results/ray_overhead.json. Throughput at concurrency 8-32 with real vLLM
+`--router serve` uses Serve's own request router for the engines instead of the ring.
+`--serve-env K=V` (repeatable) sets Ray Serve switches in every replica (RaySpec.serve_env), e.g.
+RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0. Writes benchmarks/results/ray_overhead.json, or
+`--out NAME`.json (a variant rendered beside it). Throughput at concurrency 8-32 with real vLLM
 replicas, and the share of home hits under load, are not measured here (see the README).
 """
 
@@ -43,6 +45,10 @@ def main() -> None:
     ap.add_argument("--publishes", type=int, default=4)
     ap.add_argument("--work", default="runs/bench/ray")
     ap.add_argument("--router", choices=["ring", "serve"], default="ring", help="the engines' request router")
+    ap.add_argument(
+        "--serve-env", action="append", default=[], metavar="K=V", help="a Ray Serve switch in every replica"
+    )
+    ap.add_argument("--out", default="ray_overhead", help="results/NAME.json")
     args = ap.parse_args()
 
     import ray
@@ -63,12 +69,16 @@ def main() -> None:
         engine_options={"url": stub_url},
         engine_num_cpus=0.5,
         ingress_num_cpus=0.5,
+        serve_env=dict(kv.split("=", 1) for kv in args.serve_env),
     )
     deploy(spec, port=ray_port)
     deploy_s = time.monotonic() - started
     runs: list[dict[str, list[float]]] = []
     try:
-        with gateway(v1, Path(args.work) / "logs", backends=[stub_url]) as stack:
+        # the stub answers any route on loopback (no vLLM to protect): the attach check would refuse it
+        with gateway(
+            v1, Path(args.work) / "logs", backends=[stub_url], env={"FEDROUTER_ALLOW_OPEN_BACKEND": "1"}
+        ) as stack:
             clients = {
                 "stub": httpx.Client(base_url=stub_url, timeout=60),
                 "gateway": httpx.Client(base_url=stack.url, timeout=60),
@@ -122,6 +132,7 @@ def main() -> None:
             "ingress_replicas": 1,
             "engine_replicas": 1,
             "embedder": "static",
+            "serve_env": spec.serve_env,
         },
         "p50_ms": {p: p50s(p) for p in PATHS},
         "ray_over_gateway_ms": {
@@ -133,7 +144,7 @@ def main() -> None:
         "deploy_s": round(deploy_s, 1),
         "publish_s": publishes,
     }
-    out = RESULTS / "ray_overhead.json"
+    out = RESULTS / f"{args.out}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
@@ -143,6 +154,10 @@ def render(r: dict) -> str:
     rows = [
         f"### Ray Serve path against the single gateway, stub engine ({m['cores']} cores {m['cpu']}, "
         f"Python {m['python']}, Ray ingress + 1 engine replica, {r['settings'].get('router', 'ring')} router, {m['date']})",
+        "",
+        "Ray Serve switches in the replicas: "
+        + (", ".join(f"`{k}={v}`" for k, v in r["settings"].get("serve_env", {}).items()) or "Ray's defaults")
+        + ".",
         "",
         "| path | p50 per run (ms) |",
         "|---|---|",

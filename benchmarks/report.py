@@ -199,6 +199,8 @@ SECTIONS = [
     ("gateway_overhead_static", overhead),
     ("gateway_overhead_static_stub", overhead),
     ("ray_overhead", _module("ray_overhead")),
+    ("ray_overhead_tuned", _module("ray_overhead")),
+    ("ray_overhead_grpc", _module("ray_overhead")),
     ("reload", reload),
     ("routing", routing),
     ("routing_embedders", _module("embedders")),

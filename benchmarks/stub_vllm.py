@@ -1,8 +1,10 @@
 """A stand-in for vLLM's OpenAI server that answers at once: to measure the gateway's own hop
 without the CPU that a real vLLM takes on the same machine. Serves one base model (`stub-base`),
-accepts any adapter registration, answers completions with one token.
+accepts any adapter registration (listed in /v1/models with the folder it was loaded from as
+`root`, as vLLM lists it), answers completions with one token.
 
     python -m benchmarks.stub_vllm PORT
+    python -m benchmarks.stub_vllm --uds PATH        (vLLM's own flag: tests of the supervised socket)
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 
 import orjson
 
-served = {"stub-base"}
+served = {"stub-base": None}  # model name -> the folder an adapter was loaded from
 
 
 async def app(scope, receive, send) -> None:
@@ -25,10 +27,14 @@ async def app(scope, receive, send) -> None:
             break
     path = scope["path"]
     if path == "/v1/models":
-        data = [{"id": m, "object": "model", "parent": None if m == "stub-base" else "stub-base"} for m in served]
+        data = [
+            {"id": m, "object": "model", "root": root, "parent": None if m == "stub-base" else "stub-base"}
+            for m, root in served.items()
+        ]
         out = orjson.dumps({"object": "list", "data": data})
     elif path == "/v1/load_lora_adapter":
-        served.add(orjson.loads(body)["lora_name"])
+        req = orjson.loads(body)
+        served[req["lora_name"]] = req.get("lora_path")
         out = b"ok"
     elif path == "/health":
         out = b""
@@ -51,4 +57,6 @@ async def app(scope, receive, send) -> None:
 if __name__ == "__main__":
     import uvicorn
 
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    args = sys.argv[1:]
+    where = {"uds": args[1]} if args[0] == "--uds" else {"host": "127.0.0.1", "port": int(args[-1])}
+    uvicorn.run(app, **where, log_level="warning", access_log=False)

@@ -77,7 +77,10 @@ def create_app(
     reloader = Reloader(
         registry,
         pool,
-        AdapterLoader(pool, concurrency=settings.register_concurrency),
+        # unloading only from replicas no other gateway uses: its own vLLM, or declared its own
+        AdapterLoader(
+            pool, concurrency=settings.register_concurrency, unloads=supervisor is not None or settings.sole_gateway
+        ),
         AdapterStore(settings.adapter_store),
         metrics,
         settings,

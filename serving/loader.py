@@ -4,6 +4,13 @@ VLLM_ALLOW_RUNTIME_LORA_UPDATING). The request path (serving/backends.py) never 
 A replica that is down gets the adapters when it is back (`lacking`, used by the keeper); what one
 call loaded is returned, so that a failed reload can undo exactly that and nothing another release
 had loaded. Who may call these, and when, is decided by serving/reload.py (one lock).
+
+Unloading happens only where this gateway is the replicas' one user (`unloads`: its supervised
+vLLM, or attached replicas declared its own with `sole_gateway`). Otherwise `unload` does nothing:
+another gateway attached to the same replicas may serve the very names this one retires or undoes
+(a name is content-derived, so two gateways serving the same adapter share it), and unloading them
+would fail its requests until its keeper loaded them back. vLLM's LRU (--max-cpu-loras) then evicts
+the unused ones from memory; vLLM re-reads a name from its store folder if it is used again.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ log = logging.getLogger("fedrouter.serving")
 
 
 class AdapterLoader:
-    def __init__(self, pool: BackendPool, *, concurrency: int, timeout_s: float = 120.0):
+    def __init__(self, pool: BackendPool, *, concurrency: int, timeout_s: float = 120.0, unloads: bool = True):
         self._pool = pool
+        self.unloads = unloads  # False: replicas another gateway may share; nothing is ever unloaded
         self._concurrency = max(1, concurrency)  # adapters loaded at once into one replica
         self._timeout_s = timeout_s  # loading one adapter
 
@@ -95,7 +103,9 @@ class AdapterLoader:
 
     async def unload(self, pairs: list[tuple[Backend, str]]) -> None:
         """Unload (replica, vLLM name) pairs, best effort and concurrently (as `register`): a
-        replica that is down has nothing loaded."""
+        replica that is down has nothing loaded. Nothing at all when replicas may be shared."""
+        if not self.unloads or not pairs:
+            return
         gates = {b.url: asyncio.Semaphore(self._concurrency) for b, _ in pairs}
 
         async def one(b: Backend, name: str) -> None:

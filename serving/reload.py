@@ -16,7 +16,8 @@ Hot reload, without losing a request:
 3. build its router, then swap release + router + name map in one step (a failure undoes the
    registrations of step 2);
 4. requests resolved before the swap finish on the old release (each holds a lease on it);
-   once none is left, the old adapters that no live release uses are unloaded.
+   once none is left, the old adapters that no live release uses are unloaded (from replicas this
+   gateway alone uses; attached replicas may be shared, so nothing is unloaded there: serving/loader.py).
 Every response therefore names exactly one release in `x-fedrouter-release`. A reload waits for
 the lock at most `reload_timeout_s` (then 409).
 """

@@ -19,6 +19,13 @@ class GatewaySettings(BaseSettings):
     # Attach mode: start even though an attached vLLM answers strangers on its unguarded routes
     # (/adapters, /invocations, /metrics, ...; serving/attach_check.py), with a loud warning.
     allow_open_backend: bool = False
+    # Attach mode: this gateway is the only one using its --backend replicas, so it unloads the
+    # adapters of releases it retires. Unset (the default), it never unloads an adapter from an
+    # attached replica: another gateway attached to the same replicas may still serve it (and its
+    # keeper would load it back: the two would fight). vLLM's LRU (--max-cpu-loras) evicts retired
+    # adapters from memory instead; their names stay listed. A supervised vLLM is the gateway's own
+    # (a private socket): its retired adapters are always unloaded.
+    sole_gateway: bool = False
     # Supervised mode: how vLLM listens, extra arguments for it, how long its start may take.
     # Unset: a Unix socket in a fresh 0700 folder, no TCP port (only the gateway can connect). A port:
     # 127.0.0.1:PORT, which every local user reaches (benchmarks that call vLLM directly).

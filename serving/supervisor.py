@@ -96,6 +96,14 @@ def http_client(url: str, **kwargs) -> httpx.Client:
     return httpx.Client(base_url="http://vllm", transport=httpx.HTTPTransport(uds=uds), **kwargs)
 
 
+def async_http_client(url: str, **kwargs) -> httpx.AsyncClient:
+    """`http_client`, asynchronous."""
+    uds = unix_socket(url)
+    if uds is None:
+        return httpx.AsyncClient(base_url=url, **kwargs)
+    return httpx.AsyncClient(base_url="http://vllm", transport=httpx.AsyncHTTPTransport(uds=uds), **kwargs)
+
+
 class VLLMSupervisor:
     def __init__(
         self,

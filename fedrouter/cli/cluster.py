@@ -46,9 +46,10 @@ def cmd_serve_ray(args: argparse.Namespace) -> None:
     from fedrouter.serving.settings import GatewaySettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.backend or args.watch or args.admin_token or args.admin_token_file:
+    if args.backend or args.watch or args.sole_gateway or args.admin_token or args.admin_token_file:
         raise ValueError(
-            "--ray serves through its engines and publishes releases: no --backend, --watch or admin token"
+            "--ray serves through its engines and publishes releases: no --backend, --watch, --sole-gateway "
+            "or admin token"
         )
     settings = GatewaySettings(**({"release": args.release} if args.release else {}))
     if settings.release is None:

@@ -37,6 +37,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--admin-token-file", help="file holding the bearer token for /admin routes")
     serve.add_argument("--watch", action="store_true", help="reload when the release path (a `latest` link) changes")
     serve.add_argument(
+        "--sole-gateway",
+        action="store_true",
+        help="with --backend: no other gateway uses these replicas, so retired releases' adapters are "
+        "unloaded from them (default: never unloaded from attached replicas; vLLM's LRU evicts them)",
+    )
+    serve.add_argument(
         "--api-keys-file",
         help='JSON {"KEY": {"client": ID, "adapters": [...]}}: /v1 needs `Authorization: Bearer KEY` '
         "(or FEDROUTER_API_KEYS)",
@@ -92,6 +98,7 @@ def settings_from(args: argparse.Namespace):
             "admin_token_file": args.admin_token_file,
             "vllm_log": args.vllm_log,
             "watch": args.watch or None,
+            "sole_gateway": args.sole_gateway or None,
             "replica_policy": args.replica_policy,
             "api_keys_file": args.api_keys_file,
             "max_connections": args.max_connections,

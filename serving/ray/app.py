@@ -52,6 +52,12 @@ class RaySpec(BaseModel):
     ingress_replicas: int = 1
     ingress_num_cpus: float = 0.5
     gateway: dict[str, Any] = Field(default_factory=dict)  # GatewaySettings fields (release excluded)
+    # Ray Serve's own switches (RAY_SERVE_* variables), set in every replica of both deployments
+    # (a runtime_env: each replica's worker process starts with them, on any node). E.g.
+    # RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 runs the gateway on the replica's own event
+    # loop, RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 routes handle calls on it too (fewer thread
+    # hand-offs per request); benchmarks/ray_overhead.py --serve-env measures them.
+    serve_env: dict[str, str] = Field(default_factory=dict)
     health_check_period_s: float = 10.0
     max_ongoing_requests: int = 256  # per replica; the gateway's own limits apply before this
 
@@ -69,6 +75,7 @@ def build(args: dict[str, Any]) -> Application:
         raise ValueError(f"unknown engine {spec.engine!r} ({', '.join(ENGINES)})")
     if spec.router not in ("ring", "serve"):
         raise ValueError(f"unknown router {spec.router!r} (ring, serve)")
+    actor_env = {"runtime_env": {"env_vars": dict(spec.serve_env)}} if spec.serve_env else {}
     routing = {}
     if spec.router == "ring":
         routing["request_router_config"] = RequestRouterConfig(request_router_class=AdapterRingRouter)
@@ -76,7 +83,7 @@ def build(args: dict[str, Any]) -> Application:
         ENGINES[spec.engine],
         name="Engine",
         num_replicas=spec.engine_replicas,
-        ray_actor_options={"num_cpus": spec.engine_num_cpus, "num_gpus": spec.engine_num_gpus},
+        ray_actor_options={"num_cpus": spec.engine_num_cpus, "num_gpus": spec.engine_num_gpus, **actor_env},
         health_check_period_s=spec.health_check_period_s,
         max_ongoing_requests=spec.max_ongoing_requests,
         **routing,
@@ -85,7 +92,7 @@ def build(args: dict[str, Any]) -> Application:
         Ingress,
         name="Ingress",
         num_replicas=spec.ingress_replicas,
-        ray_actor_options={"num_cpus": spec.ingress_num_cpus},
+        ray_actor_options={"num_cpus": spec.ingress_num_cpus, **actor_env},
         max_ongoing_requests=spec.max_ongoing_requests,
         user_config={"release": spec.release},
     )

@@ -12,17 +12,23 @@ The answer is streamed back as it comes: first `{"status", "content-type"}`, the
 Cancelling the handle call (the client went away) cancels the generator here, which closes the
 connection to vLLM: vLLM aborts the generation.
 
-Variants in one registry (`ENGINES`, serving/ray/app.py): `vllm` (the real one; vLLM listens on
-loopback with a random key, so only its replica can reach it), `attached` (a running OpenAI
-server at a URL: the benchmark's stand-in that answers at once) and `stub`
-(serving/ray/stub_engine.py: no model, for tests).
+Variants in one registry (`ENGINES`, serving/ray/app.py): `vllm` (the real one, supervised as the
+single gateway supervises it, serving/supervisor.py: vLLM listens on no TCP port but on a Unix
+socket in a fresh 0700 folder, with a random key, so only its replica's user can reach it — its
+unguarded routes, /adapters and /invocations, included), `attached` (a running OpenAI server at a
+URL: the benchmark's stand-in that answers at once) and `stub` (serving/ray/stub_engine.py: no
+model, for tests).
+
+Adapter folders come from the ingress as its gateway registered them: the content-addressed store
+(serving/adapter_store.py, `<store>/<digest>/`), never a release folder, so a name always reads the
+weights its digest names even after the release folder is gone (on several nodes the store must be
+on a shared filesystem, as the releases are).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,7 +37,7 @@ import httpx
 from ray import serve
 
 from fedrouter.router.release import load_release
-from fedrouter.serving.supervisor import VLLMSupervisor
+from fedrouter.serving.supervisor import VLLMSupervisor, async_http_client
 
 Head = dict[str, Any]  # {"status": int, "content-type": str}, the first item of every answer
 
@@ -155,13 +161,14 @@ class _Loaded:
 
 
 class HTTPEngine(EngineCore):
-    """A replica in front of one OpenAI server reached over HTTP (vLLM's, or a stand-in)."""
+    """A replica in front of one OpenAI server reached over HTTP (vLLM's, or a stand-in) at `url`:
+    `http(s)://HOST:PORT` or `unix:PATH`."""
 
     def __init__(self, url: str, api_key: str | None, models_per_replica: int, request_timeout_s: float = 600.0):
         super().__init__(models_per_replica)
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
-        self.client = httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers)
+        self.client = async_http_client(url, timeout=timeout, headers=headers)
 
     async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:
         headers = {"content-type": "application/json"}
@@ -204,9 +211,14 @@ class VLLMEngine(HTTPEngine):
         # at most its share of the adapters, so that is all vLLM reserves room for.
         extra = [*(vllm_args or []), "--max-loras", slots, "--max-cpu-loras", slots]
         key = secrets.token_urlsafe(32)
-        self.supervisor = VLLMSupervisor("127.0.0.1", _free_port(), extra, kv_cache_gib, None, key)
-        self.supervisor.start(load_release(release))
-        self.supervisor.wait_healthy(start_timeout_s)
+        # port None: a private Unix socket in a 0700 folder, as the single gateway's vLLM
+        self.supervisor = VLLMSupervisor(None, extra, kv_cache_gib, None, key)
+        try:
+            self.supervisor.start(load_release(release))
+            self.supervisor.wait_healthy(start_timeout_s)
+        except BaseException:
+            self.supervisor.close()
+            raise
         super().__init__(self.supervisor.url, key, models_per_replica, request_timeout_s)
 
     def check_health(self) -> None:
@@ -214,8 +226,8 @@ class VLLMEngine(HTTPEngine):
         if not self.supervisor.alive():
             raise RuntimeError(f"vLLM exited:\n{self.supervisor.log_tail(15)}")
 
-    def __del__(self) -> None:
-        self.supervisor.stop()
+    def __del__(self) -> None:  # Serve's replica shutdown: vLLM and its socket folder go with it
+        self.supervisor.close()
 
 
 def replica_id() -> str:
@@ -224,9 +236,3 @@ def replica_id() -> str:
         return serve.get_replica_context().replica_id.unique_id
     except Exception:
         return "local"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

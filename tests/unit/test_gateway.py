@@ -91,6 +91,7 @@ def client(tmp_path, fake_adapters, vllm):
     settings = GatewaySettings(
         release=release.path,
         backends=["http://fake-vllm"],
+        sole_gateway=True,  # the only gateway on this fake: retired adapters are unloaded
         connect_retry_s=0.2,
         admin_token="secret",
         drain_timeout_s=5,

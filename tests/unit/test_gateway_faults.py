@@ -38,6 +38,7 @@ class Replicas:
 
 
 def gateway(tmp_path, replicas: Replicas, **kw):
+    kw.setdefault("sole_gateway", True)  # one gateway: it unloads (shared replicas: test_shared_replicas.py)
     adapters = {n: fake_adapter(tmp_path / "src" / n, seed=i) for i, n in enumerate(("math", "geo", "sentiment"))}
     release = make_release(tmp_path / "releases" / "v1", adapters)
     settings = GatewaySettings(

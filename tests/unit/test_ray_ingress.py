@@ -50,14 +50,19 @@ class Recording(StubEngine):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.calls: list[tuple[str | None, str]] = []
+        self.folders: list[str | None] = []
 
     async def generate(self, path, body, adapter=None, folder=None):
         self.calls.append((adapter, json.loads(body)["model"]))
+        self.folders.append(folder)
         async for item in super().generate(path, body, adapter, folder):
             yield item
 
     async def seen(self):
         return self.calls
+
+    async def seen_folders(self):
+        return self.folders
 
 
 class DiesMidAnswer(StubEngine):
@@ -92,6 +97,16 @@ def test_auto_goes_to_the_engine_under_the_adapters_content_name(gateway, releas
     assert engine.seen.remote().result()[-1] == (geo, geo)  # multiplexed id and vLLM model name
     assert r.json()["model"] == "geo"  # clients only ever see the public name
     assert r.headers["x-fedrouter-adapter"] == "geo" and r.headers["x-fedrouter-release"] == "v1"
+
+
+def test_engines_are_sent_the_adapters_store_folder_not_the_release_folder(releases, tmp_path):
+    v1 = releases[0]
+    engine = local(serve.deployment(Recording).bind(models_per_replica=2), "engine-store")
+    store = tmp_path / "store"
+    with TestClient(gateway_app({"release": str(v1.path), "adapter_store": str(store)}, engine)) as client:
+        assert chat(client, "math").status_code == 200
+    (folder,) = engine.seen_folders.remote().result()
+    assert folder == str(store / v1.manifest.digests["math"])  # the folder its content name's digest names
 
 
 def test_base_model_requests_carry_no_adapter(gateway):
@@ -178,6 +193,17 @@ def test_models_per_replica_defaults_to_the_adapters_share(releases):
     assert RaySpec(release=str(v1.path), engine_replicas=3).slots() == 2  # ring: twice the share
     assert RaySpec(release=str(v1.path), engine_replicas=2).slots() == 3  # ... at most K
     assert RaySpec(release=str(v1.path), engine_replicas=2, models_per_replica=5).slots() == 5
+
+
+def test_serve_switches_reach_every_replica_of_both_deployments(releases):
+    env = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
+    app = build(RaySpec(release=str(releases[0].path), engine="stub", serve_env=env).model_dump())
+    ingress = app._bound_deployment
+    engine = ingress.init_args[1]._bound_deployment
+    for d in (ingress, engine):
+        assert d.ray_actor_options["runtime_env"] == {"env_vars": env}
+    plain = build(RaySpec(release=str(releases[0].path), engine="stub").model_dump())._bound_deployment
+    assert "runtime_env" not in plain.ray_actor_options  # Ray's defaults: no runtime_env at all
 
 
 def test_a_failed_stub_engine_fails_its_health_check():
