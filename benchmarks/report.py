@@ -201,6 +201,7 @@ SECTIONS = [
     ("ray_overhead", _module("ray_overhead")),
     ("ray_overhead_tuned", _module("ray_overhead")),
     ("ray_overhead_grpc", _module("ray_overhead")),
+    ("ray_throughput", _module("ray_throughput")),
     ("reload", reload),
     ("routing", routing),
     ("routing_embedders", _module("embedders")),
@@ -227,6 +228,7 @@ FedRouter ahead of FedAvg under interference and of client-centric training on u
 | `benchmarks/replicas.py` | 2 vLLM replicas: adapter affinity vs least-loaded, adapters outnumbering `--max-loras` |
 | `benchmarks/many_adapters.py` | a release of 64 adapters vs 4: start, reload, memory, throughput |
 | `benchmarks/ray_overhead.py` | the Ray Serve path (`fedrouter serve --ray`) vs the single gateway, both against a stub: added latency, publish time |
+| `benchmarks/ray_throughput.py` | 2 real (tiny) vLLM replicas: single gateway vs Ray Serve throughput at c = 8, 32, Ray home-hit share |
 | `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle; dual, interference, generalization; seeds; routing modes; embedders |
 """
 

@@ -50,6 +50,7 @@ class EngineCore:
         self._paths: dict[str, str] = {}  # content name -> adapter folder, as the ingress sent it
         self._inflight: Counter[str] = Counter()
         self._loads: Counter[str] = Counter()  # how many times each name was loaded here
+        self._served: Counter[str] = Counter()  # requests answered here per content name (benchmarks)
         self._idle = asyncio.Condition()
         self._kept: dict[str, Any] = {}  # local testing mode only
         self._locks: dict[str, asyncio.Lock] = {}  # per content name: a load and an unload never interleave
@@ -76,6 +77,7 @@ class EngineCore:
         if folder is None:
             raise ValueError(f"adapter {model!r} comes without its folder")
         self._paths[model] = folder
+        self._served[model] += 1
         self._inflight[model] += 1
         try:
             await self._ensure(model)
@@ -142,6 +144,10 @@ class EngineCore:
         """The content names this replica's vLLM holds (for tests and /admin)."""
         wrapper = getattr(self._adapter, "__serve_multiplex_wrapper", None)
         return list(wrapper.models) if wrapper is not None else list(self._kept)
+
+    async def served(self) -> dict[str, Any]:
+        """This replica's id and the requests it took per content name (benchmarks/ray_throughput.py)."""
+        return {"replica": self.replica, "counts": dict(self._served)}
 
     # the variant's part
     async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:

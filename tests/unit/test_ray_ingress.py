@@ -323,3 +323,17 @@ def test_release_publish_exits_1_when_a_replica_refused(releases, monkeypatch, c
     with pytest.raises(SystemExit) as e:
         args.fn(args)
     assert e.value.code == 1 and json.loads(capsys.readouterr().out)["refused"] == {"b": "why"}
+
+
+def test_an_engine_counts_the_requests_it_answered_per_adapter(tmp_path):
+    """benchmarks/ray_throughput.py reads home-replica hits from these counters."""
+
+    async def go() -> dict:
+        engine = StubEngine(models_per_replica=2)
+        for model in ["a@1", "b@2", "a@1", None]:
+            body = json.dumps({"model": model or "base", "prompt": "hi"}).encode()
+            async for _ in engine.generate("/v1/completions", body, adapter=model, folder=str(tmp_path)):
+                pass
+        return await engine.served()
+
+    assert asyncio.run(go()) == {"replica": "local", "counts": {"a@1": 2, "b@2": 1}}

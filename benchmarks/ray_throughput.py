@@ -1,0 +1,245 @@
+"""Throughput of the same work on two real vLLM replicas: the single gateway (`--backend` x2) against
+Ray Serve (ingress + 2 engine replicas, each supervising its vLLM), and how often Ray answers an
+adapter's request on the adapter's home replica.
+
+Both setups serve one release of the tiny model from tests/tiny.py (starts fast) with its LoRA
+adapters, and run at once: the gateway attaches to 2 standalone vLLMs (as benchmarks/replicas.py
+starts them), Ray runs on a local cluster (`ray.init(num_cpus=2)`) with the engine replicas at
+fractional CPUs. At each concurrency level, `--rounds` rounds of one closed-loop window per setup
+(order alternated per round: A B, B A), streamed chat completions of `--max-tokens` tokens
+(`ignore_eos`), each naming an adapter in turn. Throughput is counted inside each window
+(benchmarks/serving.py `load`); the result is the median over rounds of the same round's Ray /
+gateway ratio. Home hits: each engine replica counts the requests it answered per adapter (the
+engine's `served()`); the home is the replica the ring router ranks first for the adapter's content
+name (serving/ray/ring_router.py), so the share is counted, not inferred from routing.
+
+    python -m benchmarks.ray_throughput [--levels 8,32] [--seconds 4] [--rounds 2] [--max-tokens 16]
+
+Writes benchmarks/results/ray_throughput.json (rendered by `python -m benchmarks.report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+from benchmarks.serving import load
+from benchmarks.stack import RESULTS, machine
+
+SETUPS = ("gateway", "ray")
+
+
+def tiny_release(work: Path) -> Path:
+    """A release of the tiny Llama with one random LoRA per task of tests/tiny.py (built once)."""
+    from fedrouter.router.build import build_release
+    from fedrouter.router.embed import HashEmbedder
+    from tests.tiny import TASK_PROBES, make_lora, make_tiny_llama, write_examples
+
+    release = work / "releases" / "v1"
+    if release.exists():
+        return release
+    base = make_tiny_llama(work / "base")
+    adapters = {n: make_lora(base, work / "adapters" / n, seed=i + 1) for i, n in enumerate(TASK_PROBES)}
+    build_release(
+        release,
+        base_model=str(base),
+        base_name="tiny",
+        adapters=adapters,
+        examples=write_examples(work / "examples"),
+        embedder=HashEmbedder(256),
+    )
+    return release
+
+
+def home_share(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], homes: dict[str, str]) -> dict:
+    """Requests answered per adapter in a window (`after` - `before`, per replica: replica -> content
+    name -> count) and the share answered by the adapter's home replica (`homes`: name -> replica)."""
+    per: dict[str, Counter] = {name: Counter() for name in homes}
+    for replica, counts in after.items():
+        for name, n in counts.items():
+            if name in per:
+                per[name][replica] += n - before.get(replica, {}).get(name, 0)
+    total = sum(sum(c.values()) for c in per.values())
+    home = sum(c[homes[name]] for name, c in per.items())
+    return {
+        "requests": total,
+        "on_home": home,
+        "share": round(home / total, 4) if total else None,
+        "per_adapter": {name: round(c[homes[name]] / sum(c.values()), 4) for name, c in per.items() if c.total()},
+    }
+
+
+def paired_ratios(windows: dict[str, list[dict]], key: str) -> list[float]:
+    """Ray / gateway of `key` for each round (the same round's windows)."""
+    return [round(r[key] / g[key], 3) if g[key] else float("nan") for g, r in zip(windows["gateway"], windows["ray"])]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--levels", default="8,32")
+    ap.add_argument("--seconds", type=float, default=4.0, help="window per setup, level and round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--work", default="runs/bench/ray_throughput")
+    args = ap.parse_args()
+
+    import ray
+    from ray import serve
+
+    from fedrouter.router.release import load_release
+    from fedrouter.serving import launch
+    from fedrouter.serving.affinity import AffinityRing
+    from fedrouter.serving.ray.app import APP, RaySpec
+    from fedrouter.serving.ray.cluster import deploy
+    from fedrouter.serving.registry import backend_adapter_name
+
+    work = Path(args.work).resolve()
+    release = tiny_release(work)
+    rel = load_release(release)
+    names = list(rel.manifest.adapters)
+    content = {n: backend_adapter_name(n, rel.manifest.digests[n]) for n in names}
+    slots = len(names)  # both setups: every vLLM has room for every adapter
+    levels = [int(x) for x in args.levels.split(",")]
+    load_avg = [os.getloadavg()]
+    windows: dict[int, dict[str, list[dict]]] = {c: {s: [] for s in SETUPS} for c in levels}
+    vllm_args = ["--max-loras", str(slots), "--max-cpu-loras", str(slots)]
+    with launch.vllm_servers(release, work / "logs", 2, extra_args=vllm_args) as (urls, key):
+        # the standalone vLLMs listen on loopback TCP (as in benchmarks/replicas.py): allowed here
+        env = {"FEDROUTER_VLLM_API_KEY": key, "FEDROUTER_ALLOW_OPEN_BACKEND": "1"}
+        with launch.gateway(release, work / "logs" / "gateway", backends=urls, env=env) as gw:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            try:
+                ray_port = launch.free_port()
+                started = time.monotonic()
+                spec = RaySpec(
+                    release=str(release),
+                    engine_replicas=2,
+                    engine_num_cpus=0.5,
+                    ingress_num_cpus=0.5,
+                    models_per_replica=slots,
+                    engine_options={"kv_cache_gib": 2},
+                )
+                deploy(spec, port=ray_port, timeout_s=900)
+                deploy_s = round(time.monotonic() - started, 1)
+                engine = serve.get_deployment_handle("Engine", APP)
+                served = _served(engine)
+                ring = AffinityRing(sorted(served), vnodes=64)  # as AdapterRingRouter builds it
+                homes = {content[n]: ring.order(content[n])[0] for n in names}
+                url = {"gateway": gw.url, "ray": f"http://127.0.0.1:{ray_port}"}
+                turn = iter(range(10**9))
+
+                def model_of(_prompt: str) -> str:
+                    return names[next(turn) % len(names)]
+
+                for setup in SETUPS:  # warm-up: every adapter loaded on its replicas
+                    asyncio.run(load(url[setup], model_of, 4, 2, args.max_tokens))
+                for c in levels:
+                    for rnd in range(args.rounds):
+                        for setup in SETUPS if rnd % 2 == 0 else SETUPS[::-1]:
+                            before = _served(engine) if setup == "ray" else None
+                            row = asyncio.run(load(url[setup], model_of, c, args.seconds, args.max_tokens))
+                            if setup == "ray":
+                                row["home"] = home_share(before, _served(engine), homes)
+                            row["load_avg_1m"] = round(os.getloadavg()[0], 2)
+                            windows[c][setup].append(row)
+                            print(f"c={c} round {rnd} {setup:7s} {row}", flush=True)
+            finally:
+                serve.shutdown()
+                ray.shutdown()
+    load_avg.append(os.getloadavg())
+    result = {
+        "benchmark": "ray_throughput",
+        "machine": machine(),
+        "settings": {
+            "model": "tiny Llama (tests/tiny.py)",
+            "adapters": len(names),
+            "replicas": 2,
+            "levels": levels,
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "max_tokens": args.max_tokens,
+            "max_loras": slots,
+            "ray_engine_num_cpus": spec.engine_num_cpus,
+            "ray_router": spec.router,
+            "adapters_per_home_replica": sorted(Counter(homes.values()).values(), reverse=True),
+        },
+        "load_avg_start_end": [[round(x, 2) for x in la] for la in load_avg],
+        "deploy_s": deploy_s,
+        "windows": {str(c): w for c, w in windows.items()},
+        "ratios": {
+            str(c): {
+                "req_per_s": paired_ratios(w, "req_per_s"),
+                "out_tok_per_s": paired_ratios(w, "out_tok_per_s"),
+            }
+            for c, w in windows.items()
+        },
+        "failed": {s: sum(x["failed"] for w in windows.values() for x in w[s]) for s in SETUPS},
+    }
+    for r in result["ratios"].values():
+        r["median_out_tok_per_s"] = statistics.median(r["out_tok_per_s"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ray_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "windows")}, indent=2))
+
+
+def _served(engine) -> dict[str, dict[str, int]]:
+    """replica -> content name -> requests it answered, from every engine replica (Serve picks the
+    replica of a call without a model id, so it is asked until both were seen)."""
+    seen: dict[str, dict[str, int]] = {}
+    for _ in range(200):
+        s = engine.served.remote().result()
+        seen[s["replica"]] = s["counts"]
+        if len(seen) == 2:
+            return seen
+    raise RuntimeError(f"only engine replicas {sorted(seen)} answered")
+
+
+def render(r: dict) -> str:
+    s, m = r["settings"], r["machine"]
+    rows = [
+        f"### Ray Serve vs the single gateway, 2 real vLLM replicas each ({m['cores']} cores {m['cpu']}, "
+        f"vLLM {m['vllm']}, {m['date']})",
+        "",
+        f"{s['model']}, {s['adapters']} LoRA adapters (named in turn), streamed chat completions of "
+        f"{s['max_tokens']} tokens, closed loop, {s['rounds']} rounds of {s['seconds']:.0f} s windows per setup and "
+        f"level (order alternated). Gateway: `--backend` x2 (its affinity ring); Ray: ingress + 2 engine replicas "
+        f"at {s['ray_engine_num_cpus']} CPU each, `{s['ray_router']}` router; adapters per home replica "
+        f"{s['adapters_per_home_replica']}. Ray deploy: {r['deploy_s']} s.",
+        "",
+        "| c | setup | req/s per round | out tok/s per round | failed | home share (Ray) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c, w in r["windows"].items():
+        for setup, ws in w.items():
+            home = ", ".join(str(x["home"]["share"]) for x in ws) if setup == "ray" else ""
+            rows.append(
+                f"| {c} | {setup} | {', '.join(str(x['req_per_s']) for x in ws)} | "
+                f"{', '.join(str(x['out_tok_per_s']) for x in ws)} | {sum(x['failed'] for x in ws)} | {home} |"
+            )
+    rows += [
+        "",
+        "| c | Ray / gateway out tok/s per round | median (goal ≥ 0.95) | req/s per round |",
+        "|---|---|---|---|",
+    ]
+    for c, v in r["ratios"].items():
+        rows.append(f"| {c} | {v['out_tok_per_s']} | {v['median_out_tok_per_s']} | {v['req_per_s']} |")
+    la = r["load_avg_start_end"]
+    rows += [
+        "",
+        f"Failed requests: gateway {r['failed']['gateway']}, Ray {r['failed']['ray']}. The machine was shared with "
+        f"other jobs while this ran (load average 1/5/15 min at start {la[0]}, at end {la[-1]}; per window in the "
+        "JSON), and all four vLLMs, Ray's processes and the client share its cores, so the paired rounds are the "
+        "measure and short windows are noisy. Home share: requests each engine replica counted per adapter, over "
+        "those the ring router ranks first.",
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
