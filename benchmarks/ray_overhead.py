@@ -16,7 +16,7 @@ code): seconds from the config update to every ingress replica serving the relea
 `--serve-env K=V` (repeatable) sets Ray Serve switches in every replica (RaySpec.serve_env), e.g.
 RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0. Writes benchmarks/results/ray_overhead.json, or
 `--out NAME`.json (a variant rendered beside it). Throughput at concurrency 8-32 with real vLLM
-replicas, and the share of home hits under load, are not measured here (see the README).
+replicas, and the share of home hits under load: benchmarks/ray_throughput.py.
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def render(r: dict) -> str:
         f"(`/v1/models`, answered by the ingress) is {r['ray_models_over_gateway_ms']:.2f} ms; the rest is the "
         f"handle call to the engine replica. Both paths end at the same stub (answers at once): "
         f"Serve's proxy, the handle call and the engine replica are the difference. Deploy (ingress + engine, "
-        f"local cluster): {r['deploy_s']} s. Publish to every ingress replica: {r['publish_s']} s. Not measured "
-        "here: throughput at concurrency 8-32 with real vLLM replicas and home-hit share under load. On this "
+        f"local cluster): {r['deploy_s']} s. Publish to every ingress replica: {r['publish_s']} s. Throughput "
+        "with real vLLM replicas and home-hit share under load: `benchmarks/ray_throughput.py`. On this "
         "shared 2-core machine Ray's own processes (raylet, GCS, controller, proxy) and both replicas compete "
         "with the client for the same cores.",
     ]

@@ -75,6 +75,12 @@ def home_share(before: dict[str, dict[str, int]], after: dict[str, dict[str, int
     }
 
 
+def per_replica(homes: dict[str, str], replicas: int) -> list[int]:
+    """Adapters whose home each replica is, most first, replicas that are no adapter's home included."""
+    counts = sorted(Counter(homes.values()).values(), reverse=True)
+    return counts + [0] * (replicas - len(counts))
+
+
 def paired_ratios(windows: dict[str, list[dict]], key: str) -> list[float]:
     """Ray / gateway of `key` for each round (the same round's windows)."""
     return [round(r[key] / g[key], 3) if g[key] else float("nan") for g, r in zip(windows["gateway"], windows["ray"])]
@@ -167,7 +173,7 @@ def main() -> None:
             "max_loras": slots,
             "ray_engine_num_cpus": spec.engine_num_cpus,
             "ray_router": spec.router,
-            "adapters_per_home_replica": sorted(Counter(homes.values()).values(), reverse=True),
+            "adapters_per_home_replica": per_replica(homes, 2),
         },
         "load_avg_start_end": [[round(x, 2) for x in la] for la in load_avg],
         "deploy_s": deploy_s,
@@ -202,6 +208,8 @@ def _served(engine) -> dict[str, dict[str, int]]:
 
 def render(r: dict) -> str:
     s, m = r["settings"], r["machine"]
+    homes = s["adapters_per_home_replica"]
+    homes = homes + [0] * (s["replicas"] - len(homes))  # results written before per_replica listed idle ones
     rows = [
         f"### Ray Serve vs the single gateway, 2 real vLLM replicas each ({m['cores']} cores {m['cpu']}, "
         f"vLLM {m['vllm']}, {m['date']})",
@@ -210,7 +218,7 @@ def render(r: dict) -> str:
         f"{s['max_tokens']} tokens, closed loop, {s['rounds']} rounds of {s['seconds']:.0f} s windows per setup and "
         f"level (order alternated). Gateway: `--backend` x2 (its affinity ring); Ray: ingress + 2 engine replicas "
         f"at {s['ray_engine_num_cpus']} CPU each, `{s['ray_router']}` router; adapters per home replica "
-        f"{s['adapters_per_home_replica']}. Ray deploy: {r['deploy_s']} s.",
+        f"{homes}. Ray deploy: {r['deploy_s']} s.",
         "",
         "| c | setup | req/s per round | out tok/s per round | failed | home share (Ray) |",
         "|---|---|---|---|---|---|",
@@ -232,12 +240,25 @@ def render(r: dict) -> str:
     la = r["load_avg_start_end"]
     rows += [
         "",
+        "With two rounds the pairs can disagree by more than any effect (compare them before the median): read "
+        "the median against the goal only when the pairs agree.",
+        "",
         f"Failed requests: gateway {r['failed']['gateway']}, Ray {r['failed']['ray']}. The machine was shared with "
         f"other jobs while this ran (load average 1/5/15 min at start {la[0]}, at end {la[-1]}; per window in the "
         "JSON), and all four vLLMs, Ray's processes and the client share its cores, so the paired rounds are the "
         "measure and short windows are noisy. Home share: requests each engine replica counted per adapter, over "
         "those the ring router ranks first.",
     ]
+    if 0 in homes:
+        rows += [
+            "",
+            f"**Ray's ring made one engine replica the home of every adapter** ({homes}): the ring router ranks "
+            "replicas by hash alone (serving/ray/ring_router.py: no cap of ceil(K/n) homes per replica, which the "
+            "single gateway's ring applies once it knows the adapters, serving/affinity.py `set_keys`; the "
+            "gateway's placements were not counted in this run) and spills only at `max_ongoing_requests`, so all "
+            "adapter traffic went to one engine replica. A 100% home share here means one vLLM did the work; the "
+            "ratio then compares one replica against the gateway's two on the same shared cores.",
+        ]
     return "\n".join(rows)
 
 

@@ -1,6 +1,6 @@
 """benchmarks/ray_throughput.py's arithmetic: home-hit share from per-replica counters, paired ratios."""
 
-from benchmarks.ray_throughput import home_share, paired_ratios
+from benchmarks.ray_throughput import home_share, paired_ratios, per_replica
 
 
 def test_home_share_counts_only_the_window_and_only_the_home_replica():
@@ -21,3 +21,8 @@ def test_home_share_of_an_empty_window_is_none():
 def test_paired_ratios_are_ray_over_gateway_of_the_same_round():
     windows = {"gateway": [{"x": 100.0}, {"x": 50.0}], "ray": [{"x": 90.0}, {"x": 60.0}]}
     assert paired_ratios(windows, "x") == [0.9, 1.2]
+
+
+def test_per_replica_lists_replicas_that_are_no_adapters_home():
+    assert per_replica({"a": "r1", "b": "r1", "c": "r1"}, 2) == [3, 0]
+    assert per_replica({"a": "r2", "b": "r1", "c": "r2"}, 2) == [2, 1]
