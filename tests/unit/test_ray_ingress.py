@@ -248,6 +248,27 @@ async def test_the_ring_router_sends_an_adapter_home_from_any_ingress():
     assert len(base) == 1 and len(base[0]) == 2
 
 
+async def test_the_ring_router_balances_adapters_that_hash_to_one_replica():
+    """Three adapters whose plain ring home is the same replica: once each has been seen, the homes
+    are balanced (at most ceil(3 / 2) a replica), so both engines get adapter work."""
+    from fedrouter.serving.affinity import AffinityRing
+    from fedrouter.serving.ray.ring_router import AdapterRingRouter
+
+    replicas = [_Replica(i) for i in ("r-a", "r-b")]
+    plain = AffinityRing(["r-a", "r-b"])
+    models = [m for m in (f"adapter{n}@{n:016x}" for n in range(200)) if plain.order(m)[0] == "r-a"][:3]
+    router = AdapterRingRouter.__new__(AdapterRingRouter)
+    router.initialize_state()
+    for model in models:
+        await router.choose_replicas(replicas, _Pending(model))
+    homes = Counter()
+    for model in models:
+        ranks = await router.choose_replicas(replicas, _Pending(model))
+        homes[ranks[0][0].replica_id.unique_id] += 1
+        assert len(ranks) == 2 and ranks[1][0] is not ranks[0][0]  # the other replica is the fallback
+    assert sorted(homes.values()) == [1, 2]
+
+
 def test_the_cli_has_serve_ray_and_release_publish(releases):
     from fedrouter.cli import build_parser
 
