@@ -41,7 +41,7 @@ def release(tmp_path, fake_adapters):
 def test_the_engine_replicas_vllm_listens_on_a_private_socket_only_it_reaches(tmp_path, release, monkeypatch):
     started: list[list[str]] = []
 
-    def stand_in(rel, listen, extra_args=()):  # vLLM's listening flags, given to the stand-in
+    def stand_in(rel, listen, extra_args=(), max_new_tokens=None):  # vLLM's listening flags, given to the stand-in
         started.append([*listen, *extra_args])
         return [sys.executable, str(STUB), *listen]
 
