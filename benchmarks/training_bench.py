@@ -57,7 +57,7 @@ MODES = {
     "floral": ("client", "global"),
     "local": ("client", "global"),
 }
-ROUTING = {"global": "global", "local": "local", "oracle": "oracle", "client": "none"}
+ROUTING = {"global": "global", "local": "local", "oracle": "oracle", "client": "none", "base": "none"}
 REGIMES = {  # training settings; each regime lists the test sets it is evaluated on
     "dual": {
         "tasks": "add,capital,news_topic,modernize",
@@ -239,9 +239,9 @@ def run_one(
                     "routing_accuracy": result.get("routing_agrees_with_oracle"),
                     "routing_purity": result.get("routing_purity"),
                     "n": result["n"],
-                    "adapters": len(load_release(release.path).manifest.adapters),
+                    "adapters": 0 if mode == "base" else len(load_release(release.path).manifest.adapters),
                     "counted": idle if mode == "base" else compute,
-                    "train_s": round(train_s, 1),
+                    "train_s": 0.0 if mode == "base" else round(train_s, 1),
                     "train_samples": None
                     if mode == "base"
                     else compute["samples_per_client_round"] * cfg.rounds * cfg.num_clients,

@@ -200,6 +200,23 @@ def headline_line(records: list[dict], regime: str) -> list[str]:
     ]
 
 
+def convergence_line(records: list[dict], regime: str) -> list[str]:
+    """Whether the budget converged: FedAvg's last two evaluations (mean curve over seeds) differ by
+    less than their standard error (binomial over the test prompts and seeds)."""
+    curves = [r["curve"] for r in records if r["regime"] == regime and r["strategy"] == "fedavg" and r.get("curve")]
+    curves = [c for c in curves if len(c) >= 2 and None not in c[-2:]]
+    if not curves:
+        return []
+    n = sum(r["n"] for r in records if r["regime"] == regime and r["strategy"] == "fedavg" and r.get("curve"))
+    last, before = float(np.mean([c[-1] for c in curves])), float(np.mean([c[-2] for c in curves]))
+    se = float(np.sqrt(max(last * (1 - last), 1e-9) / max(n, 1)))
+    verdict = "converged" if abs(last - before) < se else "not converged: a larger budget is needed"
+    return [
+        f"- Budget: FedAvg's last two rounds score {before:.3f} → {last:.3f} (Δ {last - before:+.3f}, "
+        f"standard error {se:.3f} over {n} test prompts): **{verdict}**."
+    ]
+
+
 def embedder_table(records: list[dict]) -> list[str]:
     rs = [r for r in records if r["strategy"] == "fedrouter" and r["routing"] == "global"]
     if len({r["embedder"] for r in rs}) < 2:
@@ -323,6 +340,7 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
                     *paired_table(rs, regime),
                     "",
                     *headline_line(rs, regime),
+                    *convergence_line(rs, regime),
                     "",
                 ]
             emb = embedder_table(rs)

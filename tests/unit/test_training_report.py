@@ -78,3 +78,12 @@ def test_counted_compute_comes_from_the_clients_reports():
     c = counted(history)
     assert c["steps_per_client_round"] == 5.25 and c["samples_per_client_round"] == 21.0
     assert c["steps_range"] == [3, 6] and c["samples_range"] == [12, 24]
+
+
+def test_the_budget_is_called_converged_only_when_fedavgs_last_rounds_agree_within_their_error():
+    from benchmarks.training_tables import convergence_line
+
+    rising = [record("fedavg", s, 0.6, curve=[0.4, 0.6], n=100) for s in (0, 1)]
+    assert "not converged" in convergence_line(rising, "dual")[0]  # Δ 0.2 against SE 0.035
+    flat = [record("fedavg", s, 0.6, curve=[0.59, 0.6], n=100) for s in (0, 1)]
+    assert "**converged**" in convergence_line(flat, "dual")[0]
