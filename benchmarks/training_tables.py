@@ -288,9 +288,11 @@ a paired difference is shown only where both records counted the same steps and 
 profile's, are refused (listed below each profile). `routing accuracy`: the share of test prompts
 that global routing sends to the adapter scoring best on their task. CIs are over seeds
 (t-distribution, paired per seed); with one seed there is none. `fedavg-matched` (rank K·r, the same
-alpha/r scaling) takes larger effective steps than rank-r adapters at the same learning rate (no lr
-sweep equalises this yet). Oracle routing (`oracle` mode) picks each task's adapter on its first test
-prompts (not a validation split). Which strategies and seeds ran is in each table: a missing row did not run."""
+alpha/r scaling) takes larger effective steps than rank-r adapters at the same learning rate: every
+strategy runs at the same lr and per-round cosine; the per-strategy lr sweep on a validation split
+is not built yet, and FLoRAL's router lr (0.1, the reference's SGD value, here under AdamW; it follows
+the same cosine) is not yet matched in meaning to the reference's. Oracle routing (`oracle` mode) picks each task's adapter on prompts from
+the task's training part (`validation`), never on the test prompts it scores. Which strategies and seeds ran is in each table: a missing row did not run."""
 
 
 def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) -> str:
