@@ -108,6 +108,7 @@ PROFILES = {  # steps and evaluation sizes chosen to fit the time budgets on 2 c
         "lr_schedule": "cosine",
         "batch_size": 4,
         "lr": 1e-3,
+        "embedders": "minilm",
     },
     "full": {
         "regimes": ["dual", "interference"],
@@ -119,6 +120,7 @@ PROFILES = {  # steps and evaluation sizes chosen to fit the time budgets on 2 c
         "lr_schedule": "cosine",
         "batch_size": 4,
         "lr": 1e-3,
+        "embedders": "minilm,base-llm,static",  # fedrouter with the paper's and the fast embedder too
     },
 }
 
@@ -266,7 +268,8 @@ def main() -> None:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's)")
     ap.add_argument(
-        "--embedders", default="minilm", help="minilm: every strategy; base-llm, static: fedrouter only (minutes a run)"
+        "--embedders",
+        help="minilm: every strategy; base-llm, static: fedrouter only (minutes a run); default: the profile's",
     )
     ap.add_argument(
         "--base-llm-regimes", default="dual", help="regimes where fedrouter also runs with the other embedders"
@@ -293,7 +296,7 @@ def main() -> None:
     for seed in seeds:
         for regime in regimes:
             for strategy in args.strategies.split(","):
-                for embedder in args.embedders.split(","):
+                for embedder in (args.embedders or p["embedders"]).split(","):
                     if embedder == "minilm" or (strategy == "fedrouter" and regime in args.base_llm_regimes.split(",")):
                         run_one(
                             regime, strategy, seed, embedder, profile, p, Path(args.work), Path(args.records), commit
