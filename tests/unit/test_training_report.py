@@ -87,3 +87,52 @@ def test_the_budget_is_called_converged_only_when_fedavgs_last_rounds_agree_with
     assert "not converged" in convergence_line(rising, "dual")[0]  # Δ 0.2 against SE 0.035
     flat = [record("fedavg", s, 0.6, curve=[0.59, 0.6], n=100) for s in (0, 1)]
     assert "**converged**" in convergence_line(flat, "dual")[0]
+
+
+def test_lr_sweep_records_may_differ_in_lr_only_and_swept_runs_must_use_the_chosen_lr(tmp_path):
+    sweep = [record("fedavg", 0, sc, profile="quick-sweep") for sc in (0.2, 0.4)]
+    sweep[0]["settings"]["lr"], sweep[1]["settings"]["lr"] = 3e-4, 3e-3
+    chosen = {"grid": [3e-4, 3e-3], "scores": [0.2, 0.4], "chosen": 3e-3}
+    good = record("fedavg", 0, 0.5, profile="quick-swept", lr_sweep=chosen)
+    good["settings"]["lr"] = 3e-3
+    wrong = record("fedavg", 1, 0.5, profile="quick-swept", lr_sweep=chosen)  # ran at the profile's 1e-3
+    other = record("fedavg", 2, 0.5, profile="quick-sweep")
+    other["settings"]["rounds"] = 9
+    usable, refused = split([*sweep, good, wrong, other])
+    assert usable == [*sweep, good]
+    assert [why for _, why in refused] == [
+        "lr is not the one its sweep chose",
+        "settings differ from profile `quick-sweep`: rounds",
+    ]
+    text = markdown(usable, png_dir=tmp_path)
+    assert "| dual | fedavg | 0.0003 | 0.200 | 0 |" in text and "| dual | fedavg | 0.003 | 0.400 | 0 |" in text
+    assert "lr swept per strategy (fedavg 0.003)" in text
+
+
+def test_the_sweep_picks_each_strategys_best_lr_on_validation_runs(monkeypatch):
+    from benchmarks import training_bench
+
+    calls = []
+
+    def fake_run_one(regime, strategy, seed, embedder, profile, p, work, records, commit, validation=False):
+        calls.append((strategy, p["lr"], profile, validation))
+        return {("fedavg", 1e-3): 0.5, ("fedavg", 3e-3): 0.7, ("fedrouter", 1e-3): 0.6}.get((strategy, p["lr"]), 0.1)
+
+    monkeypatch.setattr(training_bench, "run_one", fake_run_one)
+    p = dict(PROFILES["quick"])
+    out = training_bench.sweep_lr(["dual"], ["fedavg", "fedrouter"], 0, [1e-3, 3e-3], "quick", p, None, None, {})
+    assert out[("dual", "fedavg")]["chosen"] == 3e-3 and out[("dual", "fedrouter")]["chosen"] == 1e-3
+    assert all(prof == "quick-sweep" and val for _, _, prof, val in calls) and len(calls) == 4
+
+
+def test_the_validation_split_is_carved_from_training_data_and_never_trained_on():
+    from fedrouter.training.config import TrainConfig
+    from fedrouter.training.data.scenarios import scenario_from_config
+
+    cfg = TrainConfig(out="x", tasks="add,capital", num_clients=2, train_per_task=20, test_per_task=4)
+    plain = scenario_from_config(cfg)
+    tuned = scenario_from_config(TrainConfig(**{**cfg.to_record(), "validation": True}))
+    for p, t in zip(plain.clients, tuned.clients):
+        assert t.test == p.train[4::5] and len(t.test) == 8  # every 5th training sample
+        assert not {s["prompt"] for s in t.train} & {s["prompt"] for s in t.test}
+        assert all(s in p.train for s in t.train) and not {s["prompt"] for s in t.test} & {s["prompt"] for s in p.test}
