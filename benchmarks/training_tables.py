@@ -215,7 +215,8 @@ strategy runs at the same per-round cosine; a profile without `-swept` runs ever
 same lr, a `-swept` one at the lr each strategy chose in the same grid on a validation split carved
 from its training data (`--lr-sweep`, the `-sweep` table); FLoRAL's router lr (0.1, the reference's SGD value, here under AdamW; it follows
 the same cosine) is not yet matched in meaning to the reference's. Oracle routing (`oracle` mode) picks each task's adapter on prompts from
-the task's training part (`validation`), never on the test prompts it scores. Which strategies and seeds ran is in each table: a missing row did not run."""
+the task's training part (`validation`), never on the test prompts it scores. `train s`: wall seconds of the run on its machine at the time (other work shared the cores),
+not a cost comparison between rows. Which strategies and seeds ran is in each table: a missing row did not run."""
 
 
 def sweep_table(records: list[dict]) -> list[str]:
