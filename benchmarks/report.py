@@ -215,7 +215,8 @@ reference machine, and is regenerated into this file by `python -m benchmarks.re
 ourselves to: the gateway within 1 ms of calling vLLM directly and `model="auto"` within 1 ms of
 naming the adapter (concurrency 1, medians of paired runs); `auto` keeps ≥ 0.98x the throughput of
 vLLM direct with the same adapters at every concurrency; 0 failed requests across a hot reload;
-FedRouter ahead of FedAvg under interference and of client-centric training on unseen tasks.
+and a training comparison that settles FedRouter − FedAvg at matched, counted compute (95% CI
+half-width ≤ 0.03), whichever its sign.
 
 | module | what |
 |---|---|
@@ -229,7 +230,7 @@ FedRouter ahead of FedAvg under interference and of client-centric training on u
 | `benchmarks/many_adapters.py` | a release of 64 adapters vs 4: start, reload, memory, throughput |
 | `benchmarks/ray_overhead.py` | the Ray Serve path (`fedrouter serve --ray`) vs the single gateway, both against a stub: added latency, publish time |
 | `benchmarks/ray_throughput.py` | 2 real (tiny) vLLM replicas: single gateway vs Ray Serve throughput at c = 8, 32, Ray home-hit share |
-| `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle; dual, interference, generalization; seeds; routing modes; embedders |
+| `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle, base model; dual, interference, generalization; seeds; routing modes; counted steps and samples per client and round |
 """
 
 

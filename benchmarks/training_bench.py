@@ -1,20 +1,25 @@
 """`make bench-train`: FedRouter against its baselines over several seeds, as records.
 
 Regimes (the training of `dual` also gives `generalization`: same releases, other test sets):
-- `dual`: 4 tasks (add, sentiment, capital, parity), 4 clients with two tasks each, rank 8, K = 4;
-  evaluated on each client's own tasks;
+- `dual`: 4 tasks (add, capital, news_topic, modernize), 4 clients with two tasks each, rank 8,
+  K = 4; evaluated on each client's own tasks;
 - `generalization`: the `dual` releases evaluated on each client's tasks it never trained on;
 - `interference`: 8 tasks over 8 clients (two each, every task at two clients), rank 2, K = 8:
   more tasks than one rank-2 adapter holds.
+The suite (SUITE_NOTES) was fixed before the comparison, from FedAvg's scores alone in the
+earlier records, never from which strategy wins.
 Strategies: fedrouter, fedavg, fedavg-matched (one adapter of rank K·r), clustered, floral,
 local, oracle; plus fedrouter with the base-LLM embedder (the paper's) and the static embedder
 distilled from MiniLM (the fast one) beside MiniLM, in the regimes of `--base-llm-regimes`
 (default dual: base-llm costs a few minutes a run).
 
-Time (measured on 2 cores, per run with its evaluation): dual ~1.5-2 min, interference ~2-3 min.
-Full profile: 3 seeds x (8 dual runs + 7 interference runs) ~ 90-95 min; quick: ~12 min. FedRouter and
-oracle clients split their steps between their clusters (cluster_steps "shared": matched compute);
-`--cluster-steps full` runs the FedRouter reference's protocol instead (profile "full-custom").
+Every strategy trains at the same counted compute per client and round: FedRouter and oracle
+train one local cluster per client and round, round-robin, as the FedRouter reference's Flower
+launcher does (training/schedule.py quotes its lines), so a client spends `local_steps` steps of
+`batch_size` samples a round like every one-adapter strategy. Every record carries what its run
+counted (`counted`: optimizer steps and samples per client and round, summed by the clients while
+training) and the commit it ran on; the report compares two strategies only where those agree.
+`fedavg`'s runs also score the base model without adapters (records with strategy `base`).
 
 Every (regime, strategy, seed, routing mode, embedder) appends one JSON line to
 benchmarks/results/training_runs.jsonl; tables, CIs and plots are rendered from those lines by
@@ -36,59 +41,48 @@ import time
 from pathlib import Path
 
 from benchmarks.stack import RESULTS, machine
+from benchmarks.training_protocol import (  # noqa: F401 (re-exported for the report)
+    BASE,
+    MODES,
+    PROFILE_KEYS,
+    PROFILES,
+    REGIMES,
+    ROUTING,
+    STRATEGIES,
+    SUITE_NOTES,
+)
 
 RECORDS = RESULTS / "training_runs.jsonl"
-STRATEGIES = ("fedrouter", "fedavg", "fedavg-matched", "clustered", "floral", "local", "oracle")
-# Which evaluation modes each strategy is scored in (evaluate.py's names); "client" is recorded
-# as routing "none".
-MODES = {
-    "fedrouter": ("global", "local", "oracle"),
-    "oracle": ("global", "local"),
-    "fedavg": ("client",),
-    "fedavg-matched": ("client",),
-    "clustered": ("client", "global"),
-    "floral": ("client", "global"),
-    "local": ("client", "global"),
-}
-ROUTING = {"global": "global", "local": "local", "oracle": "oracle", "client": "none"}
-REGIMES = {  # training settings; each regime lists the test sets it is evaluated on
-    "dual": {
-        "tasks": "add,sentiment,capital,parity",
-        "num_clients": 4,
-        "lora_r": 8,
-        "k_global": 4,
-        "k_clients": 2,
-        "evaluate": {"dual": "dual", "generalization": "generalization"},
-    },
-    "interference": {
-        "tasks": "add,sentiment,capital,parity,max,letters,acronym,first_letter",
-        "num_clients": 8,
-        "lora_r": 2,
-        "k_global": 8,
-        "k_clients": 4,
-        "evaluate": {"interference": "dual"},
-    },
-}
-PROFILES = {  # steps and evaluation sizes chosen to fit the time budgets on 2 cores
-    # cluster_steps "shared": matched compute per client (a FedRouter client splits its steps between
-    # its clusters); `--cluster-steps full` runs the reference's protocol (a profile of its own)
-    "quick": {
-        "regimes": ["dual"],
-        "seeds": [0],
-        "rounds": 2,
-        "local_steps": 6,
-        "test_per_task": 6,
-        "cluster_steps": "shared",
-    },
-    "full": {
-        "regimes": ["dual", "interference"],
-        "seeds": [0, 1, 2],
-        "rounds": 3,
-        "local_steps": 8,
-        "test_per_task": 8,
-        "cluster_steps": "shared",
-    },
-}
+
+
+def source_commit(root: Path = Path(__file__).resolve().parents[1]) -> dict:
+    """The git commit of the code a run uses, and whether the tree differed from it (results excluded)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        rev = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results"))
+    except (OSError, subprocess.CalledProcessError):
+        return {"rev": None, "dirty": None}
+    return {"rev": rev, "dirty": dirty}
+
+
+def counted(history: list[dict]) -> dict:
+    """Steps and samples per client and round, from what the clients reported while training
+    (the release manifest's history): the mean, and the range (equal when every client and round did the same)."""
+    steps = [v for h in history for v in h.get("steps", {}).values()]
+    samples = [v for h in history for v in h.get("samples", {}).values()]
+    if not steps:
+        raise ValueError("the release's history has no counted steps")
+    return {
+        "steps_per_client_round": float(sum(steps) / len(steps)),
+        "samples_per_client_round": float(sum(samples) / len(samples)),
+        "steps_range": [min(steps), max(steps)],
+        "samples_range": [min(samples), max(samples)],
+    }
 
 
 def _append(record: dict, path: Path = RECORDS) -> None:
@@ -98,10 +92,24 @@ def _append(record: dict, path: Path = RECORDS) -> None:
 
 
 def run_one(
-    regime: str, strategy: str, seed: int, embedder: str, profile: str, p: dict, work: Path, records: Path
-) -> None:
+    regime: str,
+    strategy: str,
+    seed: int,
+    embedder: str,
+    profile: str,
+    p: dict,
+    work: Path,
+    records: Path,
+    commit: dict,
+    validation: bool = False,
+    extra: dict | None = None,
+) -> float:
     """Train once, evaluate the final release in the strategy's modes on each of the regime's
-    test sets (and the earlier rounds' releases in its first mode: the curve); append records."""
+    test sets (and the earlier rounds' releases in its first mode: the curve); append records.
+
+    `validation` (the lr sweep): train without a validation part carved from each client's training
+    samples and score only on that part, in the first mode, without a curve. `extra`: more fields
+    for the records. Returns the first mode's score on the first test set."""
     from fedrouter.router.release import load_release
     from fedrouter.training.base_model import prepare_base_model
     from fedrouter.training.config import TrainConfig
@@ -127,9 +135,13 @@ def run_one(
         lora_alpha=2 * spec["lora_r"],
         rounds=p["rounds"],
         local_steps=p["local_steps"],
-        cluster_steps=p["cluster_steps"],
+        schedule=p["schedule"],
+        lr_schedule=p["lr_schedule"],
+        batch_size=p["batch_size"],
+        lr=p["lr"],
         test_per_task=p["test_per_task"],
-        release_every_round=True,
+        validation=validation,
+        release_every_round=not validation,
         **spec,
         **emb,
     )
@@ -138,11 +150,18 @@ def run_one(
     train_s = time.monotonic() - started
     rounds = sorted((out / "releases").glob("v*"), key=lambda d: int(d.name[1:]))
     settings = {k: v for k, v in cfg.to_record().items() if k not in ("out", "base_model", "strategy", "seed")}
-    for name, scenario_name in REGIMES[regime]["evaluate"].items():
+    compute = counted(load_release(release.path).manifest.training["history"])
+    idle = {k: 0.0 if k.endswith("round") else [0, 0] for k in compute}
+    first, scores = MODES[strategy][0], []
+    test_sets = {regime: "dual"} if validation else REGIMES[regime]["evaluate"]
+    for name, scenario_name in test_sets.items():
         scenario = scenario_from_config(TrainConfig(**{**cfg.to_record(), "scenario": scenario_name}))
         t0 = time.monotonic()
-        result = evaluate_release(release.path, scenario, modes=MODES[strategy])
-        first = MODES[strategy][0]
+        # oracle routing picks each task's adapter on training-part prompts, never on test prompts
+        picks = [x for c in scenario.clients for x in c.train]
+        modes = (first,) if validation else MODES[strategy]
+        result = evaluate_release(release.path, scenario, modes=modes, validation=picks)
+        scores.append(result["modes"][first])
         curve = [evaluate_release(r, scenario, modes=(first,))["modes"].get(first) for r in rounds[:-1]] + [
             result["modes"].get(first)
         ]
@@ -151,7 +170,7 @@ def run_one(
             _append(
                 {
                     "regime": name,
-                    "strategy": strategy,
+                    "strategy": BASE if mode == "base" else strategy,
                     "seed": seed,
                     "routing": ROUTING[mode],
                     "embedder": embedder,
@@ -162,11 +181,18 @@ def run_one(
                     "routing_accuracy": result.get("routing_agrees_with_oracle"),
                     "routing_purity": result.get("routing_purity"),
                     "n": result["n"],
-                    "adapters": len(load_release(release.path).manifest.adapters),
-                    "train_s": round(train_s, 1),
+                    "adapters": 0 if mode == "base" else len(load_release(release.path).manifest.adapters),
+                    "counted": idle if mode == "base" else compute,
+                    "train_s": 0.0 if mode == "base" else round(train_s, 1),
+                    "train_samples": None
+                    if mode == "base"
+                    else compute["samples_per_client_round"] * cfg.rounds * cfg.num_clients,
                     "eval_s": round(eval_s, 1),
                     "profile": profile,
+                    "profile_settings": {k: p[k] for k in PROFILE_KEYS},
                     "settings": settings,
+                    "commit": commit,
+                    **(extra or {}),
                     "machine": machine(),
                 },
                 records,
@@ -174,6 +200,25 @@ def run_one(
         print(
             f"{name} {strategy} ({embedder}) seed {seed}: {result['modes']} (train {train_s:.0f} s, eval {eval_s:.0f} s)"
         )
+    return scores[0]
+
+
+def sweep_lr(regimes, strategies, seed, grid, profile, p, work, records, commit) -> dict:
+    """Per (regime, strategy): the lr of `grid` whose run scores best on the validation split carved
+    from the training data (seed `seed`, the strategy's first mode); every run is a record of
+    profile `<profile>-sweep`. The same grid and budget for every strategy."""
+    chosen = {}
+    for regime in regimes:
+        for strategy in strategies:
+            scores = {
+                lr: run_one(
+                    regime, strategy, seed, "minilm", f"{profile}-sweep", {**p, "lr": lr}, work, records, commit, True
+                )
+                for lr in grid
+            }
+            best = max(grid, key=lambda lr: scores[lr])
+            chosen[(regime, strategy)] = {"grid": grid, "scores": [scores[lr] for lr in grid], "chosen": best}
+    return chosen
 
 
 def main() -> None:
@@ -183,7 +228,8 @@ def main() -> None:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's)")
     ap.add_argument(
-        "--embedders", default="minilm,base-llm,static", help="minilm: every strategy; base-llm, static: fedrouter only"
+        "--embedders",
+        help="minilm: every strategy; base-llm, static: fedrouter only (minutes a run); default: the profile's",
     )
     ap.add_argument(
         "--base-llm-regimes", default="dual", help="regimes where fedrouter also runs with the other embedders"
@@ -192,24 +238,44 @@ def main() -> None:
     ap.add_argument("--records", default=str(RECORDS), help="JSONL file the records are appended to")
     for key in ("rounds", "local_steps", "test_per_task"):
         ap.add_argument(f"--{key.replace('_', '-')}", type=int, help="override the profile's value (smoke runs)")
-    ap.add_argument("--cluster-steps", choices=["shared", "full"], help="override the profile's (a profile of its own)")
+    ap.add_argument(
+        "--schedule", choices=["round-robin", "shared", "full"], help="override the profile's (a profile of its own)"
+    )
+    ap.add_argument(
+        "--lr-sweep",
+        help="comma-separated lrs, e.g. 3e-4,1e-3,3e-3: each strategy first picks its lr on a validation split "
+        "carved from the training data (the first seed), then runs at it (profile <profile>-swept)",
+    )
     args = ap.parse_args()
     profile = "quick" if args.quick else "full"
     p = dict(PROFILES[profile])
-    keys = ("rounds", "local_steps", "test_per_task", "cluster_steps")
+    keys = ("rounds", "local_steps", "test_per_task", "schedule")
     overridden = {k: getattr(args, k) for k in keys if getattr(args, k) and getattr(args, k) != p[k]}
     if overridden:
         p.update(overridden)
         profile += "-custom"
     regimes = args.regimes.split(",") if args.regimes else p["regimes"]
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else p["seeds"]
+    commit = source_commit()  # before the first record changes the tree
     started = time.monotonic()
+    strategies, work, records = args.strategies.split(","), Path(args.work), Path(args.records)
+    swept = {}
+    if args.lr_sweep:
+        grid = [float(x) for x in args.lr_sweep.split(",")]
+        swept = sweep_lr(regimes, strategies, seeds[0], grid, profile, p, work, records, commit)
     for seed in seeds:
         for regime in regimes:
-            for strategy in args.strategies.split(","):
-                for embedder in args.embedders.split(","):
+            for strategy in strategies:
+                for embedder in (args.embedders or p["embedders"]).split(","):
                     if embedder == "minilm" or (strategy == "fedrouter" and regime in args.base_llm_regimes.split(",")):
-                        run_one(regime, strategy, seed, embedder, profile, p, Path(args.work), Path(args.records))
+                        if swept:
+                            s = swept[(regime, strategy)]
+                            run_one(
+                                regime, strategy, seed, embedder, f"{profile}-swept", {**p, "lr": s["chosen"]},
+                                work, records, commit, extra={"lr_sweep": s},
+                            )  # fmt: skip
+                        else:
+                            run_one(regime, strategy, seed, embedder, profile, p, work, records, commit)
     print(f"done in {time.monotonic() - started:.0f} s; records in {args.records}")
 
 

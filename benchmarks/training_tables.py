@@ -1,9 +1,13 @@
 """Tables, confidence intervals and plots of the training benchmark, rendered from its records
 (benchmarks/results/training_runs.jsonl, written by training_bench.py). No number is typed here.
 
-- mean ± 95% CI (t-distribution over seeds) per regime, strategy and routing mode;
-- paired per-seed differences FedRouter (global routing, MiniLM) − each baseline as it is used
-  (its first evaluation mode: the client's own adapter for client-centric strategies);
+- which records are used: a record must say what its run counted (`counted`) and the commit it ran
+  on, and its settings must be its profile's (`refused`: the rest, each with its reason);
+- mean ± 95% CI (t-distribution over seeds) per regime, strategy and routing mode, with the
+  counted steps and samples per client and round, and the base model's row;
+- paired per-seed differences FedRouter (global routing, MiniLM) − each partner as it is used
+  (its first evaluation mode: the client's own adapter for client-centric strategies), only where
+  both counted the same compute (`matched`); other pairs are listed as not matched, without a number;
 - MiniLM against the base-LLM embedder: routing accuracy (global routing picks the adapter that
   scores best on the prompt's task), routing purity (share of a task's prompts sent to the task's
   most frequent adapter; independent of scores) and score;
@@ -18,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.training_bench import MODES, RECORDS, ROUTING, STRATEGIES
+from benchmarks.training_bench import RECORDS
+from benchmarks.training_plot import plot
+from benchmarks.training_protocol import BASE, PRIMARY, ROWS, STRATEGIES, SUITE_NOTES, ci95, matched, split
 
-PRIMARY = {s: ROUTING[m[0]] for s, m in MODES.items()}  # the mode a strategy is compared in
+HEADLINE_HALF_WIDTH = 0.03  # the CI half-width that settles the headline difference (issue 16)
 PAPER = {"interference": 0.061, "generalization": 1.36}  # relative gains the paper reports (best case)
 
 
@@ -36,16 +42,6 @@ def load(path: Path = RECORDS) -> list[dict]:
     return list(latest.values())
 
 
-def ci95(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval); half-width NaN with one value."""
-    from scipy.stats import t
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan")
-    return float(x.mean()), float(t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-
-
 def _fmt(mean: float, half: float) -> str:
     return f"{mean:.3f}" if np.isnan(half) else f"{mean:.3f} ± {half:.3f}"
 
@@ -57,13 +53,20 @@ def _by(records: list[dict], *keys: str) -> dict:
     return out
 
 
+def _counted(rs: list[dict]) -> str:
+    steps = sorted({r["counted"]["steps_per_client_round"] for r in rs})
+    samples = sorted({r["counted"]["samples_per_client_round"] for r in rs})
+    return f"{'/'.join(f'{x:g}' for x in steps)} | {'/'.join(f'{x:g}' for x in samples)}"
+
+
 def scores_table(records: list[dict], regime: str) -> list[str]:
     rows = [
-        "| strategy | routing | score (mean ± 95% CI) | seeds | routing accuracy | adapters | train s |",
-        "|---" * 7 + "|",
+        "| strategy | routing | score (mean ± 95% CI) | seeds | counted steps / client / round | "
+        "counted samples / client / round | routing accuracy | adapters | train s |",
+        "|---" * 9 + "|",
     ]
     groups = _by([r for r in records if r["regime"] == regime and r["embedder"] == "minilm"], "strategy", "routing")
-    for s in STRATEGIES:
+    for s in ROWS:
         for routing in ("global", "local", "oracle", "none"):
             rs = groups.get((s, routing))
             if not rs:
@@ -71,71 +74,107 @@ def scores_table(records: list[dict], regime: str) -> list[str]:
             acc = [r["routing_accuracy"] for r in rs if r.get("routing_accuracy") is not None]
             rows.append(
                 f"| {s} | {routing}{' (compared)' if routing == PRIMARY[s] else ''} | "
-                f"{_fmt(*ci95([r['score'] for r in rs]))} | {len(rs)} | "
+                f"{_fmt(*ci95([r['score'] for r in rs]))} | {len(rs)} | {_counted(rs)} | "
                 f"{f'{np.mean(acc):.2f}' if acc and routing == 'global' else '–'} | {rs[0]['adapters']} | "
                 f"{np.mean([r['train_s'] for r in rs]):.0f} |"
             )
     return rows
 
 
-def paired(records: list[dict], regime: str) -> dict[str, dict]:
-    """Per baseline: FedRouter(global) − baseline(primary mode) over the seeds both have."""
+def partners(regime: str) -> list[tuple[str, str]]:
+    """(strategy, routing) FedRouter is compared with: every baseline as it is used and the base
+    model; on unseen tasks also `local` through global routing (the paper's generalization partner)."""
+    out = [(s, PRIMARY[s]) for s in STRATEGIES[1:]] + [(BASE, "none")]
+    return out + [("local", "global")] if regime == "generalization" else out
+
+
+def paired(records: list[dict], regime: str) -> dict[tuple[str, str], dict]:
+    """Per partner: FedRouter(global) − partner over the seeds both have; `diff` only where every
+    pair of records counted the same compute (else `unmatched` names the counts)."""
     rs = [r for r in records if r["regime"] == regime and r["embedder"] == "minilm"]
-    ours = {r["seed"]: r["score"] for r in rs if r["strategy"] == "fedrouter" and r["routing"] == "global"}
+    ours = {r["seed"]: r for r in rs if r["strategy"] == "fedrouter" and r["routing"] == "global"}
     out = {}
-    for s in STRATEGIES[1:]:
-        theirs = {r["seed"]: r["score"] for r in rs if r["strategy"] == s and r["routing"] == PRIMARY[s]}
+    for s, routing in partners(regime):
+        theirs = {r["seed"]: r for r in rs if r["strategy"] == s and r["routing"] == routing}
         seeds = sorted(set(ours) & set(theirs))
         if not seeds:
             continue
-        diff = [ours[k] - theirs[k] for k in seeds]
-        mean_theirs = float(np.mean([theirs[k] for k in seeds]))
-        rel = (float(np.mean([ours[k] for k in seeds])) - mean_theirs) / mean_theirs if mean_theirs > 0 else None
-        out[s] = {"seeds": seeds, "diff": ci95(diff), "relative": rel}
+        off = [k for k in seeds if not matched(ours[k], theirs[k])]
+        if off:
+            a, b = ours[off[0]]["counted"], theirs[off[0]]["counted"]
+            out[(s, routing)] = {
+                "seeds": seeds,
+                "unmatched": f"{a['steps_per_client_round']:g} vs {b['steps_per_client_round']:g} steps, "
+                f"{a['samples_per_client_round']:g} vs {b['samples_per_client_round']:g} samples (seed {off[0]})",
+            }
+            continue
+        diff = [ours[k]["score"] - theirs[k]["score"] for k in seeds]
+        mean_theirs = float(np.mean([theirs[k]["score"] for k in seeds]))
+        mean_ours = float(np.mean([ours[k]["score"] for k in seeds]))
+        rel = (mean_ours - mean_theirs) / mean_theirs if mean_theirs > 0 else None
+        out[(s, routing)] = {"seeds": seeds, "diff": ci95(diff), "relative": rel}
     return out
 
 
 def paired_table(records: list[dict], regime: str) -> list[str]:
     rows = [
-        "| baseline (as used) | FedRouter − baseline (mean ± 95% CI) | relative | seeds | CI above 0 |",
-        "|---" * 5 + "|",
+        "| partner (routing) | FedRouter − partner (mean ± 95% CI) | relative | seeds | CI above 0 | CI half-width ≤ 0.03 |",
+        "|---" * 6 + "|",
     ]
-    for s, d in paired(records, regime).items():
+    for (s, routing), d in paired(records, regime).items():
+        if "unmatched" in d:
+            rows.append(f"| {s} ({routing}) | not matched: {d['unmatched']} | – | {len(d['seeds'])} | – | – |")
+            continue
         mean, half = d["diff"]
         above = "–" if np.isnan(half) else ("yes" if mean - half > 0 else "no")
+        settled = "–" if np.isnan(half) else ("yes" if half <= HEADLINE_HALF_WIDTH else f"no ({half:.3f})")
         rel = "–" if d["relative"] is None else f"{d['relative']:+.1%}"
         rows.append(
-            f"| {s} ({PRIMARY[s]}) | {mean:+.3f}{'' if np.isnan(half) else f' ± {half:.3f}'} | {rel} | {len(d['seeds'])} | {above} |"
+            f"| {s} ({routing}) | {mean:+.3f}{'' if np.isnan(half) else f' ± {half:.3f}'} | {rel} | "
+            f"{len(d['seeds'])} | {above} | {settled} |"
         )
     return rows
 
 
-def goal_lines(records: list[dict], regime: str) -> list[str]:
-    """The issue's goals, checked against the records (sentences built from the numbers)."""
-    d = paired(records, regime)
-    lines = []
-    if regime == "interference" and "fedavg" in d:
-        rel, (mean, half) = d["fedavg"]["relative"], d["fedavg"]["diff"]
-        met = rel is not None and rel >= PAPER["interference"] and not np.isnan(half) and mean - half > 0
-        lines.append(
-            f"- Goal: FedRouter ≥ +{PAPER['interference']:.1%} relative over FedAvg with the paired CI above 0: "
-            f"measured {rel:+.1%}, difference {_fmt(mean, half)} over {len(d['fedavg']['seeds'])} seed(s): "
-            f"**{'met' if met else 'not met'}**."
-        )
-    if regime == "interference" and "oracle" in d:
-        rel = d["oracle"]["relative"]
-        lines.append(
-            f"- Goal: within 2% of oracle: FedRouter is {rel:+.1%} relative to oracle over "
-            f"{len(d['oracle']['seeds'])} seed(s): **{'met' if rel is not None and rel >= -0.02 else 'not met'}**."
-        )
-    if regime == "generalization" and "local" in d:
-        rel = d["local"]["relative"]
-        lines.append(
-            f"- Goal: ≥ +{PAPER['generalization']:.0%} relative over client-centric (`local`): measured "
-            f"{rel:+.1%} over {len(d['local']['seeds'])} seed(s): "
-            f"**{'met' if rel is not None and rel >= PAPER['generalization'] else 'not met'}**."
-        )
-    return lines
+def headline_line(records: list[dict], regime: str) -> list[str]:
+    """The headline difference (FedRouter − FedAvg at matched compute) and whether its CI settles it."""
+    d = paired(records, regime).get(("fedavg", "none"))
+    if not d:
+        return []
+    if "unmatched" in d:
+        return [f"- Headline FedRouter − FedAvg: **not matched** ({d['unmatched']}): no comparison."]
+    mean, half = d["diff"]
+    if np.isnan(half):
+        return [
+            f"- Headline FedRouter − FedAvg: {mean:+.3f} from one seed: no CI; the target half-width "
+            f"≤ {HEADLINE_HALF_WIDTH} needs seeds."
+        ]
+    verdict = (
+        "settles it"
+        if half <= HEADLINE_HALF_WIDTH
+        else f"falls short of ≤ {HEADLINE_HALF_WIDTH} by {half - HEADLINE_HALF_WIDTH:.3f}"
+    )
+    return [
+        f"- Headline FedRouter − FedAvg: {mean:+.3f} ± {half:.3f} (95% CI over {len(d['seeds'])} seeds, "
+        f"paired): the half-width {verdict}."
+    ]
+
+
+def convergence_line(records: list[dict], regime: str) -> list[str]:
+    """Whether the budget converged: FedAvg's last two evaluations (mean curve over seeds) differ by
+    less than their standard error (binomial over the test prompts and seeds)."""
+    curves = [r["curve"] for r in records if r["regime"] == regime and r["strategy"] == "fedavg" and r.get("curve")]
+    curves = [c for c in curves if len(c) >= 2 and None not in c[-2:]]
+    if not curves:
+        return []
+    n = sum(r["n"] for r in records if r["regime"] == regime and r["strategy"] == "fedavg" and r.get("curve"))
+    last, before = float(np.mean([c[-1] for c in curves])), float(np.mean([c[-2] for c in curves]))
+    se = float(np.sqrt(max(last * (1 - last), 1e-9) / max(n, 1)))
+    verdict = "converged" if abs(last - before) < se else "not converged: a larger budget is needed"
+    return [
+        f"- Budget: FedAvg's last two rounds score {before:.3f} → {last:.3f} (Δ {last - before:+.3f}, "
+        f"standard error {se:.3f} over {n} test prompts): **{verdict}**."
+    ]
 
 
 def embedder_table(records: list[dict]) -> list[str]:
@@ -159,126 +198,113 @@ def embedder_table(records: list[dict]) -> list[str]:
     return rows
 
 
-def plot(records: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    regimes = [g for g in ("dual", "interference", "generalization") if any(r["regime"] == g for r in records)]
-    fig, axes = plt.subplots(2, len(regimes), figsize=(5 * len(regimes), 7), squeeze=False)
-    for j, regime in enumerate(regimes):
-        rs = [r for r in records if r["regime"] == regime and r["embedder"] == "minilm"]
-        names, means, halves = [], [], []
-        for s in STRATEGIES:
-            group = [r for r in rs if r["strategy"] == s and r["routing"] == PRIMARY[s]]
-            if group:
-                m, h = ci95([r["score"] for r in group])
-                names.append(s), means.append(m), halves.append(0 if np.isnan(h) else h)
-                curves = np.array([r["curve"] for r in group if r.get("curve")], dtype=float)
-                if len(curves):
-                    axes[1][j].plot(np.arange(1, curves.shape[1] + 1), np.nanmean(curves, 0), marker="o", label=s)
-        axes[0][j].bar(names, means, yerr=halves, capsize=3)
-        axes[0][j].set_title(f"{regime}: score, mean ± 95% CI")
-        axes[0][j].set_ylim(0, 1)
-        axes[0][j].tick_params(axis="x", rotation=30)
-        axes[1][j].set_title(f"{regime}: score after each round")
-        axes[1][j].set_xlabel("round")
-        axes[1][j].xaxis.get_major_locator().set_params(integer=True)
-        axes[1][j].set_ylim(0, 1)
-        axes[1][j].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 READING = """How to read these tables. Each strategy is compared as it is used: FedRouter and oracle through
 global routing (the gateway's `model="auto"`), client-centric strategies through each client's own
-adapter (`none`); their other modes are shown too. `routing accuracy`: the share of test prompts
-that global routing sends to the adapter scoring best on their task. CIs are over seeds (t-distribution);
-with one seed there is none. Steps: a one-adapter strategy (fedavg, fedavg-matched, local, clustered,
-FLoRAL) takes `local_steps` per client and round; FedRouter and oracle train each of a client's
-clusters for `local_steps` (`cluster_steps = full`, as the FedRouter reference code does), so a client
-with two clusters spends twice the compute; records made with `shared` (the client's steps split
-between its clusters: matched compute, each task adapter then gets fewer updates) say so in the
-profile's header. `fedavg-matched` (rank K·r, the same alpha/r scaling) takes larger effective steps
-than rank-r adapters. Profiles whose settings keep steps low (chosen for the time budget of a 2-core
-machine) favour shared adapters; more local steps are what the paper's regime uses.
-Which strategies and seeds ran is in each table: a missing row did not run."""
+adapter (`none`); their other modes are shown too; `base` is the base model without adapters.
+Compute: FedRouter and oracle train one local cluster per client and round, round-robin, as the
+FedRouter reference's Flower launcher does (`server.py:98` `cluster_id = server_round % n_clusters`;
+`client.py:146-152` trains that cluster's data for `max_steps`), so every strategy spends
+`local_steps` steps per client and round. The counted columns are what the clients reported running;
+a paired difference is shown only where both records counted the same steps and samples
+("not matched" otherwise), and records without counts or commit, or whose settings differ from their
+profile's, are refused (listed below each profile). `routing accuracy`: the share of test prompts
+that global routing sends to the adapter scoring best on their task. CIs are over seeds
+(t-distribution, paired per seed); with one seed there is none. `fedavg-matched` (rank K·r, the same
+alpha/r scaling) takes larger effective steps than rank-r adapters at the same learning rate: every
+strategy runs at the same per-round cosine; a profile without `-swept` runs every strategy at the
+same lr, a `-swept` one at the lr each strategy chose in the same grid on a validation split carved
+from its training data (`--lr-sweep`, the `-sweep` table); FLoRAL's router lr (0.1, the reference's SGD value, here under AdamW; it follows
+the same cosine) is not yet matched in meaning to the reference's. Oracle routing (`oracle` mode) picks each task's adapter on prompts from
+the task's training part (`validation`), never on the test prompts it scores. `train s`: wall seconds of the run on its machine at the time (other work shared the cores),
+not a cost comparison between rows. Which strategies and seeds ran is in each table: a missing row did not run."""
 
 
-TASK_CENTRIC = ("fedrouter", "oracle")  # the strategies the cluster-step protocol changes
-_SAME = ("rounds", "local_steps", "test_per_task", "train_per_task", "lora_r", "k_global", "tasks")
-
-
-def _borrowed(records: list[dict], profile: str, rs: list[dict]) -> list[dict]:
-    """For a profile that only changes the cluster-step protocol (FedRouter and oracle records
-    alone), the one-adapter strategies' records of the profile whose settings are otherwise the same."""
-    if not rs or any(r["strategy"] not in TASK_CENTRIC for r in rs):
-        return []
-    out = []
-    for r in records:
-        if r["profile"] == profile or r["strategy"] in TASK_CENTRIC:
-            continue
-        if any(
-            x["regime"] == r["regime"] and all(x["settings"].get(k) == r["settings"].get(k) for k in _SAME) for x in rs
-        ):
-            out.append(r)
-    return out
+def sweep_table(records: list[dict]) -> list[str]:
+    """The lr sweep: each strategy's validation score at each lr of the grid (its first mode)."""
+    rows = ["| regime | strategy | lr | validation score | seed |", "|---" * 5 + "|"]
+    firsts = [r for r in records if r["routing"] == PRIMARY.get(r["strategy"])]
+    for r in sorted(firsts, key=lambda r: (r["regime"], r["strategy"], r["settings"]["lr"])):
+        rows.append(f"| {r['regime']} | {r['strategy']} | {r['settings']['lr']:g} | {r['score']:.3f} | {r['seed']} |")
+    return rows
 
 
 def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) -> str:
-    """The training section of benchmarks/README.md, one sub-section per profile (full, quick)."""
+    """The training section of benchmarks/README.md, one sub-section per profile."""
     records = load() if records is None else records
     if not records:
         return "### Training\n\n(no records yet: `make bench-train`)"
+    usable, refused = split(records)
     out = [
         "### Training: FedRouter vs baselines (rendered from `results/training_runs.jsonl`)",
         "",
         READING,
         "",
+        "Task suite (fixed before the comparison, from FedAvg's scores alone; `SUITE_NOTES` in training_bench.py):",
+        "",
+        *[f"- dropped {task}: {why}" for task, why in SUITE_NOTES["dropped"].items()],
+        *[f"- added {task}: {why}" for task, why in SUITE_NOTES["added"].items()],
+        f"- {SUITE_NOTES['unmeasured']}.",
+        "",
     ]
     for profile in sorted({r["profile"] for r in records}):
-        rs = [r for r in records if r["profile"] == profile]
-        borrowed = _borrowed(records, profile, rs)
-        rs += borrowed
-        s, m = rs[0]["settings"], rs[0]["machine"]
-        png = f"training_{profile}.png"
-        plot(rs, png_dir / png)
-        out += [
-            f"#### Profile `{profile}` ({m['cores']} cores {m['cpu']}, torch {m['torch']}, {m['date']})",
-            "",
-            f"SmolLM2-135M, LoRA on {s['lora_targets']}, {s['rounds']} rounds × {s['local_steps']} steps, batch "
-            f"{s['batch_size']}, {s['train_per_task']} training samples per client and task, {s['test_per_task']} "
-            "held-out test prompts per client and task (disjoint from training by construction). Score: exact "
-            f"match. Seeds: {sorted({r['seed'] for r in rs})}. FedRouter / oracle cluster steps: "
-            f"{', '.join(sorted({r['settings'].get('cluster_steps', 'shared') for r in rs if r['strategy'] in ('fedrouter', 'oracle')}))}"
-            f". ![training](results/{png})"
-            + (
-                f" The one-adapter strategies ({', '.join(sorted({r['strategy'] for r in borrowed}))}) are the "
-                f"records of profile `{borrowed[0]['profile']}`: the same settings, and the cluster-step "
-                "protocol does not change them (one cluster per client)."
-                if borrowed
-                else ""
-            ),
-            "",
-        ]
-        for regime in ("dual", "interference", "generalization"):
-            if not any(r["regime"] == regime for r in rs):
-                continue
+        rs = [r for r in usable if r["profile"] == profile]
+        bad = [(r, why) for r, why in refused if r["profile"] == profile]
+        out += [f"#### Profile `{profile}`", ""]
+        if rs and profile.endswith("-sweep"):
             out += [
-                f"**{regime}**",
+                "lr sweep: every strategy trained at each lr on its clients' training samples minus a "
+                "carved validation part (every 5th), scored on that part; the best lr is its `-swept` profile's.",
                 "",
-                *scores_table(rs, regime),
-                "",
-                *paired_table(rs, regime),
-                "",
-                *goal_lines(rs, regime),
+                *sweep_table(rs),
                 "",
             ]
-        emb = embedder_table(rs)
-        if emb:
-            out += ["**Embedder: MiniLM vs base LLM (mean-pooled SmolLM2, the paper's)**", "", *emb, ""]
+        elif rs:
+            s, m = rs[0]["settings"], rs[0]["machine"]
+            lrs = sorted({(r["strategy"], r["settings"]["lr"]) for r in rs if r["strategy"] != BASE})
+            lr_text = (
+                "lr swept per strategy (" + ", ".join(f"{k} {v:g}" for k, v in lrs) + ")"
+                if profile.endswith("-swept")
+                else f"lr {s['lr']:g}"
+            )
+            commits = sorted({f"{r['commit']['rev'][:10]}{' (dirty)' if r['commit']['dirty'] else ''}" for r in rs})
+            png = f"training_{profile}.png"
+            plot(rs, png_dir / png)
+            out += [
+                f"{m['cores']} cores {m['cpu']}, torch {m['torch']}, {m['date']}; commit {', '.join(commits)}. "
+                f"SmolLM2-135M, LoRA on {s['lora_targets']}, {s['rounds']} rounds × {s['local_steps']} steps, batch "
+                f"{s['batch_size']}, {lr_text} ({s['lr_schedule']} per round), schedule `{s['schedule']}`, "
+                f"{s['train_per_task']} training samples per client and task, {s['test_per_task']} held-out test "
+                "prompts per client and task (disjoint from training by construction). Score: exact match "
+                f"(ROUGE-1 for free text). Seeds: {sorted({r['seed'] for r in rs})}. ![training](results/{png})",
+                "",
+            ]
+            for regime in ("dual", "interference", "generalization"):
+                if not any(r["regime"] == regime for r in rs):
+                    continue
+                out += [
+                    f"**{regime}**",
+                    "",
+                    *scores_table(rs, regime),
+                    "",
+                    *paired_table(rs, regime),
+                    "",
+                    *headline_line(rs, regime),
+                    *convergence_line(rs, regime),
+                    "",
+                ]
+            emb = embedder_table(rs)
+            if emb:
+                out += ["**Embedder: MiniLM vs base LLM (mean-pooled SmolLM2, the paper's)**", "", *emb, ""]
+        if bad:
+            reasons = defaultdict(int)
+            for _, why in bad:
+                reasons[why] += 1
+            out += [
+                f"Refused records of `{profile}`: "
+                + "; ".join(f"{n} × {why}" for why, n in sorted(reasons.items()))
+                + ".",
+                "",
+            ]
     return "\n".join(out)
 
 

@@ -3,8 +3,10 @@
 Two messages:
 - "query": embed the training prompts, cluster them locally, reply with the local centroids and
   their sample counts (FedRouter; other strategies ask for one cluster, or one per task label).
-- "train": for every global cluster the server names, start from the adapter it sends, train on
-  this client's samples of that cluster, reply with the LoRA tensors and the example count.
+- "train": the units of this round (training/schedule.py: by default one local cluster, round-robin,
+  as the FedRouter reference does), each from the adapter the server sends for its global cluster,
+  on this client's samples of it; reply with the LoRA tensors, the example counts and the optimizer
+  steps and samples actually run (`counted/steps`, `counted/samples`).
 Only LoRA tensors, centroids, counts and training losses travel.
 
 The client's settings arrive in each message ("config"); its partition comes from the node config
@@ -89,16 +91,6 @@ def query(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def cluster_step_budget(cfg: TrainConfig, sizes: dict[int, int]) -> dict[int, int]:
-    """Optimizer steps this round for each cluster a client trains (cluster id -> its sample count).
-    "full" (the FedRouter reference): `local_steps` each; "shared": the client's `local_steps` split
-    by sample count (at least one step each), the compute of a one-adapter strategy."""
-    if cfg.cluster_steps == "full":
-        return {gid: cfg.local_steps for gid in sizes}
-    total = sum(sizes.values()) or 1
-    return {gid: max(1, round(cfg.local_steps * n / total)) for gid, n in sizes.items()}
-
-
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg = TrainConfig.from_record(dict(msg.content["config"]))
@@ -114,22 +106,22 @@ def train(msg: Message, context: Context) -> Message:
         return floral_client_round(msg, context, cfg, data, model, tok, pid)
 
     from fedrouter.training.model import lora_state, set_lora_state, train_steps
+    from fedrouter.training.schedule import round_lr, round_units
 
+    rnd = int(plan["round"])
+    lr = round_lr(cfg.lr_schedule, rnd, cfg.rounds, cfg.lr)
+    sizes = {int(l): int((labels == l).sum()) for l in local_to_global}
     records, metrics = {}, {}
-    groups = {}
-    for gid in sorted(set(local_to_global.values())):
-        local_ids = [l for l, g in local_to_global.items() if g == gid]
-        groups[gid] = [s for s, l in zip(data.train, labels) if int(l) in local_ids]
-    budget = cluster_step_budget(cfg, {gid: len(samples) for gid, samples in groups.items()})
-    for gid, samples in groups.items():
-        if not samples:
-            continue
-        steps = budget[gid]
-        set_lora_state(model, msg.content[f"lora/{gid}"].to_torch_state_dict())
-        seed = cfg.seed * 1000 + int(plan["round"]) * 100 + pid * 10 + gid
-        loss = train_steps(model, tok, samples, steps, cfg.batch_size, cfg.lr, seed)
-        records[f"lora/{gid}"] = ArrayRecord(lora_state(model))
-        metrics[f"n/{gid}"] = len(samples)
-        metrics[f"loss/{gid}"] = loss
+    steps_run = samples_run = 0
+    for unit in round_units(cfg.schedule, rnd, cfg.local_steps, local_to_global, sizes):
+        samples = [s for s, l in zip(data.train, labels) if int(l) in unit.local_ids]
+        set_lora_state(model, msg.content[f"lora/{unit.gid}"].to_torch_state_dict())
+        seed = cfg.seed * 1000 + rnd * 100 + pid * 10 + unit.gid
+        done = train_steps(model, tok, samples, unit.steps, cfg.batch_size, lr, seed)
+        records[f"lora/{unit.gid}"] = ArrayRecord(lora_state(model))
+        metrics[f"n/{unit.gid}"] = len(samples)
+        metrics[f"loss/{unit.gid}"] = done.loss
+        steps_run, samples_run = steps_run + done.steps, samples_run + done.samples
+    metrics["counted/steps"], metrics["counted/samples"] = steps_run, samples_run  # what ran, not what was asked
     content = RecordDict({**records, "metrics": MetricRecord(metrics), "info": ConfigRecord({"partition": pid})})
     return Message(content=content, reply_to=msg)

@@ -14,6 +14,8 @@ from typing import Any
 
 from fedrouter.router.embed import DEFAULT_EMBEDDER, DEFAULT_KIND
 
+SCHEDULES = ("round-robin", "shared", "full")
+
 
 @dataclass
 class TrainConfig:
@@ -28,6 +30,9 @@ class TrainConfig:
     train_per_task: int = 96  # training samples per (client, task)
     test_per_task: int = 24  # evaluation samples per task
     seed: int = 0
+    # Tuning: train on each client's training samples minus a validation part (every 5th) and
+    # evaluate on that part (the benchmark's lr sweep; training/data/scenarios.py carve_validation)
+    validation: bool = False
     # Model
     base_model: str = ""  # HF folder or name; empty: the prepared SmolLM2-135M-Instruct
     base_name: str = ""  # public name in the release; empty: the folder's name
@@ -40,12 +45,19 @@ class TrainConfig:
     lora_targets: str = "q_proj,v_proj"
     # Federation
     rounds: int = 3
-    local_steps: int = 25  # optimizer steps per client, cluster and round (see cluster_steps)
-    # "full": every cluster a client trains gets `local_steps` steps a round, as the FedRouter
-    # reference does (GabrielTalasso/FedRouter client.py: one fit of max_steps per client and cluster);
-    # "shared": the client's `local_steps` are shared by its clusters in proportion to their samples
-    # (the same compute per client as one-adapter strategies).
-    cluster_steps: str = "full"
+    local_steps: int = 25  # optimizer steps per client and round (see `schedule`)
+    # Which of a client's local clusters train in a round (training/schedule.py):
+    # "round-robin" (default): one local cluster per client and round, local cluster `round % k`
+    #   for `local_steps` steps, starting from its global cluster's adapter: the FedRouter
+    #   reference's Flower launcher (GabrielTalasso/FedRouter server.py:98 `cluster_id = server_round
+    #   % self.fed_args.n_clusters`; client.py:146-152 filters the client's data to that cluster and
+    #   trains it for `max_steps`): the per-client compute of a one-adapter strategy;
+    # "shared": every cluster each round, the client's `local_steps` split by sample count;
+    # "full": every cluster `local_steps` each round (the older main_sft_fedrouter.py:228-272):
+    #   k times the compute of a one-adapter strategy; the report compares it only with records
+    #   whose counted steps match.
+    schedule: str = "round-robin"
+    lr_schedule: str = "cosine"  # "cosine": the reference's per-round cosine (utils/utils.py:12-24); "constant"
     batch_size: int = 4  # 4 x ~46 tokens: ~0.6 s a step for SmolLM2-135M on 2 cores
     lr: float = 1e-3
     k_local: int = 2  # k-means clusters per client (FedRouter)
@@ -66,8 +78,10 @@ class TrainConfig:
         strategy = get_strategy(self.strategy)  # raises on an unknown name
         if self.resume and not strategy.resumable:
             raise ValueError(f"--resume is not supported for {self.strategy}: its release does not keep what it trains")
-        if self.cluster_steps not in ("full", "shared"):
-            raise ValueError(f"cluster_steps must be 'full' or 'shared', got {self.cluster_steps!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.rounds < 1 or self.local_steps < 1 or self.num_clients < 1:
             raise ValueError("rounds, local_steps and num_clients must be at least 1")
         if self.k_global < 1 or self.k_clients < 1 or self.cluster_round < 1:

@@ -5,8 +5,9 @@ Per test prompt, whose greedy answer counts:
 - `global`: the adapter the release's Router picks among all clusters (the gateway's `model="auto"`);
 - `local`: the Router among the clusters the prompt's client trained (the manifest's
   `client_clusters`; the paper's local mode); prompts of no known client fall back to global;
-- `oracle`: per task, the adapter that scores best on it (picked on the first `probe` prompts of
-  the task; an upper bound on routing);
+- `oracle`: per task, the adapter that scores best on it (an upper bound on routing), picked on
+  `validation` samples of the task when given (the benchmark passes training-part prompts: never
+  a test prompt), else on the task's first `probe` test prompts;
 - `client`: the client's own adapter (client-centric strategies: local, clustered, floral, fedavg);
 - `base`: the base model without LoRA.
 
@@ -108,30 +109,38 @@ def evaluate_release(
     modes: tuple[str, ...] = MODES,
     probe: int = 8,
     embedder=None,
+    validation: list[dict] | None = None,
 ) -> dict:
     """Scores of a release per mode (mean, per task, per client), and routing agreement.
 
-    `embedder`: the release's own (loaded from its manifest) unless given."""
+    `embedder`: the release's own (loaded from its manifest) unless given. `validation`: samples
+    ({"task", "prompt", "response"}) the oracle picks each task's adapter on (`probe` per task);
+    never scored."""
     from fedrouter.router.embed import load_embedder
     from fedrouter.router.router import Router
 
     release = load_release(release_path)
     m = release.manifest
     items = _items(scenario)
-    prompts = [s["prompt"] for _, s in items]
-    tasks = [s["task"] for _, s in items]
+    task_names = sorted({s["task"] for _, s in items})
+    val = [v for t in task_names for v in [v for v in validation or [] if v["task"] == t][:probe]]
+    samples = [s for _, s in items] + val  # indices past len(items): validation, never scored
+    prompts = [s["prompt"] for s in samples]
+    tasks = [s["task"] for s in samples]
     known = all_tasks()
     metric = {t: known[t].metric if t in known else "exact" for t in set(tasks)}
     lengths = [known[t].max_new_tokens if t in known else 32 for t in tasks]
     answers = Answers(release, prompts, lengths)
-    task_names = sorted(set(tasks))
     by_task = {t: [i for i in range(len(items)) if tasks[i] == t] for t in task_names}
+    pick_on = {
+        t: [i for i in range(len(items), len(samples)) if tasks[i] == t] or by_task[t][:probe] for t in task_names
+    }
 
     def scores_of(who: str, idx: list[int]) -> list[float]:
-        return [score(answers.cache[who][i], items[i][1]["response"], metric[tasks[i]]) for i in idx]
+        return [score(answers.cache[who][i], samples[i]["response"], metric[tasks[i]]) for i in idx]
 
     router = Router(release, embedder or load_embedder(m.embedder))
-    vectors = router.embedder.embed(prompts)  # [N, dim]
+    vectors = router.embedder.embed(prompts[: len(items)])  # [N, dim]: the test prompts
     chosen: dict[str, list[str]] = {}
     if "global" in modes:
         chosen["global"] = [r.adapter or "" for r in router.route_vectors(vectors)]
@@ -147,9 +156,9 @@ def evaluate_release(
     best: dict[str, str] = {}
     if "oracle" in modes:
         names = list(m.adapters)
-        answers.get({n: [i for t in task_names for i in by_task[t][:probe]] for n in names})
-        best = {t: max(names, key=lambda n: np.mean(scores_of(n, by_task[t][:probe]))) for t in task_names}
-        chosen["oracle"] = [best[t] for t in tasks]
+        answers.get({n: [i for t in task_names for i in pick_on[t]] for n in names})
+        best = {t: max(names, key=lambda n: np.mean(scores_of(n, pick_on[t]))) for t in task_names}
+        chosen["oracle"] = [best[t] for t in tasks[: len(items)]]
     client_adapters = {int(k): v for k, v in m.training.get("client_adapters", {}).items()}
     if "client" in modes and client_adapters:
         chosen["client"] = [client_adapters.get(c, "") for c, _ in items]
@@ -170,6 +179,7 @@ def evaluate_release(
         "per_client": {},
         "metric": metric,
         "oracle_adapters": best,
+        "oracle_picked_on": "validation" if val else "test",
     }
     for mode, who in chosen.items():
         s = np.array([scores_of(w, [i])[0] for i, w in enumerate(who)])

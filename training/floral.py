@@ -71,24 +71,27 @@ def floral_average(states: list[dict], mixtures: list[np.ndarray], counts: list[
 
 def floral_client_round(msg: Message, context, cfg, data, model, tok, pid: int) -> Message:
     from fedrouter.training.model import lora_state, set_lora_state, train_steps
+    from fedrouter.training.schedule import round_lr
 
     K, r = cfg.k_global, cfg.lora_r
+    rnd = int(msg.content["plan"]["round"])
+    lr = round_lr(cfg.lr_schedule, rnd, cfg.rounds, cfg.lr)
     set_lora_state(model, msg.content["lora/0"].to_torch_state_dict())
     start = context.state["mixture"]["logits"].numpy() if "mixture" in context.state else np.zeros(K, np.float32)
     logits = torch.nn.Parameter(torch.tensor(start, dtype=torch.float32))
-    seed = cfg.seed * 1000 + int(msg.content["plan"]["round"]) * 100 + pid * 10
+    seed = cfg.seed * 1000 + rnd * 100 + pid * 10
     gen = torch.Generator().manual_seed(seed)
     noise = torch.zeros(K)
     handles = attach_mixture(model, logits, r, noise)
     try:
         lora = [p for p in model.parameters() if p.requires_grad]
-        groups = [{"params": lora}, {"params": [logits], "lr": cfg.router_lr, "weight_decay": 0.0}]
+        groups = [{"params": lora}, {"params": [logits], "lr": cfg.router_lr * lr / cfg.lr, "weight_decay": 0.0}]
 
         def redraw() -> None:  # the reference's Router.moe: logits + noise_std * U[0, 1) while training
             noise.copy_(cfg.router_noise * torch.rand(K, generator=gen))
 
-        loss = train_steps(
-            model, tok, data.train, cfg.local_steps, cfg.batch_size, cfg.lr, seed, params=groups, before_step=redraw
+        done = train_steps(
+            model, tok, data.train, cfg.local_steps, cfg.batch_size, lr, seed, params=groups, before_step=redraw
         )
     finally:
         for h in handles:
@@ -99,7 +102,14 @@ def floral_client_round(msg: Message, context, cfg, data, model, tok, pid: int) 
         {
             "lora/0": ArrayRecord(lora_state(model)),
             "mixture": mixture,
-            "metrics": MetricRecord({"n/0": len(data.train), "loss/0": loss}),
+            "metrics": MetricRecord(
+                {
+                    "n/0": len(data.train),
+                    "loss/0": done.loss,
+                    "counted/steps": done.steps,
+                    "counted/samples": done.samples,
+                }
+            ),
             "info": ConfigRecord({"partition": pid}),
         }
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -95,6 +96,15 @@ def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What a call of `train_steps` did, counted while it ran (the benchmark's compute record)."""
+
+    loss: float  # mean over its steps (NaN when it ran none)
+    steps: int  # optimizer steps taken
+    samples: int  # samples in the batches of those steps
+
+
 def train_steps(
     model,
     tok,
@@ -105,19 +115,19 @@ def train_steps(
     seed: int,
     params: list | None = None,
     before_step: Callable[[], None] | None = None,
-) -> float:
-    """`steps` AdamW steps on batches drawn from `samples`; returns the mean loss.
+) -> Trained:
+    """`steps` AdamW steps on batches drawn from `samples`; returns the mean loss and what it counted.
 
     `params`: parameters or AdamW parameter groups (default: the trainable ones); `before_step`
     is called before every step's forward pass (FLoRAL redraws its router noise there)."""
     if not samples or steps <= 0:
-        return float("nan")
+        return Trained(float("nan"), 0, 0)
     rng = random.Random(seed)
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()
     order: list[dict] = []
-    losses = []
+    losses, seen = [], 0
     for _ in range(steps):
         if len(order) < batch_size:
             extra = list(samples)
@@ -132,8 +142,9 @@ def train_steps(
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(float(loss))
+        seen += len(batch)
     model.eval()
-    return sum(losses) / len(losses)
+    return Trained(sum(losses) / len(losses), len(losses), seen)
 
 
 @torch.inference_mode()

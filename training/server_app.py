@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -55,10 +56,25 @@ def _wait_for_nodes(grid: Grid, n: int, timeout_s: float = 300.0) -> list[int]:
 
 
 def _initial_lora(cfg: TrainConfig, base: str, rank_factor: int) -> dict[str, torch.Tensor]:
+    r = cfg.lora_r * rank_factor
+    return _fresh_lora(base, r, cfg.lora_alpha * rank_factor, cfg.lora_targets, cfg.seed)
+
+
+@lru_cache(maxsize=4)
+def _fresh_lora(base: str, r: int, alpha: int, targets: str, seed: int) -> dict[str, torch.Tensor]:
+    """A fresh LoRA's tensors; cached: a process that runs many federations (the benchmark) loads
+    the base model for this once per setting instead of once per run. Callers never modify them."""
     from fedrouter.training.model import load_base, lora_state, with_lora
 
-    r = cfg.lora_r * rank_factor
-    return lora_state(with_lora(load_base(base), r, cfg.lora_alpha * rank_factor, cfg.target_modules, cfg.seed))
+    return lora_state(with_lora(load_base(base), r, alpha, targets.split(","), seed))
+
+
+@lru_cache(maxsize=1)
+def _release_embedder(kind: str, name: str):
+    """The embedder that writes a release's centroids, loaded once per process, not once per release."""
+    from fedrouter.router.embed import make_embedder
+
+    return make_embedder(kind, name)
 
 
 def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: None):
@@ -124,9 +140,10 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
                 record[f"lora/{g}"] = ArrayRecord(adapters[g])
             contents[pid] = RecordDict(record)
         replies = _ask(grid, nodes, "train", contents)
-        updates, losses = [], []
+        updates, losses, steps, samples = [], [], {}, {}
         for pid, reply in sorted(replies.items()):
             m = reply.content["metrics"]
+            steps[str(pid)], samples[str(pid)] = int(m["counted/steps"]), int(m["counted/samples"])
             mixture = reply.content["mixture"]["logits"].numpy() if "mixture" in reply.content else None
             for key in reply.content.array_records:
                 if key.startswith("lora/"):
@@ -141,6 +158,8 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
                 "loss": float(np.mean(losses)) if losses else None,
                 "seconds": time.monotonic() - t0,
                 "clusters": len(plan.names),
+                "steps": steps,  # optimizer steps each client ran this round, counted by the client
+                "samples": samples,  # samples in those steps
             }
         )
         report("round", history[-1])
@@ -154,7 +173,6 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
 
 
 def _write(cfg: TrainConfig, strategy: Strategy, plan, local, adapters, updates, base, history, seconds):
-    from fedrouter.router.embed import make_embedder
     from fedrouter.training.export import export_release
 
     parts = strategy.export(plan, local, adapters, updates, cfg)
@@ -164,6 +182,7 @@ def _write(cfg: TrainConfig, strategy: Strategy, plan, local, adapters, updates,
         "scenario": cfg.scenario,
         "tasks": cfg.task_list,
         "local_steps": cfg.local_steps,
+        "schedule": cfg.schedule,
         "num_clients": cfg.num_clients,
         "seed": cfg.seed,
         "seconds": round(seconds, 1),
@@ -172,7 +191,7 @@ def _write(cfg: TrainConfig, strategy: Strategy, plan, local, adapters, updates,
         "config": cfg.to_record(),
         **parts.training,
     }
-    embedder = make_embedder(cfg.embedder_kind, cfg.embedder)
+    embedder = _release_embedder(cfg.embedder_kind, cfg.embedder)
     return export_release(cfg, embedder, base, parts, training)
 
 

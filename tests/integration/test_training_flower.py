@@ -74,6 +74,10 @@ def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
     release = load_release(tmp_path / "run" / "releases" / "latest")
     assert release.id == "v1" and len(release.manifest.adapters) == 3
     assert release.manifest.training["strategy"] == "fedrouter" and len(release.manifest.training["history"]) == 2
+    # round-robin (the reference's schedule): each client ran local_steps=2 steps of batch 4 a round
+    history = release.manifest.training["history"]
+    assert [h["steps"] for h in history] == [{"0": 2, "1": 2, "2": 2}] * 2
+    assert [h["samples"] for h in history] == [{"0": 8, "1": 8, "2": 8}] * 2
 
     # evaluation with real generation on the tiny model, in every routing mode the release allows
     from fedrouter.training.data.scenarios import make_scenario
@@ -81,7 +85,8 @@ def test_simulation_writes_a_release_the_gateway_serves(tmp_path, base):
 
     result = evaluate_release(release.path, make_scenario("dual", ["add", "capital", "parity"], 3, 4, 2, seed=0))
     assert set(result["modes"]) == {"global", "local", "oracle", "base"} and result["n"] == 12
-    assert all(0.0 <= v <= 1.0 for v in result["modes"].values())
+    # every mode has a score for each task
+    assert all(set(per) == {"add", "capital", "parity"} for per in result["per_task"].values())
 
     # retraining continues from it and writes the next version
     train(None, base, "fedrouter", "--resume", str(tmp_path / "run"), "--rounds", "1")
@@ -123,6 +128,9 @@ def test_every_baseline_writes_a_valid_release(tmp_path, base, strategy):
         assert [h["clusters"] for h in m.training["history"]] == [1, 2]
     assert sorted(m.client_clusters) == ["0", "1", "2"]
     assert all(0 <= c < len(m.clusters) for counts in m.client_clusters.values() for c in counts)
+    # the same counted compute as FedRouter's round-robin: 2 steps of batch 4 per client and round
+    assert [h["steps"] for h in m.training["history"]] == [{"0": 2, "1": 2, "2": 2}] * 2
+    assert [h["samples"] for h in m.training["history"]] == [{"0": 8, "1": 8, "2": 8}] * 2
 
 
 def test_deployment_engine_on_localhost(tmp_path, base):

@@ -69,3 +69,21 @@ def test_router_routes_among_a_clients_clusters(release):
     assert local.adapter == "add" and local.cluster == 0 and local.margin == np.inf
     with pytest.raises(ValueError, match="not all in"):
         router.route(prompt, clusters=[5])
+
+
+def test_oracle_picks_each_tasks_adapter_on_validation_samples_not_test_prompts(release, monkeypatch):
+    monkeypatch.setattr(evaluate.Answers, "get", _fake_get)
+    test = [
+        {"prompt": "Add 12 and 30.", "response": "42", "task": "add"},
+        {"prompt": "What is the capital of Peru?", "response": "Lima", "task": "capital"},
+    ]
+    scenario = Scenario("t", [ClientData([], list(test))], held_out=[])
+    # a validation sample on which the wrong adapter ("capital" answers "no idea" to Add) scores best
+    validation = [
+        {"prompt": "Add 1 and 2.", "response": "no idea", "task": "add"},
+        {"prompt": "What is the capital of Chile?", "response": "Lima", "task": "capital"},
+    ]
+    result = evaluate.evaluate_release(release.path, scenario, modes=("oracle",), validation=validation)
+    assert result["oracle_adapters"] == {"add": "capital", "capital": "capital"}
+    assert result["oracle_picked_on"] == "validation" and result["n"] == 2
+    assert result["per_task"]["oracle"] == {"add": 0.0, "capital": 1.0}  # scored on the test prompts only

@@ -319,17 +319,3 @@ def test_the_dialogue_task_replies_in_conversations_it_never_trained_on():
     assert task.metric == "rouge1" and len(test) > 500 and len(train) > 3 * len(test)
     assert not {p for p, _ in train} & {p for p, _ in test}
     assert all(p.startswith("Reply in this chat.\nA: ") and p.endswith("\nA:") and r for p, r in train + test)
-
-
-def test_each_cluster_trains_the_full_steps_unless_shared():
-    from fedrouter.training.client_app import cluster_step_budget
-    from fedrouter.training.config import TrainConfig
-
-    full = TrainConfig(out="x", local_steps=8)
-    assert full.cluster_steps == "full"  # the FedRouter reference: one fit of max_steps per client and cluster
-    assert cluster_step_budget(full, {0: 30, 3: 10}) == {0: 8, 3: 8}
-    shared = TrainConfig(out="x", local_steps=8, cluster_steps="shared")
-    assert cluster_step_budget(shared, {0: 30, 3: 10}) == {0: 6, 3: 2}
-    assert cluster_step_budget(shared, {0: 99, 3: 1}) == {0: 8, 3: 1}
-    with pytest.raises(ValueError, match="cluster_steps"):
-        TrainConfig(out="x", cluster_steps="half")

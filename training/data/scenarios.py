@@ -143,18 +143,33 @@ def load_client_files(folder: str | Path) -> Scenario:
     return Scenario("files", [load_client_file(f) for f in files], [])
 
 
+def carve_validation(scenario: Scenario, every: int = 5) -> Scenario:
+    """The tuning split: each client's every `every`-th training sample becomes its test set, and
+    the client trains on the rest minus any sample with a validation prompt (so validation prompts
+    are never trained on). The real test sets and held-out tasks are left out: tuning never sees them."""
+    clients = []
+    for c in scenario.clients:
+        val = c.train[every - 1 :: every]
+        prompts = {s["prompt"] for s in val}
+        train = [s for s in c.train if s["prompt"] not in prompts]
+        clients.append(ClientData(train=train, test=val, tasks=list(c.tasks)))
+    return Scenario(scenario.name, clients, [])
+
+
 def scenario_from_config(cfg) -> Scenario:
     if cfg.data_dir:
-        return load_client_files(cfg.data_dir)
-    return make_scenario(
-        cfg.scenario,
-        cfg.task_list,
-        cfg.num_clients,
-        cfg.train_per_task,
-        cfg.test_per_task,
-        cfg.seed,
-        cfg.held_out_list,
-    )
+        scenario = load_client_files(cfg.data_dir)
+    else:
+        scenario = make_scenario(
+            cfg.scenario,
+            cfg.task_list,
+            cfg.num_clients,
+            cfg.train_per_task,
+            cfg.test_per_task,
+            cfg.seed,
+            cfg.held_out_list,
+        )
+    return carve_validation(scenario) if getattr(cfg, "validation", False) else scenario
 
 
 def _client_order(d: Path) -> tuple[int, str]:

@@ -1,0 +1,138 @@
+"""The training report uses only comparable records: counted compute, commit, its profile's settings."""
+
+from benchmarks.training_bench import PROFILE_KEYS, PROFILES, counted
+from benchmarks.training_tables import markdown, paired, split
+
+SETTINGS = {k: v for k, v in PROFILES["quick"].items() if k in PROFILE_KEYS} | {
+    "lora_targets": "q_proj,v_proj",
+    "train_per_task": 96,
+}
+MACHINE = {"cores": 2, "cpu": "x86_64", "torch": "2", "date": "2026-11-27"}
+
+
+def record(strategy, seed, score, steps=6.0, samples=24.0, routing=None, **extra):
+    r = {
+        "profile": "quick",
+        "regime": "dual",
+        "strategy": strategy,
+        "seed": seed,
+        "routing": routing or ("global" if strategy == "fedrouter" else "none"),
+        "embedder": "minilm",
+        "score": score,
+        "curve": None,
+        "adapters": 1,
+        "train_s": 1.0,
+        "settings": dict(SETTINGS),
+        "machine": MACHINE,
+        "commit": {"rev": "abcdef1234567", "dirty": False},
+        "counted": {"steps_per_client_round": steps, "samples_per_client_round": samples},
+    }
+    r.update(extra)
+    return r
+
+
+def test_records_without_counts_or_with_other_settings_are_refused():
+    ok = record("fedavg", 0, 0.5)
+    old = {k: v for k, v in record("fedavg", 1, 0.5).items() if k != "counted"}
+    other = record("fedavg", 2, 0.5)
+    other["settings"]["local_steps"] = 12
+    usable, refused = split([ok, old, other])
+    assert usable == [ok]
+    assert [why for _, why in refused] == [
+        "no counted compute or commit",
+        "settings differ from profile `quick`: local_steps",
+    ]
+
+
+def test_pairs_that_counted_different_compute_are_not_compared():
+    rs = [record("fedrouter", s, 0.8, steps=12.0, samples=48.0) for s in (0, 1)]
+    rs += [record("fedavg", s, 0.5) for s in (0, 1)] + [
+        record("local", s, 0.6, steps=12.0, samples=48.0) for s in (0, 1)
+    ]
+    rs += [record("base", s, 0.1, steps=0.0, samples=0.0) for s in (0, 1)]
+    d = paired(rs, "dual")
+    assert "diff" not in d[("fedavg", "none")] and "12 vs 6 steps" in d[("fedavg", "none")]["unmatched"]
+    assert abs(d[("local", "none")]["diff"][0] - 0.2) < 1e-9
+    assert (
+        abs(d[("base", "none")]["diff"][0] - 0.7) < 1e-9
+    )  # the base model is a reference point, not a compute partner
+
+
+def test_the_rendered_section_says_not_matched_and_lists_refusals(tmp_path):
+    rs = [record("fedrouter", s, 0.8, steps=12.0, samples=48.0) for s in (0, 1)]
+    rs += [record("fedavg", s, 0.5) for s in (0, 1)] + [record("base", s, 0.1, steps=0.0, samples=0.0) for s in (0, 1)]
+    rs.append({k: v for k, v in record("fedavg", 5, 0.9).items() if k != "commit"})
+    text = markdown(rs, png_dir=tmp_path)
+    assert "Headline FedRouter − FedAvg: **not matched**" in text
+    assert "| fedavg (none) | not matched: 12 vs 6 steps" in text
+    assert "| base | none (compared) | 0.100" in text
+    assert "Refused records of `quick`: 1 × no counted compute or commit" in text
+    assert (tmp_path / "training_quick.png").exists()
+
+
+def test_counted_compute_comes_from_the_clients_reports():
+    history = [
+        {"steps": {"0": 6, "1": 6}, "samples": {"0": 24, "1": 24}},
+        {"steps": {"0": 6, "1": 3}, "samples": {"0": 24, "1": 12}},
+    ]
+    c = counted(history)
+    assert c["steps_per_client_round"] == 5.25 and c["samples_per_client_round"] == 21.0
+    assert c["steps_range"] == [3, 6] and c["samples_range"] == [12, 24]
+
+
+def test_the_budget_is_called_converged_only_when_fedavgs_last_rounds_agree_within_their_error():
+    from benchmarks.training_tables import convergence_line
+
+    rising = [record("fedavg", s, 0.6, curve=[0.4, 0.6], n=100) for s in (0, 1)]
+    assert "not converged" in convergence_line(rising, "dual")[0]  # Δ 0.2 against SE 0.035
+    flat = [record("fedavg", s, 0.6, curve=[0.59, 0.6], n=100) for s in (0, 1)]
+    assert "**converged**" in convergence_line(flat, "dual")[0]
+
+
+def test_lr_sweep_records_may_differ_in_lr_only_and_swept_runs_must_use_the_chosen_lr(tmp_path):
+    sweep = [record("fedavg", 0, sc, profile="quick-sweep") for sc in (0.2, 0.4)]
+    sweep[0]["settings"]["lr"], sweep[1]["settings"]["lr"] = 3e-4, 3e-3
+    chosen = {"grid": [3e-4, 3e-3], "scores": [0.2, 0.4], "chosen": 3e-3}
+    good = record("fedavg", 0, 0.5, profile="quick-swept", lr_sweep=chosen)
+    good["settings"]["lr"] = 3e-3
+    wrong = record("fedavg", 1, 0.5, profile="quick-swept", lr_sweep=chosen)  # ran at the profile's 1e-3
+    other = record("fedavg", 2, 0.5, profile="quick-sweep")
+    other["settings"]["rounds"] = 9
+    usable, refused = split([*sweep, good, wrong, other])
+    assert usable == [*sweep, good]
+    assert [why for _, why in refused] == [
+        "lr is not the one its sweep chose",
+        "settings differ from profile `quick-sweep`: rounds",
+    ]
+    text = markdown(usable, png_dir=tmp_path)
+    assert "| dual | fedavg | 0.0003 | 0.200 | 0 |" in text and "| dual | fedavg | 0.003 | 0.400 | 0 |" in text
+    assert "lr swept per strategy (fedavg 0.003)" in text
+
+
+def test_the_sweep_picks_each_strategys_best_lr_on_validation_runs(monkeypatch):
+    from benchmarks import training_bench
+
+    calls = []
+
+    def fake_run_one(regime, strategy, seed, embedder, profile, p, work, records, commit, validation=False):
+        calls.append((strategy, p["lr"], profile, validation))
+        return {("fedavg", 1e-3): 0.5, ("fedavg", 3e-3): 0.7, ("fedrouter", 1e-3): 0.6}.get((strategy, p["lr"]), 0.1)
+
+    monkeypatch.setattr(training_bench, "run_one", fake_run_one)
+    p = dict(PROFILES["quick"])
+    out = training_bench.sweep_lr(["dual"], ["fedavg", "fedrouter"], 0, [1e-3, 3e-3], "quick", p, None, None, {})
+    assert out[("dual", "fedavg")]["chosen"] == 3e-3 and out[("dual", "fedrouter")]["chosen"] == 1e-3
+    assert all(prof == "quick-sweep" and val for _, _, prof, val in calls) and len(calls) == 4
+
+
+def test_the_validation_split_is_carved_from_training_data_and_never_trained_on():
+    from fedrouter.training.config import TrainConfig
+    from fedrouter.training.data.scenarios import scenario_from_config
+
+    cfg = TrainConfig(out="x", tasks="add,capital", num_clients=2, train_per_task=20, test_per_task=4)
+    plain = scenario_from_config(cfg)
+    tuned = scenario_from_config(TrainConfig(**{**cfg.to_record(), "validation": True}))
+    for p, t in zip(plain.clients, tuned.clients):
+        assert t.test == p.train[4::5] and len(t.test) == 8  # every 5th training sample
+        assert not {s["prompt"] for s in t.train} & {s["prompt"] for s in t.test}
+        assert all(s in p.train for s in t.train) and not {s["prompt"] for s in t.test} & {s["prompt"] for s in p.test}
