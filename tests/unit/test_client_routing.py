@@ -19,14 +19,19 @@ from tests.unit.test_gateway import FakeVLLM, make_release
 GEO = "What is the capital of Italy?"
 
 
-@pytest.fixture
-def release_path(tmp_path, fake_adapters):
-    release = make_release(tmp_path / "releases" / "v1", fake_adapters)  # clusters: math 0, geo 1, sentiment 2
+def release_with_clients(folder, fake_adapters):
+    """A release whose manifest says which clusters two clients trained (math 0, geo 1, sentiment 2)."""
+    release = make_release(folder, fake_adapters)
     raw = json.loads((release.path / MANIFEST).read_text())
     raw["client_clusters"] = {"hospital-a": {"0": 40}, "hospital-b": {"1": 10, "2": 30}}
     raw.pop("digest")  # edited by hand: the digest is computed again at load
     (release.path / MANIFEST).write_text(json.dumps(raw))
     return release.path
+
+
+@pytest.fixture
+def release_path(tmp_path, fake_adapters):
+    return release_with_clients(tmp_path / "releases" / "v1", fake_adapters)
 
 
 def gateway(release_path, **settings) -> TestClient:

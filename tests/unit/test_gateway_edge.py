@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from fedrouter.cli import build_parser
 from fedrouter.cli.serve import server_options, settings_from
 from fedrouter.router.embed import HashEmbedder
-from fedrouter.router.release import MANIFEST
 from fedrouter.serving.app import create_app
 from fedrouter.serving.body import BodyBudget, read_json
 from fedrouter.serving.settings import GatewaySettings
-from tests.unit.test_gateway import FakeVLLM, make_release
+from tests.unit.test_client_routing import release_with_clients
+from tests.unit.test_gateway import FakeVLLM
 from tests.unit.test_gateway_abuse import Live, free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,12 +36,7 @@ KEYS = {
 
 @pytest.fixture
 def release_path(tmp_path, fake_adapters):
-    release = make_release(tmp_path / "releases" / "v1", fake_adapters)  # clusters: math 0, geo 1, sentiment 2
-    raw = json.loads((release.path / MANIFEST).read_text())
-    raw["client_clusters"] = {"hospital-a": {"0": 40}, "hospital-b": {"1": 10, "2": 30}}
-    raw.pop("digest")  # edited by hand: the digest is computed again at load
-    (release.path / MANIFEST).write_text(json.dumps(raw))
-    return release.path
+    return release_with_clients(tmp_path / "releases" / "v1", fake_adapters)
 
 
 def app_for(release_path, vllm=None, **settings):
