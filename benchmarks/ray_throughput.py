@@ -236,18 +236,18 @@ def render(r: dict) -> str:
         "|---|---|---|---|",
     ]
     for c, v in r["ratios"].items():
-        rows.append(f"| {c} | {v['out_tok_per_s']} | {v['median_out_tok_per_s']} | {v['req_per_s']} |")
+        rows.append(f"| {c} | {v['out_tok_per_s']} | {round(v['median_out_tok_per_s'], 3)} | {v['req_per_s']} |")
     la = r["load_avg_start_end"]
     rows += [
         "",
         "With two rounds the pairs can disagree by more than any effect (compare them before the median): read "
         "the median against the goal only when the pairs agree.",
         "",
-        f"Failed requests: gateway {r['failed']['gateway']}, Ray {r['failed']['ray']}. The machine was shared with "
-        f"other jobs while this ran (load average 1/5/15 min at start {la[0]}, at end {la[-1]}; per window in the "
-        "JSON), and all four vLLMs, Ray's processes and the client share its cores, so the paired rounds are the "
-        "measure and short windows are noisy. Home share: requests each engine replica counted per adapter, over "
-        "those the ring router ranks first.",
+        f"Failed requests: gateway {r['failed']['gateway']}, Ray {r['failed']['ray']}. Load average 1/5/15 min at "
+        f"start {la[0]}, at end {la[-1]} (per window in the JSON; other jobs, if any, show there): all four vLLMs, "
+        "Ray's processes and the client share the machine's cores, so the paired rounds are the measure and short "
+        "windows are noisy. Home share: requests each engine replica counted per adapter, over those the ring "
+        "router ranks first.",
     ]
     if 0 in homes:
         rows += [
