@@ -12,6 +12,10 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # release.py imports this module
+    from fedrouter.router.release import Manifest
 
 _memo: dict[tuple, str] = {}
 
@@ -74,3 +78,43 @@ def _embedder_folder(kind: str, name: str) -> Path | None:
     except (ImportError, FileNotFoundError):
         return None
     return None
+
+
+def check_content(m: Manifest, centroids: Path) -> list[str]:
+    """The centroids, the embedder's and the base model's files against the digests the manifest
+    records (where the files are on this machine); those it does not record (a release written
+    before they were) are computed here, so that the identity covers them all the same."""
+    found = {
+        "centroids": file_digest(centroids),
+        "embedder": embedder_digest(m.embedder.kind, m.embedder.name, m.embedder.dim),
+        "base": base_model_digest(m.base_model.path),
+    }
+    problems = []
+    if m.centroids_digest and m.centroids_digest != found["centroids"]:
+        problems.append(f"{centroids.name} changed after the release was written (its digest does not match)")
+    if m.embedder.digest and found["embedder"] and m.embedder.digest != found["embedder"]:
+        problems.append(
+            f"embedder {m.embedder.name!r}: its files here are not the ones the release was made with "
+            f"(digest {found['embedder'][:12]}, recorded {m.embedder.digest[:12]})"
+        )
+    if m.base_model.digest and found["base"] and m.base_model.digest != found["base"]:
+        problems.append(
+            f"base model {m.base_model.path!r}: its files here are not the ones the release was made with "
+            f"(digest {found['base'][:12]}, recorded {m.base_model.digest[:12]})"
+        )
+    if not problems:
+        m.centroids_digest = m.centroids_digest or found["centroids"]
+        m.embedder.digest = m.embedder.digest or found["embedder"]
+        m.base_model.digest = m.base_model.digest or found["base"]
+    return problems
+
+
+def with_content(raw: dict[str, Any], m: Manifest) -> dict[str, Any]:
+    """The manifest as written, with every content digest set (as recorded, or computed at load)."""
+    return {
+        **raw,
+        "digests": m.digests,
+        "centroids_digest": m.centroids_digest,
+        "embedder": {**raw["embedder"], "digest": m.embedder.digest},
+        "base_model": {**raw["base_model"], "digest": m.base_model.digest},
+    }

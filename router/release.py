@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fedrouter.router.adapter_files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_digest, check_adapter_folder
-from fedrouter.router.identity import base_model_digest, embedder_digest, file_digest
+from fedrouter.router.identity import base_model_digest, check_content, embedder_digest, file_digest, with_content
 from fedrouter.router.json_types import type_problems
 
 FORMAT_VERSION = 1
@@ -222,7 +222,7 @@ def load_release(
     centroids, centroid_problems = _load_centroids(path, manifest)
     problems += centroid_problems
     if not problems:
-        problems += _check_content(manifest, path)
+        problems += check_content(manifest, path / CENTROIDS)
     b = manifest.base_model
     if expect_base_digest and b.digest and b.digest != expect_base_digest:
         problems.append(
@@ -231,7 +231,7 @@ def load_release(
         )
     if problems:
         raise ReleaseError(path, problems)
-    manifest.digest = manifest_digest(_with_content(raw, manifest))
+    manifest.digest = manifest_digest(with_content(raw, manifest))
     return Release(path=path, manifest=manifest, centroids=centroids)
 
 
@@ -254,46 +254,6 @@ def _check_digests(m: Manifest, raw: dict[str, Any], root: Path) -> list[str]:
     if not problems:
         m.digests = actual
     return problems
-
-
-def _check_content(m: Manifest, root: Path) -> list[str]:
-    """The centroids, the embedder's and the base model's files against the digests the manifest
-    records (where the files are on this machine); those it does not record (a release written
-    before they were) are computed here, so that the identity covers them all the same."""
-    found = {
-        "centroids": file_digest(root / CENTROIDS),
-        "embedder": embedder_digest(m.embedder.kind, m.embedder.name, m.embedder.dim),
-        "base": base_model_digest(m.base_model.path),
-    }
-    problems = []
-    if m.centroids_digest and m.centroids_digest != found["centroids"]:
-        problems.append(f"{CENTROIDS} changed after the release was written (its digest does not match)")
-    if m.embedder.digest and found["embedder"] and m.embedder.digest != found["embedder"]:
-        problems.append(
-            f"embedder {m.embedder.name!r}: its files here are not the ones the release was made with "
-            f"(digest {found['embedder'][:12]}, recorded {m.embedder.digest[:12]})"
-        )
-    if m.base_model.digest and found["base"] and m.base_model.digest != found["base"]:
-        problems.append(
-            f"base model {m.base_model.path!r}: its files here are not the ones the release was made with "
-            f"(digest {found['base'][:12]}, recorded {m.base_model.digest[:12]})"
-        )
-    if not problems:
-        m.centroids_digest = m.centroids_digest or found["centroids"]
-        m.embedder.digest = m.embedder.digest or found["embedder"]
-        m.base_model.digest = m.base_model.digest or found["base"]
-    return problems
-
-
-def _with_content(raw: dict[str, Any], m: Manifest) -> dict[str, Any]:
-    """The manifest as written, with every content digest set (as recorded, or computed at load)."""
-    return {
-        **raw,
-        "digests": m.digests,
-        "centroids_digest": m.centroids_digest,
-        "embedder": {**raw["embedder"], "digest": m.embedder.digest},
-        "base_model": {**raw["base_model"], "digest": m.base_model.digest},
-    }
 
 
 def manifest_digest(raw: dict[str, Any]) -> str:
