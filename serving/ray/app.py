@@ -26,6 +26,7 @@ from fedrouter.serving.ray.engine import AttachedEngine, EngineCore, VLLMEngine
 from fedrouter.serving.ray.ingress import Ingress
 from fedrouter.serving.ray.ring_router import AdapterRingRouter
 from fedrouter.serving.ray.stub_engine import StubEngine
+from fedrouter.serving.registry import engine_names
 
 APP = "fedrouter"  # the application's name in Serve
 ENGINES: dict[str, type[EngineCore]] = {"vllm": VLLMEngine, "stub": StubEngine, "attached": AttachedEngine}
@@ -78,7 +79,12 @@ def build(args: dict[str, Any]) -> Application:
     actor_env = {"runtime_env": {"env_vars": dict(spec.serve_env)}} if spec.serve_env else {}
     routing = {}
     if spec.router == "ring":
-        routing["request_router_config"] = RequestRouterConfig(request_router_class=AdapterRingRouter)
+        # every ingress's router starts from the release's adapters, so all compute the same balanced
+        # homes from the first request (a later release's adapters are added as they are seen)
+        keys = sorted(engine_names(load_release(spec.release)).values())
+        routing["request_router_config"] = RequestRouterConfig(
+            request_router_class=AdapterRingRouter, request_router_kwargs={"keys": keys}
+        )
     engine = serve.deployment(
         ENGINES[spec.engine],
         name="Engine",

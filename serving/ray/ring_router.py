@@ -6,8 +6,9 @@ burst of requests for new adapters lands by "fewest models" on stale counts, and
 requests were seen split 6/4 across two replicas (tests/integration/test_ray_cluster.py). Here
 the choice is a pure function of the adapter's content name and the running replicas, the
 consistent hashing of serving/affinity.py: every ingress replica that has seen the same adapters
-computes the same homes with no gossip, at most ceil(K / n) adapters a replica (K: the adapters
-seen so far, so homes settle once each adapter has had a request), and a replica that comes or
+computes the same homes with no gossip, at most ceil(K / n) adapters a replica (K: the deployed
+release's adapters, given to every router at deploy, plus those of later releases as they are seen,
+when homes may differ between ingress replicas until each has seen them), and a replica that comes or
 goes moves only the adapters that hash to it. Ranks: the
 home first, then the others in ring order; Serve moves to the next rank only when every replica
 of a rank is at `max_ongoing_requests` (the load bound). The base model (no model id) goes to the
@@ -26,13 +27,13 @@ from fedrouter.serving.affinity import AffinityRing
 class AdapterRingRouter(FIFOMixin, RequestRouter):
     MAX_KEYS = 4096  # adapters remembered for balancing; past it the memory starts again
 
-    def initialize_state(self, vnodes: int = 64) -> None:
+    def initialize_state(self, vnodes: int = 64, keys: list[str] = ()) -> None:
         self._vnodes = vnodes
         self._ring: AffinityRing | None = None
         # The adapters (content names) seen so far: their homes are balanced, at most ceil(K / n) a
         # replica (AffinityRing.set_keys), or a few adapters can all hash to one replica and leave
         # the others idle (seen: 3 adapters, 2 engines, one engine did all the adapter work).
-        self._keys: set[str] = set()
+        self._keys: set[str] = set(keys)  # the deployed release's content names
 
     def _ring_of(self, ids: list[str], model: str) -> AffinityRing:
         changed = self._ring is None or self._ring.replicas != ids
