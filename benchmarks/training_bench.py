@@ -139,6 +139,7 @@ def run_one(
         lr_schedule=p["lr_schedule"],
         batch_size=p["batch_size"],
         lr=p["lr"],
+        base_dtype=p["base_dtype"],
         test_per_task=p["test_per_task"],
         validation=validation,
         release_every_round=not validation,
@@ -148,8 +149,12 @@ def run_one(
     started = time.monotonic()
     release = train(cfg, quiet=True)
     train_s = time.monotonic() - started
-    rounds = sorted((out / "releases").glob("v*"), key=lambda d: int(d.name[1:]))
+    every = p["curve_every"]  # the curve: the releases of every `every`-th round, and the last
+    rounds = [d for d in (out / "releases").glob("v*") if int(d.name[1:]) % every == 0 and int(d.name[1:]) < cfg.rounds]
+    rounds = sorted(rounds, key=lambda d: int(d.name[1:]))
+    curve_rounds = [int(d.name[1:]) for d in rounds] + [cfg.rounds]
     settings = {k: v for k, v in cfg.to_record().items() if k not in ("out", "base_model", "strategy", "seed")}
+    settings["curve_every"] = every
     compute = counted(load_release(release.path).manifest.training["history"])
     idle = {k: 0.0 if k.endswith("round") else [0, 0] for k in compute}
     first, scores = MODES[strategy][0], []
@@ -160,11 +165,11 @@ def run_one(
         # oracle routing picks each task's adapter on training-part prompts, never on test prompts
         picks = [x for c in scenario.clients for x in c.train]
         modes = (first,) if validation else MODES[strategy]
-        result = evaluate_release(release.path, scenario, modes=modes, validation=picks)
+        result = evaluate_release(release.path, scenario, modes=modes, validation=picks, dtype=cfg.base_dtype)
         scores.append(result["modes"][first])
-        curve = [evaluate_release(r, scenario, modes=(first,))["modes"].get(first) for r in rounds[:-1]] + [
-            result["modes"].get(first)
-        ]
+        curve = [
+            evaluate_release(r, scenario, modes=(first,), dtype=cfg.base_dtype)["modes"].get(first) for r in rounds
+        ] + [result["modes"].get(first)]
         eval_s = time.monotonic() - t0
         for mode, score in result["modes"].items():
             _append(
@@ -178,6 +183,7 @@ def run_one(
                     "per_task": result["per_task"][mode],
                     "per_client": result["per_client"][mode],
                     "curve": curve if mode == first else None,
+                    "curve_rounds": curve_rounds if mode == first else None,
                     "routing_accuracy": result.get("routing_agrees_with_oracle"),
                     "routing_purity": result.get("routing_purity"),
                     "n": result["n"],
@@ -225,7 +231,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the quick profile (<= 15 min)")
     ap.add_argument("--regimes", help="comma-separated: dual, interference (default: the profile's)")
-    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--strategies", help=f"comma-separated, of {','.join(STRATEGIES)} (default: the profile's)")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's)")
     ap.add_argument(
         "--embedders",
@@ -258,7 +264,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else p["seeds"]
     commit = source_commit()  # before the first record changes the tree
     started = time.monotonic()
-    strategies, work, records = args.strategies.split(","), Path(args.work), Path(args.records)
+    strategies = (args.strategies or p["strategies"]).split(",")
+    work, records = Path(args.work), Path(args.records)
     swept = {}
     if args.lr_sweep:
         grid = [float(x) for x in args.lr_sweep.split(",")]

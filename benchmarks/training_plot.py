@@ -28,9 +28,11 @@ def plot(records: list[dict], path: Path) -> None:
                 continue
             m, h = ci95([r["score"] for r in group])
             names.append(s), means.append(m), halves.append(0 if np.isnan(h) else h)
-            curves = np.array([r["curve"] for r in group if r.get("curve")], dtype=float)
+            with_curve = [r for r in group if r.get("curve")]
+            curves = np.array([r["curve"] for r in with_curve], dtype=float)
             if len(curves):
-                axes[1][j].plot(np.arange(1, curves.shape[1] + 1), np.nanmean(curves, 0), marker="o", label=s)
+                x = with_curve[0].get("curve_rounds") or list(range(1, curves.shape[1] + 1))
+                axes[1][j].plot(x, np.nanmean(curves, 0), marker="o", label=s)
             elif s == BASE:
                 axes[1][j].axhline(m, color="grey", linestyle="--", label=s)
         axes[0][j].bar(names, means, yerr=halves, capsize=3)

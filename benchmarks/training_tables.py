@@ -24,7 +24,17 @@ import numpy as np
 
 from benchmarks.training_bench import RECORDS
 from benchmarks.training_plot import plot
-from benchmarks.training_protocol import BASE, PRIMARY, ROWS, STRATEGIES, SUITE_NOTES, ci95, matched, split
+from benchmarks.training_protocol import (
+    BASE,
+    PRIMARY,
+    PROFILE_GAPS,
+    ROWS,
+    STRATEGIES,
+    SUITE_NOTES,
+    ci95,
+    matched,
+    split,
+)
 
 HEADLINE_HALF_WIDTH = 0.03  # the CI half-width that settles the headline difference (issue 16)
 PAPER = {"interference": 0.061, "generalization": 1.36}  # relative gains the paper reports (best case)
@@ -171,8 +181,10 @@ def convergence_line(records: list[dict], regime: str) -> list[str]:
     last, before = float(np.mean([c[-1] for c in curves])), float(np.mean([c[-2] for c in curves]))
     se = float(np.sqrt(max(last * (1 - last), 1e-9) / max(n, 1)))
     verdict = "converged" if abs(last - before) < se else "not converged: a larger budget is needed"
+    at = next((r.get("curve_rounds") for r in records if r.get("curve_rounds")), None)
+    where = f"after rounds {at[-2]} and {at[-1]}" if at and len(at) >= 2 else "in its last two evaluations"
     return [
-        f"- Budget: FedAvg's last two rounds score {before:.3f} → {last:.3f} (Δ {last - before:+.3f}, "
+        f"- Budget: FedAvg scores {before:.3f} → {last:.3f} {where} (Δ {last - before:+.3f}, "
         f"standard error {se:.3f} over {n} test prompts): **{verdict}**."
     ]
 
@@ -273,6 +285,7 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
                 f"{m['cores']} cores {m['cpu']}, torch {m['torch']}, {m['date']}; commit {', '.join(commits)}. "
                 f"SmolLM2-135M, LoRA on {s['lora_targets']}, {s['rounds']} rounds × {s['local_steps']} steps, batch "
                 f"{s['batch_size']}, {lr_text} ({s['lr_schedule']} per round), schedule `{s['schedule']}`, "
+                f"base weights {s.get('base_dtype', 'float32')}, curve every {s.get('curve_every', 1)} round(s), "
                 f"{s['train_per_task']} training samples per client and task, {s['test_per_task']} held-out test "
                 "prompts per client and task (disjoint from training by construction). Score: exact match "
                 f"(ROUGE-1 for free text). Seeds: {sorted({r['seed'] for r in rs})}. ![training](results/{png})",
@@ -280,6 +293,7 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
             ]
             for regime in ("dual", "interference", "generalization"):
                 if not any(r["regime"] == regime for r in rs):
+                    out += [f"**{regime}**: no records at this profile. {PROFILE_GAPS.get((profile, regime), '')}", ""]
                     continue
                 out += [
                     f"**{regime}**",

@@ -15,6 +15,7 @@ The client's settings arrive in each message ("config"); its partition comes fro
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 import numpy as np
@@ -36,11 +37,19 @@ def _embedder(kind: str, name: str):
 
 
 @lru_cache(maxsize=1)
-def _model(base: str, r: int, alpha: int, targets: str):
+def _model(base: str, r: int, alpha: int, targets: str, dtype: str = "bfloat16"):
     """The base model with one LoRA slot, loaded once per process (Ray actors live across rounds)."""
     from fedrouter.training.model import load_base, load_tokenizer, with_lora
 
-    return with_lora(load_base(base), r, alpha, targets.split(",")), load_tokenizer(base)
+    return with_lora(load_base(base, dtype), r, alpha, targets.split(",")), load_tokenizer(base)
+
+
+@lru_cache(maxsize=2)
+def _scenario(settings: str):
+    """The simulated federation's data, built once per process for a run's settings (a JSON key):
+    every message carries the settings, and rebuilding the corpus tasks cost seconds per client
+    and round."""
+    return scenario_from_config(TrainConfig.from_record(json.loads(settings)))
 
 
 def client_data(cfg: TrainConfig, context: Context) -> tuple[int, ClientData]:
@@ -48,7 +57,7 @@ def client_data(cfg: TrainConfig, context: Context) -> tuple[int, ClientData]:
     path = context.node_config.get("data-path")
     if path:  # deployment: this node's own file
         return pid, load_client_file(str(path))
-    scenario = scenario_from_config(cfg)
+    scenario = _scenario(json.dumps(cfg.to_record(), sort_keys=True))
     if pid >= len(scenario.clients):
         raise ValueError(f"partition-id {pid} but the scenario has {len(scenario.clients)} clients")
     return pid, scenario.clients[pid]
@@ -99,7 +108,7 @@ def train(msg: Message, context: Context) -> Message:
     labels = context.state["local"]["labels"].numpy()
     local_to_global = dict(zip(plan["local_ids"], plan["global_ids"]))
     factor = int(plan["rank_factor"])  # K for floral (K adaptors held as one rank-K·r LoRA) and fedavg-matched
-    model, tok = _model(cfg.base_model, cfg.lora_r * factor, cfg.lora_alpha * factor, cfg.lora_targets)
+    model, tok = _model(cfg.base_model, cfg.lora_r * factor, cfg.lora_alpha * factor, cfg.lora_targets, cfg.base_dtype)
     if str(plan["mode"]) == "floral":
         from fedrouter.training.floral import floral_client_round
 

@@ -43,6 +43,10 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: str = "q_proj,v_proj"
+    # The base model's weights while clients train and while releases are evaluated: "bfloat16"
+    # (as they are stored and as vLLM serves them; LoRA weights and AdamW stay float32; 1.5x
+    # faster a step on CPU than float32 weights under the same bf16 autocast) or "float32".
+    base_dtype: str = "bfloat16"
     # Federation
     rounds: int = 3
     local_steps: int = 25  # optimizer steps per client and round (see `schedule`)
@@ -80,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"--resume is not supported for {self.strategy}: its release does not keep what it trains")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.base_dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"base_dtype must be 'bfloat16' or 'float32', got {self.base_dtype!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.rounds < 1 or self.local_steps < 1 or self.num_clients < 1:

@@ -11,9 +11,8 @@ Per test prompt, whose greedy answer counts:
 - `client`: the client's own adapter (client-centric strategies: local, clustered, floral, fedavg);
 - `base`: the base model without LoRA.
 
-Answers are generated lazily, batched per adapter and answer length, only for the (adapter,
-prompt) pairs some mode needs: the cost is about (modes + adapters·probe/N) passes, not one per
-adapter. Scores: exact match (case- and punctuation-insensitive) or ROUGE-1 F1, per the task.
+Answers are generated lazily, only for the (adapter, prompt) pairs some mode needs, in one
+batched pass per answer length with the adapters mixed within a batch (PEFT's `adapter_names`). Scores: exact match (case- and punctuation-insensitive) or ROUGE-1 F1, per the task.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from fedrouter.training.data.scenarios import Scenario, all_tasks
 
 HELD_OUT = -1  # "client" id of the held-out tasks
 MODES = ("global", "local", "oracle", "client", "base")
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 
 
 def normalise(text: str) -> str:
@@ -59,8 +59,11 @@ def _items(scenario: Scenario) -> list[tuple[int, dict]]:
 class Answers:
     """Greedy answers of the base model (key "") and the release's adapters, made on demand."""
 
-    def __init__(self, release: Release, prompts: list[str], lengths: list[int], batch_size: int = 48):
+    def __init__(
+        self, release: Release, prompts: list[str], lengths: list[int], batch_size: int = 48, dtype: str = "bfloat16"
+    ):
         self.release, self.prompts, self.lengths, self.batch_size = release, prompts, lengths, batch_size
+        self.dtype = dtype
         self.cache: dict[str, dict[int, str]] = defaultdict(dict)
         self._model = self._tok = None
 
@@ -73,34 +76,32 @@ class Answers:
         self._tok = load_tokenizer(base_path)
         names = list(self.release.manifest.adapters)
         model = PeftModel.from_pretrained(
-            load_base(base_path), str(self.release.adapter_dir(names[0])), adapter_name=names[0]
+            load_base(base_path, self.dtype), str(self.release.adapter_dir(names[0])), adapter_name=names[0]
         )
         for n in names[1:]:
             model.load_adapter(str(self.release.adapter_dir(n)), adapter_name=n)
         self._model = model.eval()
 
     def get(self, needs: dict[str, list[int]]) -> None:
-        """Generate what `needs` ({who: prompt indices}) asks for and the cache lacks."""
+        """Generate what `needs` ({who: prompt indices}) asks for and the cache lacks: one batched
+        pass per answer length, adapters mixed within a batch (PEFT's `adapter_names`; "__base__"
+        for the base model), so the passes do not multiply with the number of adapters."""
         from fedrouter.training.model import generate
 
-        for who, idx in needs.items():
-            todo = sorted(set(idx) - set(self.cache[who]))
-            if not todo:
-                continue
-            if self._model is None:
-                self._load()
-            by_len: dict[int, list[int]] = defaultdict(list)  # one generate call per answer length
-            for i in todo:
-                by_len[self.lengths[i]].append(i)
-            for length, ids in by_len.items():
-                texts = [self.prompts[i] for i in ids]
-                if who:
-                    self._model.set_adapter(who)
-                    out = generate(self._model, self._tok, texts, length, self.batch_size)
-                else:
-                    with self._model.disable_adapter():
-                        out = generate(self._model, self._tok, texts, length, self.batch_size)
-                self.cache[who].update(zip(ids, out))
+        todo = sorted((who, i) for who, idx in needs.items() for i in set(idx) - set(self.cache[who]))
+        if not todo:
+            return
+        if self._model is None:
+            self._load()
+        by_len: dict[int, list[tuple[str, int]]] = defaultdict(list)  # one pass per answer length
+        for who, i in todo:
+            by_len[self.lengths[i]].append((who, i))
+        for length, pairs in by_len.items():
+            texts = [self.prompts[i] for _, i in pairs]
+            names = [who or BASE_ADAPTER for who, _ in pairs]
+            out = generate(self._model, self._tok, texts, length, self.batch_size, adapter_names=names)
+            for (who, i), answer in zip(pairs, out):
+                self.cache[who][i] = answer
 
 
 def evaluate_release(
@@ -110,12 +111,13 @@ def evaluate_release(
     probe: int = 8,
     embedder=None,
     validation: list[dict] | None = None,
+    dtype: str = "bfloat16",
 ) -> dict:
     """Scores of a release per mode (mean, per task, per client), and routing agreement.
 
     `embedder`: the release's own (loaded from its manifest) unless given. `validation`: samples
     ({"task", "prompt", "response"}) the oracle picks each task's adapter on (`probe` per task);
-    never scored."""
+    never scored. `dtype`: the base model's weights while generating (bf16, as vLLM serves them)."""
     from fedrouter.router.embed import load_embedder
     from fedrouter.router.router import Router
 
@@ -130,7 +132,7 @@ def evaluate_release(
     known = all_tasks()
     metric = {t: known[t].metric if t in known else "exact" for t in set(tasks)}
     lengths = [known[t].max_new_tokens if t in known else 32 for t in tasks]
-    answers = Answers(release, prompts, lengths)
+    answers = Answers(release, prompts, lengths, dtype=dtype)
     by_task = {t: [i for i in range(len(items)) if tasks[i] == t] for t in task_names}
     pick_on = {
         t: [i for i in range(len(items), len(samples)) if tasks[i] == t] or by_task[t][:probe] for t in task_names

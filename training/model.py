@@ -27,10 +27,13 @@ def load_tokenizer(path: str):
     return tok
 
 
-def load_base(path: str) -> torch.nn.Module:
+def load_base(path: str, dtype: str = "float32") -> torch.nn.Module:
+    """The base model with its weights in `dtype` ("float32" or "bfloat16": the prepared model is
+    stored in bf16, so both hold the same values; bf16 skips autocast's cast of every weight at
+    every forward pass)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
 
 
 def with_lora(model: torch.nn.Module, r: int, alpha: float, targets: list[str], seed: int = 0):
@@ -39,7 +42,11 @@ def with_lora(model: torch.nn.Module, r: int, alpha: float, targets: list[str], 
 
     torch.manual_seed(seed)
     config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    for p in peft_model.parameters():  # LoRA weights (and AdamW's state) in float32 whatever the base's dtype
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return peft_model
 
 
 def lora_state(peft_model) -> dict[str, torch.Tensor]:
@@ -148,17 +155,27 @@ def train_steps(
 
 
 @torch.inference_mode()
-def generate(model, tok, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 32) -> list[str]:
-    """Greedy answers, batched with left padding."""
+def generate(
+    model,
+    tok,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 32,
+    adapter_names: Sequence[str] | None = None,
+) -> list[str]:
+    """Greedy answers, batched with left padding. `adapter_names`: one per prompt (a PeftModel's
+    mixed batch: each row through its own adapter, "__base__" for none)."""
     out: list[str] = []
     tok.padding_side = "left"
     try:
         for i in range(0, len(prompts), batch_size):
             texts = [prompt_text(tok, p) for p in prompts[i : i + batch_size]]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            mixed = {} if adapter_names is None else {"adapter_names": list(adapter_names[i : i + batch_size])}
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 gen = model.generate(
                     **enc,
+                    **mixed,
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     pad_token_id=tok.pad_token_id,

@@ -1,0 +1,157 @@
+"""Seconds per training sample, before and after, in one run (issue 16's speed target).
+
+The same federation (profile `quick`'s FedAvg in `dual`: 4 clients, 2 rounds x 6 steps x batch 4,
+seed 0, MiniLM) is trained by `fedrouter train` from two checkouts of this repository: `before`, a
+git worktree at `--before` (default 33eb673, the tree before the speed-ups), and `after`, this
+working tree; alternating, `--pairs` times. Per run: wall seconds of the whole command (Python's
+start, Ray's start, the clients' query, the rounds, the releases), seconds of the rounds alone (the
+manifest's history), the counted samples, and the loss after each round (what is computed must
+stay the same: the same steps on the same samples; the base weights' float32 -> bfloat16 holds the
+same stored values, so the losses agree to rounding). Result: results/training_speed.json.
+
+    python -m benchmarks.training_speed            # 2 pairs, ~6 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.stack import RESULTS, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+BEFORE = "33eb673"  # main before base_dtype, the cached client scenario and mixed-adapter evaluation
+
+
+def command(out: Path) -> list[str]:
+    from benchmarks.training_protocol import PROFILES, REGIMES
+
+    p, spec = PROFILES["quick"], REGIMES["dual"]
+    sets = {
+        "lora_r": spec["lora_r"],
+        "lora_alpha": 2 * spec["lora_r"],
+        "k_global": spec["k_global"],
+        "batch_size": p["batch_size"],
+        "lr": p["lr"],
+        "embedder_kind": "sentence-transformers",
+        "embedder": "all-MiniLM-L6-v2",
+    }
+    cmd = [sys.executable, "-m", "fedrouter.cli", "train", "--strategy", "fedavg", "--scenario", "dual"]
+    cmd += ["--tasks", spec["tasks"], "--clients", str(spec["num_clients"]), "--rounds", str(p["rounds"])]
+    cmd += ["--local-steps", str(p["local_steps"]), "--seed", "0", "--out", str(out)]
+    for k, v in sets.items():
+        cmd += ["--set", f"{k}={v}"]
+    return cmd
+
+
+def run_once(checkout: Path, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    started = time.monotonic()
+    subprocess.run(command(out), cwd=checkout, env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - started
+    manifest = json.loads((out / "releases" / "latest" / "manifest.json").read_text())
+    history = manifest["training"]["history"]
+    samples = sum(v for h in history for v in h["samples"].values())
+    rounds_s = sum(h["seconds"] for h in history)
+    return {
+        "train_s": round(wall, 2),
+        "rounds_s": round(rounds_s, 2),
+        "samples": samples,
+        "s_per_sample": wall / samples,
+        "rounds_s_per_sample": rounds_s / samples,
+        "loss": [h["loss"] for h in history],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=2)
+    ap.add_argument("--before", default=BEFORE, help="the git revision of `before`")
+    ap.add_argument("--work", default="runs/bench/training_speed")
+    ap.add_argument("--out", default=str(RESULTS / "training_speed.json"))
+    args = ap.parse_args()
+    work = Path(args.work).resolve()
+    tree = work / "before-tree"
+    if tree.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.before], cwd=ROOT, check=True)
+    checkouts = {"before": tree, "after": ROOT}
+    runs = []
+    try:
+        for i in range(args.pairs):
+            for name, checkout in checkouts.items():
+                r = run_once(checkout, work / name)
+                runs.append({"variant": name, "pair": i, **r})
+                print(f"pair {i} {name}: {r['s_per_sample']:.3f} s/sample, rounds {r['rounds_s']:.0f} s", flush=True)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+    summary = {}
+    for name in checkouts:
+        rs = [r for r in runs if r["variant"] == name]
+        summary[name] = {
+            "checkout": args.before if name == "before" else "this tree",
+            "s_per_sample": statistics.median(r["s_per_sample"] for r in rs),
+            "rounds_s_per_sample": statistics.median(r["rounds_s_per_sample"] for r in rs),
+            "loss": rs[0]["loss"],
+        }
+    speedup = [
+        b["s_per_sample"] / a["s_per_sample"]
+        for b, a in zip(
+            (r for r in runs if r["variant"] == "before"), (r for r in runs if r["variant"] == "after"), strict=True
+        )
+    ]
+    from benchmarks.training_bench import source_commit
+
+    result = {
+        "runs": runs,
+        "summary": summary,
+        "speedup_paired": speedup,
+        "speedup_median": statistics.median(speedup),
+        "goal": 2.0,
+        "commit": source_commit(),
+        "machine": machine(),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"speed-up {result['speedup_median']:.2f}x (paired: {[round(x, 2) for x in speedup]}); wrote {args.out}")
+
+
+def render(r: dict) -> str:
+    s, m = r["summary"], r["machine"]
+    rows = [
+        "### Training speed: seconds per training sample (`benchmarks/training_speed.py`)",
+        "",
+        f"{m['cores']} cores {m['cpu']}, torch {m['torch']}, {m['date']}. Profile `quick`'s FedAvg run in `dual` "
+        f"(4 clients, 2 rounds × 6 steps × batch 4) trained by `fedrouter train` from the tree before the speed-ups "
+        f"(`{s['before']['checkout']}`) and from this one, {len(r['runs']) // 2} times each, alternating; medians. "
+        "`whole run`: the command from start to release (Python's and Ray's start, the clients' query, the rounds, "
+        "the releases); `rounds`: the rounds alone. Changes: base weights in bfloat16 while training (as stored), "
+        "the simulated clients' data built once per process instead of once per client and round.",
+        "",
+        "| | checkout | s / sample, whole run | s / sample, rounds | loss after each round |",
+        "|---|---|---|---|---|",
+    ]
+    for name, v in s.items():
+        rows.append(
+            f"| {name} | {v['checkout']} | {v['s_per_sample']:.3f} | {v['rounds_s_per_sample']:.3f} | "
+            f"{', '.join(f'{x:.4f}' for x in v['loss'])} |"
+        )
+    met = "met" if r["speedup_median"] >= r["goal"] else "missed"
+    rows += [
+        "",
+        f"Speed-up, whole run: {r['speedup_median']:.2f}× (paired runs: "
+        f"{', '.join(f'{x:.2f}×' for x in r['speedup_paired'])}); the goal of {r['goal']:g}× is **{met}**. "
+        f"Rounds alone: {s['before']['rounds_s_per_sample'] / s['after']['rounds_s_per_sample']:.2f}×.",
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
