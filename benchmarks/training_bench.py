@@ -167,8 +167,9 @@ def run_one(
         modes = (first,) if validation else MODES[strategy]
         result = evaluate_release(release.path, scenario, modes=modes, validation=picks, dtype=cfg.base_dtype)
         scores.append(result["modes"][first])
+        earlier = rounds if name == regime else []  # the curve on the regime's own test set only
         curve = [
-            evaluate_release(r, scenario, modes=(first,), dtype=cfg.base_dtype)["modes"].get(first) for r in rounds
+            evaluate_release(r, scenario, modes=(first,), dtype=cfg.base_dtype)["modes"].get(first) for r in earlier
         ] + [result["modes"].get(first)]
         eval_s = time.monotonic() - t0
         for mode, score in result["modes"].items():
@@ -183,7 +184,7 @@ def run_one(
                     "per_task": result["per_task"][mode],
                     "per_client": result["per_client"][mode],
                     "curve": curve if mode == first else None,
-                    "curve_rounds": curve_rounds if mode == first else None,
+                    "curve_rounds": (curve_rounds if earlier else curve_rounds[-1:]) if mode == first else None,
                     "routing_accuracy": result.get("routing_agrees_with_oracle"),
                     "routing_purity": result.get("routing_purity"),
                     "n": result["n"],

@@ -37,7 +37,7 @@ def _embedder(kind: str, name: str):
 
 
 @lru_cache(maxsize=1)
-def _model(base: str, r: int, alpha: int, targets: str, dtype: str = "bfloat16"):
+def _model(base: str, r: int, alpha: int, targets: str, dtype: str = "float32"):
     """The base model with one LoRA slot, loaded once per process (Ray actors live across rounds)."""
     from fedrouter.training.model import load_base, load_tokenizer, with_lora
 

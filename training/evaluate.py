@@ -60,7 +60,7 @@ class Answers:
     """Greedy answers of the base model (key "") and the release's adapters, made on demand."""
 
     def __init__(
-        self, release: Release, prompts: list[str], lengths: list[int], batch_size: int = 48, dtype: str = "bfloat16"
+        self, release: Release, prompts: list[str], lengths: list[int], batch_size: int = 48, dtype: str = "float32"
     ):
         self.release, self.prompts, self.lengths, self.batch_size = release, prompts, lengths, batch_size
         self.dtype = dtype
@@ -111,13 +111,13 @@ def evaluate_release(
     probe: int = 8,
     embedder=None,
     validation: list[dict] | None = None,
-    dtype: str = "bfloat16",
+    dtype: str = "float32",
 ) -> dict:
     """Scores of a release per mode (mean, per task, per client), and routing agreement.
 
     `embedder`: the release's own (loaded from its manifest) unless given. `validation`: samples
     ({"task", "prompt", "response"}) the oracle picks each task's adapter on (`probe` per task);
-    never scored. `dtype`: the base model's weights while generating (bf16, as vLLM serves them)."""
+    never scored. `dtype`: the base model's weights while generating (TrainConfig.base_dtype)."""
     from fedrouter.router.embed import load_embedder
     from fedrouter.router.router import Router
 

@@ -30,6 +30,8 @@ from fedrouter.serving.app import create_app
 from fedrouter.serving.errors import GatewayError
 from fedrouter.serving.ray.engine import replica_id
 from fedrouter.serving.ray.handle_transport import HandleTransport
+from fedrouter.serving.ray.ring_router import reseed
+from fedrouter.serving.registry import engine_names
 from fedrouter.serving.settings import GatewaySettings
 
 log = logging.getLogger("fedrouter.serving")
@@ -66,11 +68,16 @@ class Ingress:
         path = (config or {}).get("release")
         if not path:
             return
+        current = self.gateway.state.registry.current
         try:
+            # the engine router balances the new release's adapters from its first request on, as
+            # every other ingress replica's does (serving/ray/ring_router.py)
+            reseed(sorted(engine_names(load_release(path)).values()))
             result = await self.gateway.state.reloader.load(path)
             log.info("publish: %s", result)
             self.refused.pop(str(path), None)
         except Exception as e:  # refused: keep serving the release this replica has
+            reseed(sorted(current.adapters.values()))
             reason = e.message if isinstance(e, GatewayError) else repr(e)
             log.error("publish: release %s refused, still serving the previous one: %s", path, reason)
             self.refused[str(path)] = reason

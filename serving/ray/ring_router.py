@@ -5,11 +5,13 @@ holds the model id, but learns who holds what from the replicas' reports to the 
 burst of requests for new adapters lands by "fewest models" on stale counts, and an adapter's
 requests were seen split 6/4 across two replicas (tests/integration/test_ray_cluster.py). Here
 the choice is a pure function of the adapter's content name and the running replicas, the
-consistent hashing of serving/affinity.py: every ingress replica that has seen the same adapters
-computes the same homes with no gossip, at most ceil(K / n) adapters a replica (K: the deployed
-release's adapters, given to every router at deploy, plus those of later releases as they are seen,
-when homes may differ between ingress replicas until each has seen them), and a replica that comes or
-goes moves only the adapters that hash to it. Ranks: the
+consistent hashing of serving/affinity.py, so every ingress replica computes the same homes with
+no gossip. The adapters whose homes are balanced (at most ceil(K / n) a replica) are exactly those
+of the published release: given to every router at deploy (`keys`), and replaced in every router of
+an ingress replica when it takes a publish (`reseed`, called by `Ingress.reconfigure` before it
+swaps), so the homes of the release being served never depend on what a replica has seen. Any
+other adapter (one of a release still draining) goes to its plain ring home, also the same from
+every ingress. A replica that comes or goes moves only the adapters that hash to it. Ranks: the
 home first, then the others in ring order; Serve moves to the next rank only when every replica
 of a rank is at `max_ongoing_requests` (the load bound). The base model (no model id) goes to the
 less loaded of two random replicas, as Serve's default does.
@@ -18,34 +20,42 @@ less loaded of two random replicas, as Serve's default does.
 from __future__ import annotations
 
 import random
+import weakref
 
 from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, RunningReplica
 
 from fedrouter.serving.affinity import AffinityRing
 
+_ROUTERS: weakref.WeakSet = weakref.WeakSet()  # this process's routers (Serve makes one per handle)
+
+
+def reseed(keys: list[str]) -> int:
+    """Balance every router of this process over `keys` (a newly published release's content
+    names) from its next request on; returns how many routers took them."""
+    frozen = frozenset(keys)
+    routers = list(_ROUTERS)
+    for router in routers:
+        router._seed = frozen  # one assignment: the router's loop sees the old set or the new one
+    return len(routers)
+
 
 class AdapterRingRouter(FIFOMixin, RequestRouter):
-    MAX_KEYS = 4096  # adapters remembered for balancing; past it the memory starts again
-
     def initialize_state(self, vnodes: int = 64, keys: list[str] = ()) -> None:
         self._vnodes = vnodes
         self._ring: AffinityRing | None = None
-        # The adapters (content names) seen so far: their homes are balanced, at most ceil(K / n) a
-        # replica (AffinityRing.set_keys), or a few adapters can all hash to one replica and leave
-        # the others idle (seen: 3 adapters, 2 engines, one engine did all the adapter work).
-        self._keys: set[str] = set(keys)  # the deployed release's content names
+        # Balanced: without it a few adapters can all hash to one replica and leave the others idle
+        # (seen: 3 adapters, 2 engines, one engine did all the adapter work).
+        self._seed: frozenset[str] = frozenset(keys)  # the published release's content names
+        self._applied: frozenset[str] | None = None
+        _ROUTERS.add(self)
 
-    def _ring_of(self, ids: list[str], model: str) -> AffinityRing:
-        changed = self._ring is None or self._ring.replicas != ids
-        if changed:
-            self._ring = AffinityRing(ids, vnodes=self._vnodes)
-        if model not in self._keys:
-            if len(self._keys) >= self.MAX_KEYS:
-                self._keys.clear()
-            self._keys.add(model)
-            changed = True
-        if changed:
-            self._ring.set_keys(self._keys)
+    def _ring_of(self, ids: list[str]) -> AffinityRing:
+        seed = self._seed
+        if self._ring is None or self._ring.replicas != ids:
+            self._ring, self._applied = AffinityRing(ids, vnodes=self._vnodes), None
+        if self._applied is not seed:
+            self._ring.set_keys(seed)
+            self._applied = seed
         return self._ring
 
     async def choose_replicas(
@@ -57,7 +67,7 @@ class AdapterRingRouter(FIFOMixin, RequestRouter):
         if not model:
             return [random.sample(candidate_replicas, min(2, len(candidate_replicas)))]
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
-        ring = self._ring_of(sorted(by_id), model)
+        ring = self._ring_of(sorted(by_id))
         home = ring.home(model)
         rest = [by_id[i] for i in ring.order(model) if i != home]
         return [[by_id[home]], rest] if rest else [[by_id[home]]]
