@@ -54,6 +54,8 @@ def create_app(
     registry = Registry(metrics)
     supervisor = None
     urls, api_key = list(settings.backends), settings.vllm_api_key
+    if settings.route_only and not urls:
+        raise ValueError("route-only mode routes to a platform that owns the adapters: give its URL with --backend")
     if not urls:
         api_key = api_key or secrets.token_urlsafe(32)  # only this gateway will know it
         supervisor = VLLMSupervisor(
@@ -79,7 +81,9 @@ def create_app(
         pool,
         # unloading only from replicas no other gateway uses: its own vLLM, or declared its own
         AdapterLoader(
-            pool, concurrency=settings.register_concurrency, unloads=supervisor is not None or settings.sole_gateway
+            pool,
+            concurrency=settings.register_concurrency,
+            unloads=(supervisor is not None or settings.sole_gateway) and not settings.route_only,
         ),
         AdapterStore(settings.adapter_store),
         metrics,
@@ -92,7 +96,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
-            if supervisor is None and transport is None:  # attached to servers someone else runs
+            if settings.route_only:
+                log.info("route-only: adapters and the backend's engine routes are the platform's to manage")
+            elif supervisor is None and transport is None:  # attached to servers someone else runs
                 await check_attached(pool.backends, settings.allow_open_backend)
             await supervision.start(release)
             yield

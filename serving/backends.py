@@ -94,6 +94,9 @@ class BackendPool:
                 self.backends[-1].hot = HotTransport(base, self._headers, request_timeout_s, uds=uds)
         self._index = {b.url: i for i, b in enumerate(self.backends)}
         self._connect_retry_s = settings.connect_retry_s
+        # route-only: the backend (a platform's gateway) need not list adapters in /v1/models, nor
+        # answer it at all: any HTTP answer means up, and a request goes to any replica that is up
+        self._route_only = settings.route_only
         self._rr = itertools.count()
         self._urls: dict[tuple[str, str], httpx.URL] = {}
         if policy not in ("least-loaded", "affinity"):
@@ -124,7 +127,8 @@ class BackendPool:
     def _candidates(self, exclude: set[str], model: str | None) -> list[Backend]:
         """Replicas known to serve `model` (healthy ones first). None while a replica that went
         down is back but not yet re-registered: the request then waits, as for a refused connection."""
-        ok = [b for b in self.backends if b.url not in exclude and (model is None or model in b.served)]
+        anywhere = model is None or self._route_only
+        ok = [b for b in self.backends if b.url not in exclude and (anywhere or model in b.served)]
         return [b for b in ok if b.healthy] or ok
 
     @asynccontextmanager
@@ -192,6 +196,9 @@ class BackendPool:
         async def one(b: Backend) -> None:
             try:
                 r = await b.client.get("/v1/models", timeout=5.0)
+                if self._route_only and r.status_code < 500 and not r.is_success:
+                    b.healthy = True  # it answers; what it serves is the platform's business
+                    return
                 r.raise_for_status()
                 data = r.json()["data"]
                 b.served = {m["id"] for m in data}
@@ -220,7 +227,7 @@ class BackendPool:
         whatever it is called and whatever static adapters the server also lists."""
         up = [b for b in self.backends if b.healthy] or self.backends
         roots = up[0].roots
-        if wanted in roots:
+        if wanted in roots or (self._route_only and not roots):  # route-only: the release's name
             return wanted
         if len(roots) == 1:
             (name,) = roots

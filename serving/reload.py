@@ -82,9 +82,12 @@ class Reloader:
     async def _prepare(self, release: Release, current: ServedRelease | None) -> ServedRelease:
         """Store and register the release's adapters, build its router; on failure undo the
         registrations this call made, except names a live release uses."""
-        names = engine_names(release)  # the release's name map, built once
-        paths = await asyncio.to_thread(self._store_adapters, release, names)
-        loaded = await self._loader.register(paths, keep=self._live_names())
+        if self._settings.route_only:  # the platform serves each adapter under the release's name
+            names, paths, loaded = {a: a for a in release.manifest.adapters}, {}, []
+        else:
+            names = engine_names(release)  # the release's name map, built once
+            paths = await asyncio.to_thread(self._store_adapters, release, names)
+            loaded = await self._loader.register(paths, keep=self._live_names())
         try:
             if self._embedder is not None:
                 emb = self._embedder
@@ -187,6 +190,8 @@ class Reloader:
             return
         async with self._lock:
             await self._pool.refresh()
+            if self._settings.route_only:  # the platform loads adapters, not this gateway
+                return
             served = self._registry.current
             if self._loader.lacking(set(served.adapters.values())):
                 log.warning("a vLLM replica lacks release %s's adapters; registering them", served.id)

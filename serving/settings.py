@@ -26,6 +26,13 @@ class GatewaySettings(BaseSettings):
     # adapters from memory instead; their names stay listed. A supervised vLLM is the gateway's own
     # (a private socket): its retired adapters are always unloaded.
     sole_gateway: bool = False
+    # Attach mode, route-only: the backend is a platform that owns adapters and placement (a
+    # Kubernetes inference gateway in front of its vLLM pods, say). The gateway only routes: `auto`
+    # -> the release's adapter, forwarded with the adapter's name in the release as `model` (the
+    # platform serves each adapter, and the base model, under the release's names). Nothing is
+    # stored, loaded or unloaded; a replica need not list adapters in /v1/models; the backend is not
+    # probed for open engine routes (guarding them is the platform's part).
+    route_only: bool = False
     # Supervised mode: how vLLM listens, extra arguments for it, how long its start may take.
     # Unset: a Unix socket in a fresh 0700 folder, no TCP port (only the gateway can connect). A port:
     # 127.0.0.1:PORT, which every local user reaches (benchmarks that call vLLM directly).

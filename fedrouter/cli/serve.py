@@ -43,6 +43,12 @@ def add(sub: argparse._SubParsersAction) -> None:
         "unloaded from them (default: never unloaded from attached replicas; vLLM's LRU evicts them)",
     )
     serve.add_argument(
+        "--route-only",
+        action="store_true",
+        help="with --backend: the backend is a platform that owns the adapters (a Kubernetes inference gateway); "
+        "only route, forwarding each request with the adapter's name in the release as `model`",
+    )
+    serve.add_argument(
         "--api-keys-file",
         help='JSON {"KEY": {"client": ID, "adapters": [...]}}: /v1 needs `Authorization: Bearer KEY` '
         "(or FEDROUTER_API_KEYS)",
@@ -99,6 +105,7 @@ def settings_from(args: argparse.Namespace):
             "vllm_log": args.vllm_log,
             "watch": args.watch or None,
             "sole_gateway": args.sole_gateway or None,
+            "route_only": args.route_only or None,
             "replica_policy": args.replica_policy,
             "api_keys_file": args.api_keys_file,
             "max_connections": args.max_connections,
