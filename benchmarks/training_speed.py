@@ -6,10 +6,11 @@ git worktree at `--before` (default 33eb673, the tree before the speed-ups), and
 working tree; alternating, `--pairs` times. Per run: wall seconds of the whole command (Python's
 start, Ray's start, the clients' query, the rounds, the releases), seconds of the rounds alone (the
 manifest's history), the counted samples, and the loss after each round (what is computed must
-stay the same: the same steps on the same samples; the base weights' float32 -> bfloat16 holds the
-same stored values, so the losses agree to rounding). Result: results/training_speed.json.
+stay the same: the same steps on the same samples, so the same losses); then `fedrouter eval` of
+the run's release from the same checkout (seconds, and scores: the same but for batching
+round-off). Result: results/training_speed.json.
 
-    python -m benchmarks.training_speed            # 2 pairs, ~6 min on 2 cores
+    python -m benchmarks.training_speed            # 2 pairs, ~8 min on 2 cores
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from benchmarks.stack import RESULTS, machine
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = "33eb673"  # main before base_dtype, the cached client scenario and mixed-adapter evaluation
+BEFORE = "33eb673"  # main before the cached client scenario and mixed-adapter evaluation
 
 
 def command(out: Path) -> list[str]:
@@ -57,6 +58,11 @@ def run_once(checkout: Path, out: Path) -> dict:
     started = time.monotonic()
     subprocess.run(command(out), cwd=checkout, env=env, check=True, stdout=subprocess.DEVNULL)
     wall = time.monotonic() - started
+    started = time.monotonic()  # the release scored by the same checkout: every routing mode, its test set
+    ev = [sys.executable, "-m", "fedrouter.cli", "eval", "--release", str(out / "releases" / "latest")]
+    subprocess.run([*ev, "--out", str(out / "eval")], cwd=checkout, env=env, check=True, stdout=subprocess.DEVNULL)
+    eval_s = time.monotonic() - started
+    scores = json.loads(next((out / "eval").glob("*.json")).read_text())["modes"]
     manifest = json.loads((out / "releases" / "latest" / "manifest.json").read_text())
     history = manifest["training"]["history"]
     samples = sum(v for h in history for v in h["samples"].values())
@@ -68,6 +74,8 @@ def run_once(checkout: Path, out: Path) -> dict:
         "s_per_sample": wall / samples,
         "rounds_s_per_sample": rounds_s / samples,
         "loss": [h["loss"] for h in history],
+        "eval_s": round(eval_s, 2),
+        "scores": scores,
     }
 
 
@@ -101,6 +109,8 @@ def main() -> None:
             "s_per_sample": statistics.median(r["s_per_sample"] for r in rs),
             "rounds_s_per_sample": statistics.median(r["rounds_s_per_sample"] for r in rs),
             "loss": rs[0]["loss"],
+            "eval_s": statistics.median(r["eval_s"] for r in rs),
+            "scores": rs[0]["scores"],
         }
     speedup = [
         b["s_per_sample"] / a["s_per_sample"]
@@ -132,23 +142,28 @@ def render(r: dict) -> str:
         f"(4 clients, 2 rounds × 6 steps × batch 4) trained by `fedrouter train` from the tree before the speed-ups "
         f"(`{s['before']['checkout']}`) and from this one, {len(r['runs']) // 2} times each, alternating; medians. "
         "`whole run`: the command from start to release (Python's and Ray's start, the clients' query, the rounds, "
-        "the releases); `rounds`: the rounds alone. Changes: base weights in bfloat16 while training (as stored), "
-        "the simulated clients' data built once per process instead of once per client and round.",
+        "the releases); `rounds`: the rounds alone. Changes to training: the simulated clients' data built once "
+        "per process instead of once per client and round (base weights stay float32: bfloat16 weights gave "
+        "1.5x a step on short synthetic samples, and nothing on this suite's long real-text samples).",
         "",
-        "| | checkout | s / sample, whole run | s / sample, rounds | loss after each round |",
-        "|---|---|---|---|---|",
+        "| | checkout | s / sample, whole run | s / sample, rounds | loss after each round | evaluation s | scores |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, v in s.items():
         rows.append(
             f"| {name} | {v['checkout']} | {v['s_per_sample']:.3f} | {v['rounds_s_per_sample']:.3f} | "
-            f"{', '.join(f'{x:.4f}' for x in v['loss'])} |"
+            f"{', '.join(f'{x:.4f}' for x in v['loss'])} | {v['eval_s']:.0f} | "
+            f"{', '.join(f'{k} {x:.3f}' for k, x in v['scores'].items())} |"
         )
     met = "met" if r["speedup_median"] >= r["goal"] else "missed"
     rows += [
         "",
         f"Speed-up, whole run: {r['speedup_median']:.2f}× (paired runs: "
         f"{', '.join(f'{x:.2f}×' for x in r['speedup_paired'])}); the goal of {r['goal']:g}× is **{met}**. "
-        f"Rounds alone: {s['before']['rounds_s_per_sample'] / s['after']['rounds_s_per_sample']:.2f}×.",
+        f"Rounds alone: {s['before']['rounds_s_per_sample'] / s['after']['rounds_s_per_sample']:.2f}×. "
+        f"Evaluation (`fedrouter eval` of the run's release, every routing mode, 24 test prompts per client and "
+        f"task): {s['before']['eval_s'] / s['after']['eval_s']:.2f}× (one pass per answer length with the "
+        "adapters mixed in a batch, instead of one per adapter and length).",
     ]
     return "\n".join(rows)
 
