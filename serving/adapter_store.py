@@ -39,6 +39,23 @@ class AdapterStore:
         """The store's folder for `digest`, copied from `source` if it is not there yet. Raises
         ValueError if the files copied do not have that digest (the source changed after it was
         validated). An existing folder is checked once per process; a damaged one is replaced."""
+        return self._put(digest, lambda tmp, name: shutil.copyfile(source / name, tmp / name), str(source))
+
+    def put_files(self, digest: str, files: dict[str, bytes]) -> Path:
+        """As `put`, from the files' bytes (`files()` of another node's store): ValueError if they
+        do not have that digest or lack one."""
+        missing = [n for n in _FILES if n not in files]
+        if missing:
+            raise ValueError(f"adapter {digest[:16]}: files {missing} missing")
+        return self._put(
+            digest, lambda tmp, name: (tmp / name).write_bytes(files[name]), "the bytes received from another node"
+        )
+
+    def files(self, digest: str) -> dict[str, bytes]:
+        """The bytes of a stored adapter's files (to send to a node that lacks it)."""
+        return {name: (self.root / digest / name).read_bytes() for name in _FILES}
+
+    def _put(self, digest: str, write, source: str) -> Path:
         dest = self.root / digest
         if digest in self._checked and dest.is_dir():
             return dest
@@ -51,7 +68,7 @@ class AdapterStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}.", dir=self.root))
         try:
             for name in _FILES:
-                shutil.copyfile(source / name, tmp / name)
+                write(tmp, name)
             found = adapter_digest(tmp)
             if found != digest:
                 raise ValueError(

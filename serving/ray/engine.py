@@ -21,8 +21,10 @@ model, for tests).
 
 Adapter folders come from the ingress as its gateway registered them: the content-addressed store
 (serving/adapter_store.py, `<store>/<digest>/`), never a release folder, so a name always reads the
-weights its digest names even after the release folder is gone (on several nodes the store must be
-on a shared filesystem, as the releases are).
+weights its digest names even after the release folder is gone. Beside the folder comes a reference
+to the adapter's bytes in Ray's object store: a replica on a node where that folder is not (no
+shared filesystem) fetches them once into its own node's store (`adapter_store`, default the
+node's `$FEDROUTER_CACHE/adapters`), where the digest is checked again, and vLLM reads that copy.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ import asyncio
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 from ray import serve
 
 from fedrouter.router.release import load_release
+from fedrouter.serving.adapter_store import AdapterStore
 from fedrouter.serving.supervisor import VLLMSupervisor, async_http_client
 
 Head = dict[str, Any]  # {"status": int, "content-type": str}, the first item of every answer
@@ -46,8 +50,11 @@ class EngineCore:
     """What both engine variants share: multiplexed adapter loading and the in-flight count per
     adapter that keeps an evicted adapter in vLLM until its last request here is answered."""
 
-    def __init__(self, models_per_replica: int):
+    def __init__(self, models_per_replica: int, adapter_store: str | None = None):
         self._paths: dict[str, str] = {}  # content name -> adapter folder, as the ingress sent it
+        self._payloads: dict[str, list[Any]] = {}  # content name -> [ref to its files], as the ingress sent it
+        self._store = AdapterStore(Path(adapter_store) if adapter_store else None)  # this node's
+        self.fetched: list[str] = []  # digests this replica fetched from the object store
         self._inflight: Counter[str] = Counter()
         self._loads: Counter[str] = Counter()  # how many times each name was loaded here
         self._served: Counter[str] = Counter()  # requests answered here per content name (benchmarks)
@@ -64,11 +71,17 @@ class EngineCore:
         self._adapter = serve.multiplexed(max_num_models_per_replica=max(1, models_per_replica))(adapter)
 
     async def generate(
-        self, path: str, body: bytes, adapter: str | None = None, folder: str | None = None
+        self,
+        path: str,
+        body: bytes,
+        adapter: str | None = None,
+        folder: str | None = None,
+        payload: list[Any] | None = None,
     ) -> AsyncIterator[Head | bytes]:
         """One OpenAI request (`body` as vLLM takes it). `adapter`: its content name, also the
         call's multiplexed model id (which only steers Serve's choice of replica; local testing
-        mode does not carry it), with its `folder`; None for the base model."""
+        mode does not carry it), with its `folder` and `payload` ([ref to its files], or None);
+        None for the base model."""
         model = adapter
         if not model:  # the base model: any replica
             async for item in self.answer(path, body):
@@ -77,6 +90,8 @@ class EngineCore:
         if folder is None:
             raise ValueError(f"adapter {model!r} comes without its folder")
         self._paths[model] = folder
+        if payload is not None:
+            self._payloads[model] = payload
         self._served[model] += 1
         self._inflight[model] += 1
         try:
@@ -89,13 +104,18 @@ class EngineCore:
                 self._idle.notify_all()
 
     async def complete(
-        self, path: str, body: bytes, adapter: str | None = None, folder: str | None = None
+        self,
+        path: str,
+        body: bytes,
+        adapter: str | None = None,
+        folder: str | None = None,
+        payload: list[Any] | None = None,
     ) -> tuple[Head, bytes]:
         """`generate` for an answer that is not streamed: head and body in one result (a unary
         call costs Ray one object where a streamed one costs one per item)."""
         head: Head | None = None
         parts: list[bytes] = []
-        async for item in self.generate(path, body, adapter, folder):
+        async for item in self.generate(path, body, adapter, folder, payload):
             if head is None:
                 head = item  # type: ignore[assignment]
             else:
@@ -113,7 +133,7 @@ class EngineCore:
         async with self._lock(model_id):
             self._loads[model_id] += 1
             generation = self._loads[model_id]
-            await self.load_adapter(model_id, self._paths[model_id])
+            await self.load_adapter(model_id, await self._local_folder(model_id))
 
         async def evicted() -> None:
             """Called by Serve on LRU eviction, inside the lock it loads models under: the unload
@@ -132,6 +152,20 @@ class EngineCore:
         async with self._lock(model_id):  # not between a reload's count and its load
             if self._loads[model_id] == generation:  # not loaded again since this eviction
                 await self.unload_adapter(model_id)
+
+    async def _local_folder(self, model_id: str) -> str:
+        """The adapter's folder on this node: the ingress's own (same node, or a shared filesystem),
+        else this node's store copy, fetched once from the object store and checked by digest."""
+        folder = Path(self._paths[model_id])
+        if folder.is_dir():
+            return str(folder)
+        payload = self._payloads.get(model_id)
+        if not payload:
+            raise RuntimeError(f"adapter {model_id!r}: {folder} is not on this node and no copy came with it")
+        files = await payload[0]
+        local = await asyncio.to_thread(self._store.put_files, folder.name, files)
+        self.fetched.append(folder.name)
+        return str(local)
 
     def _lock(self, model_id: str) -> asyncio.Lock:
         return self._locks.setdefault(model_id, asyncio.Lock())
@@ -170,8 +204,15 @@ class HTTPEngine(EngineCore):
     """A replica in front of one OpenAI server reached over HTTP (vLLM's, or a stand-in) at `url`:
     `http(s)://HOST:PORT` or `unix:PATH`."""
 
-    def __init__(self, url: str, api_key: str | None, models_per_replica: int, request_timeout_s: float = 600.0):
-        super().__init__(models_per_replica)
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        models_per_replica: int,
+        request_timeout_s: float = 600.0,
+        adapter_store: str | None = None,
+    ):
+        super().__init__(models_per_replica, adapter_store)
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
         self.client = async_http_client(url, timeout=timeout, headers=headers)
@@ -196,8 +237,15 @@ class AttachedEngine(HTTPEngine):
     """A replica in front of an OpenAI server it does not start (`url`): benchmarks against a stub
     that answers at once, so that the Ray hops are measured alone."""
 
-    def __init__(self, url: str, models_per_replica: int, release: str | None = None, api_key: str | None = None):
-        super().__init__(url, api_key, models_per_replica)
+    def __init__(
+        self,
+        url: str,
+        models_per_replica: int,
+        release: str | None = None,
+        api_key: str | None = None,
+        adapter_store: str | None = None,
+    ):
+        super().__init__(url, api_key, models_per_replica, adapter_store=adapter_store)
 
 
 class VLLMEngine(HTTPEngine):
@@ -211,6 +259,7 @@ class VLLMEngine(HTTPEngine):
         kv_cache_gib: int = 2,
         start_timeout_s: float = 900.0,
         request_timeout_s: float = 600.0,
+        adapter_store: str | None = None,  # this node's copies of adapters fetched from other nodes
     ):
         slots = str(max(1, models_per_replica))
         # --max-loras after the release's own flags (argparse keeps the last): this replica holds
@@ -225,7 +274,7 @@ class VLLMEngine(HTTPEngine):
         except BaseException:
             self.supervisor.close()
             raise
-        super().__init__(self.supervisor.url, key, models_per_replica, request_timeout_s)
+        super().__init__(self.supervisor.url, key, models_per_replica, request_timeout_s, adapter_store)
 
     def check_health(self) -> None:
         """Raising makes Serve replace this replica (and with it, its vLLM)."""

@@ -12,7 +12,10 @@ for both. What it answers:
   object instead of one per item);
 - `POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter` -> this ingress's name -> folder map only:
   engines load an adapter on its first request and unload it when Serve evicts it, so an ingress
-  never unloads what another ingress (still draining an older release) uses;
+  never unloads what another ingress (still draining an older release) uses. With the folder goes
+  a reference to the adapter's bytes in Ray's object store (put once per adapter by this ingress):
+  an engine on a node where the folder is not (no shared filesystem) fetches them from there into
+  its own node's store (serving/ray/engine.py);
 - `GET /v1/models` -> the base model and the adapters this ingress registered.
 
 Delivery: an error before the engine produced the answer's head is still a delivery failure
@@ -22,13 +25,28 @@ may have started generating. Serve itself queues a request until an engine repli
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
 GENERATION = ("/v1/chat/completions", "/v1/completions")
+
+
+def _payload(folder: str) -> list[Any] | None:
+    """[ObjectRef of the files of the store folder `folder` (`<store>/<digest>/`)], or None outside
+    a Ray cluster (Serve's local testing mode: one process, one filesystem)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from fedrouter.serving.adapter_store import AdapterStore
+
+    path = Path(folder)
+    return [ray.put(AdapterStore(path.parent).files(path.name))]
 
 
 class HandleStream(httpx.AsyncByteStream):
@@ -59,6 +77,9 @@ class HandleTransport(httpx.AsyncBaseTransport):
         self._engine = engine  # a DeploymentHandle to the engine deployment
         self._base = base_model  # the engines serve the base model under this name
         self.adapters: dict[str, str] = {}  # content name -> adapter folder
+        # content name -> [ObjectRef of the adapter's files]: a list, so that Ray passes the
+        # reference and an engine fetches the bytes only when it lacks the folder
+        self.payloads: dict[str, list[Any]] = {}
         self._handles: dict[tuple[str, bool], Any] = {}  # (model id, streamed) -> handle, made once
 
     def _handle(self, model_id: str, stream: bool) -> Any:
@@ -83,9 +104,13 @@ class HandleTransport(httpx.AsyncBaseTransport):
         body = orjson.loads(await request.aread())
         if path == "/v1/load_lora_adapter":
             self.adapters[body["lora_name"]] = body["lora_path"]
+            payload = await asyncio.to_thread(_payload, body["lora_path"])
+            if payload is not None:
+                self.payloads[body["lora_name"]] = payload
             return httpx.Response(200, text="registered with the ingress; engines load it on first use")
         if path == "/v1/unload_lora_adapter":
             self.adapters.pop(body["lora_name"], None)
+            self.payloads.pop(body["lora_name"], None)
             return httpx.Response(200, text="forgotten by this ingress; engines evict it when they need room")
         return httpx.Response(404, json={"error": {"message": f"no route {path}", "type": "NotFoundError"}})
 
@@ -95,8 +120,9 @@ class HandleTransport(httpx.AsyncBaseTransport):
         model = req.get("model", "")
         folder = self.adapters.get(model)
         adapter = model if folder is not None else None  # the base model has no model id: any replica
+        payload = self.payloads.get(model) if adapter else None
         if not req.get("stream"):  # one unary call: head and body together
-            response = self._handle(adapter or "", False).remote(path, content, adapter, folder)
+            response = self._handle(adapter or "", False).remote(path, content, adapter, folder, payload)
             try:
                 head, body = await response
             except Exception as e:  # delivered or not, unknown: never sent again
@@ -105,7 +131,7 @@ class HandleTransport(httpx.AsyncBaseTransport):
                 response.cancel()
                 raise
             return httpx.Response(head["status"], headers={"content-type": head["content-type"]}, content=body)
-        gen = self._handle(adapter or "", True).remote(path, content, adapter, folder)
+        gen = self._handle(adapter or "", True).remote(path, content, adapter, folder, payload)
         try:
             head = await gen.__anext__()
         except StopAsyncIteration:

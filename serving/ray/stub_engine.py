@@ -19,8 +19,15 @@ class StubEngine(EngineCore):
     "stub-sleep SECONDS" takes that long). Counts the calls cancelled while generating; `fail()` makes its health check
     fail, as a dead vLLM does."""
 
-    def __init__(self, release: str | None = None, models_per_replica: int = 1, delay_s: float = 0.0, **_: Any):
-        super().__init__(models_per_replica)
+    def __init__(
+        self,
+        release: str | None = None,
+        models_per_replica: int = 1,
+        delay_s: float = 0.0,
+        adapter_store: str | None = None,
+        **_: Any,
+    ):
+        super().__init__(models_per_replica, adapter_store)
         self.delay_s, self.healthy, self.cancelled, self.answered = delay_s, True, 0, 0
         self.adapters: set[str] = set()  # what a vLLM would have registered
 

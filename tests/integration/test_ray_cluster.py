@@ -57,7 +57,9 @@ def cluster(tmp_path_factory):
         engine_num_cpus=0.25,
         ingress_replicas=2,
         ingress_num_cpus=0.25,
-        engine_options={"delay_s": 0.02},
+        # two stores, as on two nodes without a shared filesystem (test_an_engine_fetches_...)
+        engine_options={"delay_s": 0.02, "adapter_store": str(root / "engine-store")},
+        gateway={"adapter_store": str(root / "ingress-store")},
         health_check_period_s=1.0,
     )
     deploy(spec, port=port, timeout_s=600)
@@ -264,3 +266,25 @@ def test_a_failing_health_check_replaces_the_engine_replica(cluster):
         assert time.monotonic() < deadline
         time.sleep(1.0)
     assert all(ask(client, m).status_code == 200 for m in (*ADAPTERS, "base"))
+
+
+def test_an_engine_fetches_an_adapter_it_cannot_see_from_the_object_store(cluster, tmp_path):
+    """A release whose store folders are gone from the ingress's filesystem once published (as on
+    another node): the engines fetch each adapter's bytes from Ray's object store into their own
+    store, check the digest, and answer; the gateway's folder is never needed again."""
+    client, v1, _ = cluster
+    v3 = make_release(tmp_path / "v3", 20)
+    assert publish(str(v3.path), timeout_s=300)["release"] == "v3"
+    ingress_store = Path(v1.path).parents[0] / "ingress-store"
+    for digest in v3.manifest.digests.values():  # the engines' node cannot see these now
+        folder = ingress_store / digest
+        os.chmod(folder, 0o700)
+        for f in folder.iterdir():
+            f.unlink()
+        folder.rmdir()
+    for model in ADAPTERS:
+        r = ask(client, model)
+        assert r.status_code == 200 and r.headers["x-fedrouter-release"] == "v3", r.text
+    engine_store = Path(v1.path).parents[0] / "engine-store"
+    assert all((engine_store / d).is_dir() for d in v3.manifest.digests.values())
+    publish(str(v1.path), timeout_s=300)  # leave the module's starting release serving

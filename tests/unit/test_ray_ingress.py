@@ -52,10 +52,10 @@ class Recording(StubEngine):
         self.calls: list[tuple[str | None, str]] = []
         self.folders: list[str | None] = []
 
-    async def generate(self, path, body, adapter=None, folder=None):
+    async def generate(self, path, body, adapter=None, folder=None, payload=None):
         self.calls.append((adapter, json.loads(body)["model"]))
         self.folders.append(folder)
-        async for item in super().generate(path, body, adapter, folder):
+        async for item in super().generate(path, body, adapter, folder, payload):
             yield item
 
     async def seen(self):
@@ -385,3 +385,47 @@ def test_an_engine_counts_the_requests_it_answered_per_adapter(tmp_path):
         return await engine.served()
 
     assert asyncio.run(go()) == {"replica": "local", "counts": {"a@1": 2, "b@2": 1}}
+
+
+class _Ref:
+    """What a Ray ObjectRef is to the engine: awaited for its value."""
+
+    def __init__(self, value):
+        self.value, self.awaited = value, 0
+
+    def __await__(self):
+        self.awaited += 1
+        yield from asyncio.sleep(0).__await__()
+        return self.value
+
+
+async def test_an_engine_without_the_adapter_folder_fetches_its_bytes_and_checks_their_digest(tmp_path):
+    """As on a node without the ingress's filesystem: the folder the ingress sent is not there, so
+    the engine fetches the bytes that came with it into its own store (digest checked) and loads
+    that copy; a folder it can see is used as it is; bytes that are not the digest's are refused."""
+    from fedrouter.router.adapter_files import adapter_digest
+    from fedrouter.serving.adapter_store import AdapterStore
+
+    first, second = fake_adapter(tmp_path / "a", seed=1), fake_adapter(tmp_path / "b", seed=2)
+    ingress = AdapterStore(tmp_path / "ingress-store")
+    d1, d2 = adapter_digest(first), adapter_digest(second)
+    seen_folder = ingress.put(d2, second)
+    engine = StubEngine(models_per_replica=4, adapter_store=str(tmp_path / "engine-store"))
+
+    def body(model):
+        return json.dumps({"model": model, "prompt": "hi"}).encode()
+
+    ref = _Ref({n: (first / n).read_bytes() for n in ("adapter_config.json", "adapter_model.safetensors")})
+    elsewhere = str(tmp_path / "other-node" / d1)
+    head, _ = await engine.complete("/v1/completions", body("a@1"), "a@1", elsewhere, [ref])
+    assert head["status"] == 200 and ref.awaited == 1
+    assert engine.fetched == [d1] and adapter_digest(tmp_path / "engine-store" / d1) == d1
+
+    unused = _Ref(ingress.files(d2))
+    head, _ = await engine.complete("/v1/completions", body("b@2"), "b@2", str(seen_folder), [unused])
+    assert head["status"] == 200 and unused.awaited == 0 and engine.fetched == [d1]  # no copy needed
+
+    wrong = _Ref(ingress.files(d2))  # bytes that are not the digest the folder's name says
+    with pytest.raises(ValueError, match="changed after validation"):
+        await engine.complete("/v1/completions", body("c@3"), "c@3", str(tmp_path / "other-node" / ("0" * 64)), [wrong])
+    assert not (tmp_path / "engine-store" / ("0" * 64)).exists()
