@@ -110,23 +110,31 @@ def run_one(
     `validation` (the lr sweep): train without a validation part carved from each client's training
     samples and score only on that part, in the first mode, without a curve. `extra`: more fields
     for the records. Returns the first mode's score on the first test set."""
-    from fedrouter.router.release import load_release
+    from fedrouter.training.run import train
+
+    cfg = run_config(regime, strategy, seed, embedder, p, work, validation)
+    out = Path(cfg.out)
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.monotonic()
+    release = train(cfg, quiet=True)
+    train_s = time.monotonic() - started
+    return record_run(cfg, regime, embedder, profile, p, release.path, train_s, records, commit, validation, extra)
+
+
+def run_config(regime: str, strategy: str, seed: int, embedder: str, p: dict, work: Path, validation: bool = False):
+    """The TrainConfig of one run of the benchmark (its folder: work/<regime>-<strategy>-<embedder>-s<seed>)."""
     from fedrouter.training.base_model import prepare_base_model
     from fedrouter.training.config import TrainConfig
-    from fedrouter.training.data.scenarios import scenario_from_config
-    from fedrouter.training.evaluate import evaluate_release
-    from fedrouter.training.run import train
 
     spec = {k: v for k, v in REGIMES[regime].items() if k != "evaluate"}
     base = str(prepare_base_model())
     out = work / f"{regime}-{strategy}-{embedder}-s{seed}"
-    shutil.rmtree(out, ignore_errors=True)
     emb = {
         "minilm": {"embedder_kind": "sentence-transformers"},
         "base-llm": {"embedder_kind": "base-llm", "embedder": base},
         "static": {"embedder_kind": "static"},  # distilled from MiniLM (router/static_embed.py)
     }[embedder]
-    cfg = TrainConfig(
+    return TrainConfig(
         strategy=strategy,
         out=str(out),
         scenario="dual",
@@ -146,9 +154,30 @@ def run_one(
         **spec,
         **emb,
     )
-    started = time.monotonic()
-    release = train(cfg, quiet=True)
-    train_s = time.monotonic() - started
+
+
+def record_run(
+    cfg,
+    regime: str,
+    embedder: str,
+    profile: str,
+    p: dict,
+    release_path: Path,
+    train_s: float,
+    records: Path,
+    commit: dict,
+    validation: bool = False,
+    extra: dict | None = None,
+) -> float:
+    """Evaluate a trained run's final release in the strategy's modes on each of the regime's test
+    sets (and the earlier rounds' releases: the curve) and append its records (see `run_one`)."""
+    from fedrouter.router.release import load_release
+    from fedrouter.training.config import TrainConfig
+    from fedrouter.training.data.scenarios import scenario_from_config
+    from fedrouter.training.evaluate import evaluate_release
+
+    strategy, seed, out = cfg.strategy, cfg.seed, Path(cfg.out)
+    release = load_release(release_path)
     every = p["curve_every"]  # the curve: the releases of every `every`-th round, and the last
     rounds = [d for d in (out / "releases").glob("v*") if int(d.name[1:]) % every == 0 and int(d.name[1:]) < cfg.rounds]
     rounds = sorted(rounds, key=lambda d: int(d.name[1:]))

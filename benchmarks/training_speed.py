@@ -92,6 +92,7 @@ def main() -> None:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.before], cwd=ROOT, check=True)
     checkouts = {"before": tree, "after": ROOT}
+    runs_load = [round(os.getloadavg()[0], 2)]
     runs = []
     try:
         for i in range(args.pairs):
@@ -127,6 +128,7 @@ def main() -> None:
         "speedup_median": statistics.median(speedup),
         "goal": 2.0,
         "commit": source_commit(),
+        "load_avg_1m": [runs_load[0], round(os.getloadavg()[0], 2)],  # before and after: what else ran
         "machine": machine(),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -141,6 +143,8 @@ def render(r: dict) -> str:
         f"{m['cores']} cores {m['cpu']}, torch {m['torch']}, {m['date']}. Profile `quick`'s FedAvg run in `dual` "
         f"(4 clients, 2 rounds × 6 steps × batch 4) trained by `fedrouter train` from the tree before the speed-ups "
         f"(`{s['before']['checkout']}`) and from this one, {len(r['runs']) // 2} times each, alternating; medians. "
+        f"Load average (1 min) at the start and the end: {r['load_avg_1m'][0]:g}, {r['load_avg_1m'][1]:g} "
+        "(above ~1: other work shared the 2 cores, alike for before and after). "
         "`whole run`: the command from start to release (Python's and Ray's start, the clients' query, the rounds, "
         "the releases); `rounds`: the rounds alone. Changes to training: the simulated clients' data built once "
         "per process instead of once per client and round (base weights stay float32: bfloat16 weights gave "
