@@ -27,8 +27,8 @@ benchmarks/training_tables.py (`python -m benchmarks.report`). Routing modes: `g
 gateway's), `local` (among the client's clusters), `oracle` (best adapter per task), `none`
 (the client's own adapter: client-centric strategies).
 
-    python -m benchmarks.training_bench --quick            # <= 15 min on 2 cores: dual, 1 seed
-    python -m benchmarks.training_bench                    # full: both regimes, seeds 0,1,2
+    python -m benchmarks.training_bench --quick            # <= 15 min on 2 cores: dual, 1 seed, 3 strategies
+    python -m benchmarks.training_bench                    # full (<= 2 h): dual, 5 strategies, seeds 0,1,2
     python -m benchmarks.training_bench --regimes interference --strategies fedrouter,fedavg --seeds 0,1
 """
 

@@ -56,8 +56,9 @@ SUITE_NOTES = {
         "modernize": "Bible KJV -> modern English rewrite (real text, ROUGE-1)",
         "paraphrase (interference)": "KJV/modern verse pairs, same meaning or not (real text)",
     },
-    "unmeasured": "news_topic, modernize and paraphrase had no FedAvg record when they were added: the "
-    "first records of this suite show whether FedAvg saturates or fails them (then they are to be dropped)",
+    "unmeasured": "news_topic, modernize and paraphrase had no FedAvg record when they were added: each "
+    "profile's `Task suite check` table shows, from its own FedAvg and base-model records, whether a task "
+    "saturates or is not learned (then it is to be dropped)",
 }
 
 # The settings a profile fixes; the report refuses a record whose settings differ from them.

@@ -234,6 +234,24 @@ difference then shows how much the arbitrary order of training alone (which clus
 first, which samples a step draws) moves a score."""
 
 
+def suite_table(records: list[dict], regime: str) -> list[str]:
+    """Per task: the base model's and FedAvg's scores (mean over seeds) and whether the task can
+    separate strategies: not if FedAvg scores 1.0 on it in every seed (saturated), or no more than
+    the base model plus 0.05 (not learned within the budget). Measured on FedAvg alone."""
+    scored = [r for r in records if r["regime"] == regime and r.get("per_task")]
+    base = [r for r in scored if r["strategy"] == BASE]
+    avg = [r for r in scored if r["strategy"] == "fedavg" and r["routing"] == "none"]
+    if not base or not avg:
+        return []
+    rows = ["| task | base model | FedAvg | seeds | separates strategies? |", "|---|---|---|---|---|"]
+    for task in sorted(avg[0]["per_task"]):
+        b = float(np.mean([r["per_task"][task] for r in base]))
+        f = [r["per_task"][task] for r in avg]
+        verdict = "no: saturated" if min(f) >= 1.0 else "no: not learned" if np.mean(f) <= b + 0.05 else "yes"
+        rows.append(f"| {task} | {b:.2f} | {np.mean(f):.2f} | {len(f)} | {verdict} |")
+    return rows
+
+
 def _strategies_line(records: list[dict]) -> list[str]:
     """Which strategies this profile ran, and which it did not (a reader must not take a missing
     row for a loss)."""
@@ -313,9 +331,11 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
                 if not any(r["regime"] == regime for r in rs):
                     out += [f"**{regime}**: no records at this profile. {PROFILE_GAPS.get((profile, regime), '')}", ""]
                     continue
+                suite = suite_table(rs, regime)
                 out += [
                     f"**{regime}**",
                     "",
+                    *(["Task suite check (FedAvg and the base model only):", "", *suite, ""] if suite else []),
                     *scores_table(rs, regime),
                     "",
                     *paired_table(rs, regime),

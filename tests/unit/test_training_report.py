@@ -136,3 +136,16 @@ def test_the_validation_split_is_carved_from_training_data_and_never_trained_on(
         assert t.test == p.train[4::5] and len(t.test) == 8  # every 5th training sample
         assert not {s["prompt"] for s in t.train} & {s["prompt"] for s in t.test}
         assert all(s in p.train for s in t.train) and not {s["prompt"] for s in t.test} & {s["prompt"] for s in p.test}
+
+
+def test_the_suite_check_flags_saturated_and_unlearned_tasks_from_fedavg_and_base_alone():
+    from benchmarks.training_tables import suite_table
+
+    tasks = [{"sum": 1.0, "copy": 0.12, "topic": 0.6}, {"sum": 1.0, "copy": 0.1, "topic": 0.5}]
+    rs = [record("fedavg", s, 0.5, per_task=t) for s, t in enumerate(tasks)]
+    rs += [record("base", s, 0.1, per_task={"sum": 0.2, "copy": 0.1, "topic": 0.0}) for s in (0, 1)]
+    rs += [record("fedrouter", 0, 0.9, per_task={"sum": 0.0, "copy": 1.0, "topic": 1.0})]  # never read
+    rows = {line.split(" | ")[0].strip("| "): line for line in suite_table(rs, "dual")[2:]}
+    assert rows["sum"].endswith("no: saturated |")
+    assert rows["copy"].endswith("no: not learned |")
+    assert rows["topic"].endswith("yes |") and "| 0.55 |" in rows["topic"]
