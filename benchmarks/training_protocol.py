@@ -109,7 +109,8 @@ PROFILES = {  # sized from the measured cost on 2 cores (benchmarks/README.md, t
 # What a profile leaves out, and why (rendered where its table would be).
 PROFILE_GAPS = {
     ("full", "interference"): "Its 8 clients take twice the steps of `dual` a run: with the 5 strategies "
-    "and 3 seeds of `dual` it does not fit the 2 h budget on 2 cores (training speed section). "
+    "and 3 seeds of `dual` it does not fit the 2 h budget on 2 cores (a `dual` run of this profile takes "
+    "6-8 min here, the `train s` column). "
     "Run it alone: `python -m benchmarks.training_bench --regimes interference`.",
     ("quick", "interference"): "`quick` runs `dual` only.",
 }

@@ -29,13 +29,13 @@ GREEDY = {"prompt": "What is the capital of Germany?", "temperature": 0.0, "max_
 
 
 def _release(tmp_path, base, folder: str, seed: int):
-    adapters = {n: make_lora(base, tmp_path / folder / "src" / n, seed=seed + i) for i, n in enumerate(TASK_PROBES)}
+    adapters = {n: make_lora(base, tmp_path / f"src-{folder}" / n, seed=seed + i) for i, n in enumerate(TASK_PROBES)}
     return build_release(
         tmp_path / folder,
         base_model=str(base),
         base_name="tiny",
         adapters=adapters,
-        examples=write_examples(tmp_path / folder / "examples"),
+        examples=write_examples(tmp_path / f"examples-{folder}"),
         embedder=HashEmbedder(256),
     )
 
