@@ -15,6 +15,7 @@ pytest.importorskip("ray.serve")
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
+from benchmarks.ray_throughput import _served  # noqa: E402  (replica -> content name -> requests answered)
 from fedrouter.router.build import build_release  # noqa: E402
 from fedrouter.router.embed import HashEmbedder  # noqa: E402
 from fedrouter.serving.affinity import AffinityRing  # noqa: E402
@@ -38,18 +39,6 @@ def _release(tmp_path, base, folder: str, seed: int):
         examples=write_examples(tmp_path / f"examples-{folder}"),
         embedder=HashEmbedder(256),
     )
-
-
-def _served(engine) -> dict[str, dict[str, int]]:
-    """replica -> content name -> requests it answered (Serve picks the replica of a call without a
-    model id, so both are asked until both answered)."""
-    seen: dict[str, dict[str, int]] = {}
-    for _ in range(200):
-        s = engine.served.remote().result()
-        seen[s["replica"]] = s["counts"]
-        if len(seen) == 2:
-            return seen
-    raise AssertionError(f"only engine replicas {sorted(seen)} answered")
 
 
 def test_two_real_engines_keep_each_adapter_home_and_answer_alike(tmp_path):
