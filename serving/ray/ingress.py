@@ -48,9 +48,11 @@ def _gateway_app() -> FastAPI:
 def gateway_app(gateway: dict[str, Any], engine: Any) -> FastAPI:
     """The gateway of one ingress replica. `gateway`: GatewaySettings fields (the release to start
     with included); `engine`: a DeploymentHandle to the engine deployment."""
-    settings = GatewaySettings(
-        **{**gateway, "backends": [ENGINE_URL], "watch": False, "admin_token": None, "admin_token_file": None}
-    )
+    # sole_gateway: "unloading" through the handle transport only forgets this ingress's own map of
+    # a retired release's adapters (and its object-store copies); engines evict on their own, so no
+    # other ingress is ever affected, and nothing grows with every publish
+    fixed = {"backends": [ENGINE_URL], "watch": False, "admin_token": None, "admin_token_file": None}
+    settings = GatewaySettings(**{**gateway, **fixed, "sole_gateway": True})
     if settings.release is None:
         raise ValueError("the ingress needs a release to start with")
     base = load_release(settings.release).manifest.base_model.name

@@ -162,8 +162,11 @@ def test_retired_adapters_stay_in_the_engines(releases):
         client.portal.call(retired)
         r = chat(client, "geo")
         assert r.headers["x-fedrouter-release"] == "v2"
+        transport = app.state.pool.backends[0].transport
     geo_v1 = backend_adapter_name("geo", v1.manifest.digests["geo"])
     assert geo_v1 in engine.loaded.remote().result()
+    assert geo_v1 not in transport.adapters  # forgotten by the ingress: its map does not grow per publish
+    assert backend_adapter_name("geo", v2.manifest.digests["geo"]) in transport.adapters
 
 
 def test_publish_through_reconfigure_swaps_and_a_refused_release_keeps_the_old_one(releases, tmp_path):
