@@ -184,7 +184,7 @@ def record_run(
     curve_rounds = [int(d.name[1:]) for d in rounds] + [cfg.rounds]
     settings = {k: v for k, v in cfg.to_record().items() if k not in ("out", "base_model", "strategy", "seed")}
     settings["curve_every"] = every
-    compute = counted(load_release(release.path).manifest.training["history"])
+    compute = counted(release.manifest.training["history"])
     idle = {k: 0.0 if k.endswith("round") else [0, 0] for k in compute}
     first, scores = MODES[strategy][0], []
     test_sets = {regime: "dual"} if validation else REGIMES[regime]["evaluate"]
@@ -217,7 +217,7 @@ def record_run(
                     "routing_accuracy": result.get("routing_agrees_with_oracle"),
                     "routing_purity": result.get("routing_purity"),
                     "n": result["n"],
-                    "adapters": 0 if mode == "base" else len(load_release(release.path).manifest.adapters),
+                    "adapters": 0 if mode == "base" else len(release.manifest.adapters),
                     "counted": idle if mode == "base" else compute,
                     "train_s": 0.0 if mode == "base" else round(train_s, 1),
                     "train_samples": None

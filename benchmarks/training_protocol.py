@@ -68,21 +68,25 @@ PROFILE_KEYS = (
 # The strategies of the compute-matched headline (the list for the reference-scale profile):
 # FedRouter, one shared adapter (rank r and rank K·r), each client alone, and the true task clusters.
 CORE = "fedrouter,fedavg,oracle,local,fedavg-matched"
+# What every profile shares: the reference's schedule and lr shape, one lr for every strategy.
+_SHARED = {
+    "regimes": ["dual"],
+    "schedule": "round-robin",
+    "lr_schedule": "cosine",
+    "batch_size": 4,
+    "lr": 1e-3,
+    "base_dtype": "float32",
+    "embedders": "minilm",
+}
 PROFILES = {  # sized from the measured cost on 2 cores (benchmarks/README.md, training speed)
     "quick": {
-        "regimes": ["dual"],
+        **_SHARED,
         "seeds": [0],
         "strategies": "fedrouter,fedavg,oracle",
         "rounds": 2,
         "local_steps": 6,
         "test_per_task": 8,
         "curve_every": 1,
-        "schedule": "round-robin",
-        "lr_schedule": "cosine",
-        "batch_size": 4,
-        "lr": 1e-3,
-        "base_dtype": "float32",
-        "embedders": "minilm",
     },
     # <= 2 h on 2 cores: 8 rounds x 8 steps (64 steps, 256 samples per client: more than a pass
     # over a client's 192 samples) where the 3 x 8 of before never flattened; 16 test prompts per
@@ -90,19 +94,13 @@ PROFILES = {  # sized from the measured cost on 2 cores (benchmarks/README.md, t
     # prompts. FedRouter and FedAvg first in each seed: the headline pair. `interference` (8
     # clients: twice the steps) and the embedders do not fit this budget here.
     "full": {
-        "regimes": ["dual"],
+        **_SHARED,
         "seeds": [0, 1, 2],
         "strategies": CORE,
         "rounds": 8,
         "local_steps": 8,
         "test_per_task": 16,
         "curve_every": 2,
-        "schedule": "round-robin",
-        "lr_schedule": "cosine",
-        "batch_size": 4,
-        "lr": 1e-3,
-        "base_dtype": "float32",
-        "embedders": "minilm",
     },
 }
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from benchmarks.stack import RESULTS, machine
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = "33eb673"  # main before the cached client scenario and mixed-adapter evaluation
+BEFORE = "33eb673"  # main before mixed-adapter evaluation
 
 
 def command(out: Path) -> list[str]:
@@ -146,9 +146,9 @@ def render(r: dict) -> str:
         f"Load average (1 min) at the start and the end: {r['load_avg_1m'][0]:g}, {r['load_avg_1m'][1]:g} "
         "(above ~1: other work shared the 2 cores, alike for before and after). "
         "`whole run`: the command from start to release (Python's and Ray's start, the clients' query, the rounds, "
-        "the releases); `rounds`: the rounds alone. Changes to training: the simulated clients' data built once "
-        "per process instead of once per client and round (base weights stay float32: bfloat16 weights gave "
-        "1.5x a step on short synthetic samples, and nothing on this suite's long real-text samples).",
+        "the releases); `rounds`: the rounds alone. What a training step computes did not change (base weights "
+        "float32 in both); the `after` tree of this result also built the simulated clients' data once per "
+        "process, which gained nothing here and was removed since.",
         "",
         "| | checkout | s / sample, whole run | s / sample, rounds | loss after each round | evaluation s | scores |",
         "|---|---|---|---|---|---|---|",

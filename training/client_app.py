@@ -15,7 +15,6 @@ The client's settings arrive in each message ("config"); its partition comes fro
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 
 import numpy as np
@@ -44,20 +43,12 @@ def _model(base: str, r: int, alpha: int, targets: str, dtype: str = "float32"):
     return with_lora(load_base(base, dtype), r, alpha, targets.split(",")), load_tokenizer(base)
 
 
-@lru_cache(maxsize=2)
-def _scenario(settings: str):
-    """The simulated federation's data, built once per process for a run's settings (a JSON key):
-    every message carries the settings, and rebuilding the corpus tasks cost seconds per client
-    and round."""
-    return scenario_from_config(TrainConfig.from_record(json.loads(settings)))
-
-
 def client_data(cfg: TrainConfig, context: Context) -> tuple[int, ClientData]:
     pid = int(context.node_config.get("partition-id", 0))
     path = context.node_config.get("data-path")
     if path:  # deployment: this node's own file
         return pid, load_client_file(str(path))
-    scenario = _scenario(json.dumps(cfg.to_record(), sort_keys=True))
+    scenario = scenario_from_config(cfg)
     if pid >= len(scenario.clients):
         raise ValueError(f"partition-id {pid} but the scenario has {len(scenario.clients)} clients")
     return pid, scenario.clients[pid]
