@@ -280,7 +280,8 @@ def main() -> None:
     ap.add_argument(
         "--lr-sweep",
         help="comma-separated lrs, e.g. 3e-4,1e-3,3e-3: each strategy first picks its lr on a validation split "
-        "carved from the training data (the first seed), then runs at it (profile <profile>-swept)",
+        "carved from the training data (the first seed), then runs at it (profile <profile>-swept); where it "
+        "picks the profile's own lr, the profile's records stand for it and nothing runs again",
     )
     args = ap.parse_args()
     profile = "quick" if args.quick else "full"
@@ -305,7 +306,10 @@ def main() -> None:
             for strategy in strategies:
                 for embedder in (args.embedders or p["embedders"]).split(","):
                     if embedder == "minilm" or (strategy == "fedrouter" and regime in args.base_llm_regimes.split(",")):
-                        if swept:
+                        if swept and swept[(regime, strategy)]["chosen"] == p["lr"]:
+                            print(f"{regime} {strategy}: the sweep chose the profile's lr {p['lr']:g}; its "
+                                  f"`{profile}` records are the swept profile's (no second run)")  # fmt: skip
+                        elif swept:
                             s = swept[(regime, strategy)]
                             run_one(
                                 regime, strategy, seed, embedder, f"{profile}-swept", {**p, "lr": s["chosen"]},
