@@ -27,7 +27,7 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
 
 def add_publish(release: argparse._SubParsersAction) -> None:
     publish = release.add_parser("publish", help="publish a release to a `fedrouter serve --ray` application")
-    publish.add_argument("release", help="the release folder (readable at the same path on every node)")
+    publish.add_argument("release", help="the release folder on this machine (shipped to every node through Ray)")
     publish.add_argument("--ray-address", default="auto", help="the Ray cluster (default: the one on this node)")
     publish.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for every ingress replica")
     publish.set_defaults(fn=cmd_publish)

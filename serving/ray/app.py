@@ -24,6 +24,7 @@ from ray.serve.config import RequestRouterConfig
 from fedrouter.router.release import load_release
 from fedrouter.serving.ray.engine import AttachedEngine, EngineCore, VLLMEngine
 from fedrouter.serving.ray.ingress import Ingress
+from fedrouter.serving.ray.release_shelf import local_release
 from fedrouter.serving.ray.ring_router import AdapterRingRouter
 from fedrouter.serving.ray.stub_engine import StubEngine
 from fedrouter.serving.registry import engine_names
@@ -36,6 +37,10 @@ class RaySpec(BaseModel):
     """What `fedrouter serve --ray` deploys (the application's `args`)."""
 
     release: str  # the release the replicas start with (published ones replace it)
+    # its digest once shipped to the cluster (serving/ray/release_shelf.py; `deploy` ships it): a
+    # node where `release` is not that release reads the shelf's copy; "": read `release` as it is
+    release_digest: str = ""
+    release_cache: str | None = None  # where a node keeps shipped releases (default <cache>/releases)
     engine: str = "vllm"  # a key of ENGINES: "vllm", or "stub" (tests)
     engine_replicas: int = 1  # one per GPU, or per CPU node
     engine_num_cpus: float = 1.0
@@ -62,10 +67,14 @@ class RaySpec(BaseModel):
     health_check_period_s: float = 10.0
     max_ongoing_requests: int = 256  # per replica; the gateway's own limits apply before this
 
+    def local_release(self) -> str:
+        """The starting release's folder on this node."""
+        return local_release(self.release, self.release_digest, self.release_cache)
+
     def slots(self) -> int:
         if self.models_per_replica > 0:
             return self.models_per_replica
-        k = len(load_release(self.release).manifest.adapters)
+        k = len(load_release(self.local_release()).manifest.adapters)
         share = max(1, math.ceil(k / max(1, self.engine_replicas)))
         return share if self.router == "serve" else max(1, min(k, 2 * share))
 
@@ -81,7 +90,7 @@ def build(args: dict[str, Any]) -> Application:
     if spec.router == "ring":
         # every ingress's router starts from the release's adapters, so all compute the same balanced
         # homes from the first request (a later release's adapters are added as they are seen)
-        keys = sorted(engine_names(load_release(spec.release)).values())
+        keys = sorted(engine_names(load_release(spec.local_release())).values())
         routing["request_router_config"] = RequestRouterConfig(
             request_router_class=AdapterRingRouter, request_router_kwargs={"keys": keys}
         )
@@ -93,13 +102,19 @@ def build(args: dict[str, Any]) -> Application:
         health_check_period_s=spec.health_check_period_s,
         max_ongoing_requests=spec.max_ongoing_requests,
         **routing,
-    ).bind(release=spec.release, models_per_replica=spec.slots(), **spec.engine_options)
+    ).bind(
+        release=spec.release,
+        release_digest=spec.release_digest,
+        release_cache=spec.release_cache,
+        models_per_replica=spec.slots(),
+        **spec.engine_options,
+    )
     ingress = serve.deployment(
         Ingress,
         name="Ingress",
         num_replicas=spec.ingress_replicas,
         ray_actor_options={"num_cpus": spec.ingress_num_cpus, **actor_env},
         max_ongoing_requests=spec.max_ongoing_requests,
-        user_config={"release": spec.release},
+        user_config={"release": spec.release, "digest": spec.release_digest},
     )
-    return ingress.bind({**spec.gateway, "release": spec.release}, engine)
+    return ingress.bind({**spec.gateway, "release": spec.release}, engine, spec.release_digest, spec.release_cache)

@@ -7,8 +7,9 @@ dashboard is needed. Call after `ray.init(address=...)` (any node of the cluster
 A publish is a config update: the deployed config with the ingress's `user_config` changed.
 Import path and args are unchanged, so Serve applies it in place and calls `reconfigure` on
 every ingress replica (serving/ray/ingress.py). The release is validated here first, so a bad
-release never reaches the cluster; a replica that still refuses it (a folder its node cannot
-read) keeps the old release, and `publish` says so. Rolling back is publishing the previous one.
+release never reaches the cluster, and shipped to the cluster's shelf (serving/ray/release_shelf.py),
+so a node without the folder reads the shipped copy; a replica that still refuses it keeps the
+old release, and `publish` says so. Rolling back is publishing the previous one.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from ray.serve.schema import ServeDeploySchema
 
 from fedrouter.router.release import load_release
 from fedrouter.serving.ray.app import APP, RaySpec
+from fedrouter.serving.ray.release_shelf import local_release, ship
 
 IMPORT_PATH = "fedrouter.serving.ray.app:build"
 
 
 def deploy(spec: RaySpec, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 900.0) -> None:
     """Deploy (or update in place) the application; returns once it is RUNNING."""
+    spec = spec.model_copy(update={"release_digest": ship(spec.release)})  # no node needs the folder
     client = serve_start(http_options={"host": host, "port": port})
     config = {
         "applications": [
@@ -67,14 +70,15 @@ def publish(release: str, timeout_s: float = 600.0, check: bool = True) -> dict[
     `check=False` sends it unchecked (tests of the replicas' own refusal)."""
     config = deployed_config()
     if check:
-        start = load_release(config["args"]["release"])
+        args = config["args"]  # the starting release: from the shelf where this node lacks its folder
+        start = load_release(local_release(args["release"], args.get("release_digest"), args.get("release_cache")))
         rel = load_release(release, expect_base=start.manifest.base_model.name)  # raises before any change
-        release_id, path = rel.id, str(rel.path)
+        release_id, path, digest = rel.id, str(rel.path), ship(str(rel.path))
     else:
-        release_id, path = "?", str(release)
+        release_id, path, digest = "?", str(release), ""
     others = [d for d in config.get("deployments", []) if d.get("name") != "Ingress"]
     ingress = next((d for d in config.get("deployments", []) if d.get("name") == "Ingress"), {"name": "Ingress"})
-    config["deployments"] = [*others, {**ingress, "user_config": {"release": path}}]
+    config["deployments"] = [*others, {**ingress, "user_config": {"release": path, "digest": digest}}]
     started = time.monotonic()
     serve_start().deploy_apps(ServeDeploySchema(applications=[config]))
     states = wait_published(path, timeout_s)

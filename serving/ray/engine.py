@@ -41,6 +41,7 @@ from ray import serve
 
 from fedrouter.router.release import load_release
 from fedrouter.serving.adapter_store import AdapterStore
+from fedrouter.serving.ray.release_shelf import local_release
 from fedrouter.serving.supervisor import VLLMSupervisor, async_http_client
 
 Head = dict[str, Any]  # {"status": int, "content-type": str}, the first item of every answer
@@ -244,6 +245,7 @@ class AttachedEngine(HTTPEngine):
         release: str | None = None,
         api_key: str | None = None,
         adapter_store: str | None = None,
+        **_: Any,  # the release's digest and cache (unused: no vLLM to start)
     ):
         super().__init__(url, api_key, models_per_replica, adapter_store=adapter_store)
 
@@ -260,6 +262,8 @@ class VLLMEngine(HTTPEngine):
         start_timeout_s: float = 900.0,
         request_timeout_s: float = 600.0,
         adapter_store: str | None = None,  # this node's copies of adapters fetched from other nodes
+        release_digest: str = "",  # shipped to the cluster: read from this node's copy (release_shelf.py)
+        release_cache: str | None = None,
     ):
         slots = str(max(1, models_per_replica))
         # --max-loras after the release's own flags (argparse keeps the last): this replica holds
@@ -269,7 +273,7 @@ class VLLMEngine(HTTPEngine):
         # port None: a private Unix socket in a 0700 folder, as the single gateway's vLLM
         self.supervisor = VLLMSupervisor(None, extra, kv_cache_gib, None, key)
         try:
-            self.supervisor.start(load_release(release))
+            self.supervisor.start(load_release(local_release(release, release_digest, release_cache)))
             self.supervisor.wait_healthy(start_timeout_s)
         except BaseException:
             self.supervisor.close()

@@ -5,8 +5,10 @@ registry, hot swap and drain, metrics — whose way to vLLM is a HandleTransport
 deployment instead of HTTP. Replicas are independent of the engines and of each other.
 
 Releases are published once for the whole application, as this deployment's `user_config`
-(`{"release": PATH}`): Serve calls `reconfigure` on every replica without restarting it, and each
-validates, swaps and drains with the gateway's own Reloader. A release a replica refuses leaves
+(`{"release": PATH, "digest": DIGEST}`): Serve calls `reconfigure` on every replica without
+restarting it, and each validates, swaps and drains with the gateway's own Reloader. A replica on
+a node where PATH is not that release reads the copy shipped to the cluster
+(serving/ray/release_shelf.py), so releases need no shared filesystem. A release a replica refuses leaves
 that replica serving the one it had: `reconfigure` does not raise, because Serve treats a raising
 `reconfigure` as a failed replica — it stops it and starts a fresh one with the same config, whose
 `reconfigure` fails again (docs/README "Scaling out" says what was observed). The refusal is kept
@@ -18,7 +20,9 @@ folder watch: publishing is the one way to change the release.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from contextvars import ContextVar
 from typing import Any
 
@@ -30,6 +34,7 @@ from fedrouter.serving.app import create_app
 from fedrouter.serving.errors import GatewayError
 from fedrouter.serving.ray.engine import replica_id
 from fedrouter.serving.ray.handle_transport import HandleTransport
+from fedrouter.serving.ray.release_shelf import local_release
 from fedrouter.serving.ray.ring_router import reseed
 from fedrouter.serving.registry import engine_names
 from fedrouter.serving.settings import GatewaySettings
@@ -47,7 +52,7 @@ def _gateway_app() -> FastAPI:
 
 def gateway_app(gateway: dict[str, Any], engine: Any) -> FastAPI:
     """The gateway of one ingress replica. `gateway`: GatewaySettings fields (the release to start
-    with included); `engine`: a DeploymentHandle to the engine deployment."""
+    with included, as a folder on this node); `engine`: a DeploymentHandle to the engine deployment."""
     # sole_gateway: "unloading" through the handle transport only forgets this ingress's own map of
     # a retired release's adapters (and its object-store copies); engines evict on their own, so no
     # other ingress is ever affected, and nothing grows with every publish
@@ -61,21 +66,29 @@ def gateway_app(gateway: dict[str, Any], engine: Any) -> FastAPI:
 
 @serve.ingress(_gateway_app)
 class Ingress:
-    def __init__(self, gateway: dict[str, Any], engine: Any):
-        self.gateway = gateway_app(gateway, engine)
+    def __init__(self, gateway: dict[str, Any], engine: Any, digest: str = "", cache: str | None = None):
+        """`digest`: the starting release's, when it was shipped; `cache`: where this node keeps
+        shipped releases (release_shelf.local_release)."""
+        self.cache = cache
+        folder = local_release(gateway["release"], digest, cache)
+        self.gateway = gateway_app({**gateway, "release": folder}, engine)
         self.refused: dict[str, str] = {}  # release path -> why this replica refused it
+        # release digest -> the path it was published as (this node may read a shipped copy)
+        self.published: dict[str, str] = {load_release(folder).digest: gateway["release"]}
         _building.set(self.gateway)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
-        path = (config or {}).get("release")
+        path, digest = (config or {}).get("release"), (config or {}).get("digest")
         if not path:
             return
         current = self.gateway.state.registry.current
         try:
+            folder = await asyncio.to_thread(local_release, path, digest, self.cache)
             # the engine router balances the new release's adapters from its first request on, as
             # every other ingress replica's does (serving/ray/ring_router.py)
-            reseed(sorted(engine_names(load_release(path)).values()))
-            result = await self.gateway.state.reloader.load(path)
+            reseed(sorted(engine_names(load_release(folder)).values()))
+            result = await self.gateway.state.reloader.load(folder)
+            self.published[self.gateway.state.registry.current.digest] = path
             log.info("publish: %s", result)
             self.refused.pop(str(path), None)
         except Exception as e:  # refused: keep serving the release this replica has
@@ -85,12 +98,15 @@ class Ingress:
             self.refused[str(path)] = reason
 
     async def state(self) -> dict[str, Any]:
-        """The release this replica serves, and the publishes it refused."""
+        """The release this replica serves (`path`: as published; `folder`: where this node reads
+        it), and the publishes it refused."""
         served = self.gateway.state.registry.current
         return {
             "release": served.id,
             "digest": served.digest,
-            "path": str(served.release.path),
+            "path": self.published.get(served.digest, str(served.release.path)),
+            "folder": str(served.release.path),
             "refused": dict(self.refused),
             "replica": replica_id(),
+            "pid": os.getpid(),
         }

@@ -60,6 +60,7 @@ def cluster(tmp_path_factory):
         # two stores, as on two nodes without a shared filesystem (test_an_engine_fetches_...)
         engine_options={"delay_s": 0.02, "adapter_store": str(root / "engine-store")},
         gateway={"adapter_store": str(root / "ingress-store")},
+        release_cache=str(root / "node-releases"),  # where a replica without the folder unpacks a shipped release
         health_check_period_s=1.0,
     )
     deploy(spec, port=port, timeout_s=600)
@@ -287,4 +288,47 @@ def test_an_engine_fetches_an_adapter_it_cannot_see_from_the_object_store(cluste
         assert r.status_code == 200 and r.headers["x-fedrouter-release"] == "v3", r.text
     engine_store = Path(v1.path).parents[0] / "engine-store"
     assert all((engine_store / d).is_dir() for d in v3.manifest.digests.values())
+    publish(str(v1.path), timeout_s=300)  # leave the module's starting release serving
+
+
+def ingress_states():
+    """The ingress replicas that answer now, by replica id."""
+    handle = serve.get_deployment_handle("Ingress", APP)
+    seen = {}
+    for _ in range(12):
+        try:
+            me = handle.state.remote().result(timeout_s=10)
+            seen[me["replica"]] = me
+        except Exception:  # a replica being replaced
+            pass
+    return seen
+
+
+def test_an_ingress_replica_started_where_the_release_folder_is_not_reads_the_shipped_copy(cluster, tmp_path):
+    """Releases need no shared filesystem: publish ships the release to the cluster; the folder is
+    then removed (as on a node that never had it) and every ingress replica is killed. Serve's
+    new replicas take the published release from the cluster's copy and serve it."""
+    client, v1, _ = cluster
+    v4 = make_release(tmp_path / "v4", 30)
+    assert publish(str(v4.path), timeout_s=300)["release"] == "v4"
+    for f in sorted(Path(v4.path).rglob("*"), reverse=True):
+        f.unlink() if f.is_file() else f.rmdir()
+    Path(v4.path).rmdir()
+    before = ingress_states()
+    assert len(before) == 2
+    for s in before.values():
+        os.kill(s["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 300
+    while True:  # Serve starts replacements, which take the published release in `reconfigure`
+        now = ingress_states()
+        if len(now) == 2 and not set(now) & set(before) and all(s["release"] == "v4" for s in now.values()):
+            break
+        assert time.monotonic() < deadline, now
+        time.sleep(1.0)
+    shelf_copy = Path(v1.path).parent / "node-releases" / v4.digest
+    assert {s["folder"] for s in now.values()} == {str(shelf_copy)}
+    assert {s["path"] for s in now.values()} == {str(v4.path)}  # named as it was published
+    for model in ("auto", *ADAPTERS):
+        r = ask(client, model)
+        assert r.status_code == 200 and r.headers["x-fedrouter-release"] == "v4", r.text
     publish(str(v1.path), timeout_s=300)  # leave the module's starting release serving
