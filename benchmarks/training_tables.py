@@ -28,6 +28,8 @@ from benchmarks.training_protocol import (
     BASE,
     PRIMARY,
     PROFILE_GAPS,
+    PROFILES,
+    REGIMES,
     ROWS,
     STRATEGIES,
     SUITE_NOTES,
@@ -275,6 +277,47 @@ def sweep_table(records: list[dict]) -> list[str]:
     return rows
 
 
+def sweep_choices(sweep: list[dict]) -> dict[tuple[str, str], float]:
+    """(regime, strategy) -> the lr of the grid whose validation score is best (first mode), from a
+    `-sweep` profile's usable records."""
+    firsts = [r for r in sweep if r["routing"] == PRIMARY.get(r["strategy"])]
+    return {
+        key: max(rs, key=lambda r: r["score"])["settings"]["lr"]
+        for key, rs in _by(firsts, "regime", "strategy").items()
+    }
+
+
+def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], list[str]]:
+    """The records of profile `<base_profile>-swept`: each swept strategy at the lr its sweep chose.
+    Where that lr is the base profile's own, the base profile's records are that run (the bench does
+    not train it again); else the `-swept` runs. Returns (records, one line per strategy saying which)."""
+    choices = sweep_choices([r for r in usable if r["profile"] == f"{base_profile}-sweep"])
+    lr = PROFILES[base_profile]["lr"] if base_profile in PROFILES else None
+    tested = {t: regime for regime, spec in REGIMES.items() for t in spec["evaluate"]}  # test set -> training regime
+    out, notes = [], []
+    for (regime, strategy), chosen in sorted(choices.items()):
+        source = base_profile if chosen == lr else f"{base_profile}-swept"
+        mine = [
+            r
+            for r in usable
+            if r["profile"] == source
+            and tested.get(r["regime"]) == regime
+            and (r["strategy"] == strategy or (strategy == "fedavg" and r["strategy"] == BASE))
+        ]
+        out += mine
+        seeds = sorted({r["seed"] for r in mine})
+        notes.append(
+            f"- {regime} {strategy}: lr {chosen:g}, "
+            + (
+                f"the `{base_profile}` profile's own lr: its `{base_profile}` records"
+                if chosen == lr
+                else "its own runs"
+            )
+            + f" (seeds {seeds})"
+        )
+    return out, notes
+
+
 def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) -> str:
     """The training section of benchmarks/README.md, one sub-section per profile."""
     records = load() if records is None else records
@@ -293,10 +336,15 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
         f"- {SUITE_NOTES['unmeasured']}.",
         "",
     ]
-    for profile in sorted({r["profile"] for r in records}):
+    profiles = {r["profile"] for r in records}
+    profiles |= {p.removesuffix("-sweep") + "-swept" for p in profiles if p.endswith("-sweep")}
+    for profile in sorted(profiles):
         rs = [r for r in usable if r["profile"] == profile]
         bad = [(r, why) for r, why in refused if r["profile"] == profile]
         out += [f"#### Profile `{profile}`", ""]
+        if profile.endswith("-swept"):
+            rs, notes = swept_records(usable, profile.removesuffix("-swept"))
+            out += ["Each strategy at the lr its sweep chose (the `-sweep` table):", "", *notes, ""]
         if rs and profile.endswith("-sweep"):
             out += [
                 "lr sweep: every strategy trained at each lr on its clients' training samples minus a "

@@ -109,6 +109,34 @@ def test_lr_sweep_records_may_differ_in_lr_only_and_swept_runs_must_use_the_chos
     assert "lr swept per strategy (fedavg 0.003)" in text
 
 
+def test_the_swept_profile_uses_the_profiles_own_records_where_the_sweep_chose_its_lr(tmp_path):
+    from benchmarks.training_tables import swept_records
+
+    sweep = []
+    for strategy, scores in (("fedavg", (0.2, 0.5, 0.4)), ("fedrouter", (0.3, 0.5, 0.6))):
+        for lr, sc in zip((3e-4, 1e-3, 3e-3), scores):
+            r = record(strategy, 0, sc, profile="quick-sweep")
+            r["settings"]["lr"] = lr
+            sweep.append(r)
+    plain = [record(s, k, sc) for s, sc in (("fedavg", 0.5), ("fedrouter", 0.55), ("local", 0.4)) for k in (0, 1)]
+    chosen = {"grid": [3e-4, 1e-3, 3e-3], "scores": [0.3, 0.5, 0.6], "chosen": 3e-3}
+    ran = [record("fedrouter", k, 0.7, profile="quick-swept", lr_sweep=chosen) for k in (0, 1)]
+    for r in ran:
+        r["settings"]["lr"] = 3e-3
+    rs, notes = swept_records([*sweep, *plain, *ran], "quick")
+    assert sorted((r["strategy"], r["profile"], r["seed"]) for r in rs) == [
+        ("fedavg", "quick", 0), ("fedavg", "quick", 1), ("fedrouter", "quick-swept", 0), ("fedrouter", "quick-swept", 1),
+    ]  # fmt: skip
+    assert notes == [
+        "- dual fedavg: lr 0.001, the `quick` profile's own lr: its `quick` records (seeds [0, 1])",
+        "- dual fedrouter: lr 0.003, its own runs (seeds [0, 1])",
+    ]
+    text = markdown([*sweep, *plain, *ran], png_dir=tmp_path)
+    swept = text.split("#### Profile `quick-swept`")[1]
+    assert "lr swept per strategy (fedavg 0.001, fedrouter 0.003)" in swept
+    assert "| fedavg (none) | +0.200 ± 0.000 |" in swept  # 0.7 − 0.5 in both seeds
+
+
 def test_the_sweep_picks_each_strategys_best_lr_on_validation_runs(monkeypatch):
     from benchmarks import training_bench
 
