@@ -239,19 +239,45 @@ def record_run(
     return scores[0]
 
 
+def swept_before(records: Path | None, profile: str, seed: int, p: dict) -> dict[tuple[str, str, float], float]:
+    """(regime, strategy, lr) -> validation score, from the usable `profile` (a `-sweep`) records of
+    `seed` in `records` whose settings are `p`'s but for the lr: a sweep resumed or widened runs
+    only the grid points it has no record of."""
+    from benchmarks.training_protocol import PRIMARY, refusal
+
+    if records is None or not records.exists():
+        return {}
+    fixed = {k: v for k, v in p.items() if k in PROFILE_KEYS and k != "lr"}
+    out = {}
+    for line in records.read_text().splitlines():
+        r = json.loads(line) if line.strip() else None
+        if not r or r.get("profile") != profile or r["seed"] != seed or r.get("embedder") != "minilm":
+            continue
+        if r["routing"] != PRIMARY[r["strategy"]] or refusal(r):
+            continue
+        if all(r["settings"].get(k) == v for k, v in fixed.items()):
+            out[(r["regime"], r["strategy"], r["settings"]["lr"])] = r["score"]  # the latest record wins
+    return out
+
+
 def sweep_lr(regimes, strategies, seed, grid, profile, p, work, records, commit) -> dict:
     """Per (regime, strategy): the lr of `grid` whose run scores best on the validation split carved
     from the training data (seed `seed`, the strategy's first mode); every run is a record of
-    profile `<profile>-sweep`. The same grid and budget for every strategy."""
+    profile `<profile>-sweep`. The same grid and budget for every strategy; a grid point already
+    recorded (`swept_before`) is not run again."""
     chosen = {}
+    done = swept_before(records, f"{profile}-sweep", seed, p)
     for regime in regimes:
         for strategy in strategies:
-            scores = {
-                lr: run_one(
+            scores = {}
+            for lr in grid:
+                if (regime, strategy, lr) in done:
+                    scores[lr] = done[(regime, strategy, lr)]
+                    print(f"{regime} {strategy} lr {lr:g}: recorded before (validation {scores[lr]:.3f})")
+                    continue
+                scores[lr] = run_one(
                     regime, strategy, seed, "minilm", f"{profile}-sweep", {**p, "lr": lr}, work, records, commit, True
                 )
-                for lr in grid
-            }
             best = max(grid, key=lambda lr: scores[lr])
             chosen[(regime, strategy)] = {"grid": grid, "scores": [scores[lr] for lr in grid], "chosen": best}
     return chosen

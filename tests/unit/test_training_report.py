@@ -153,6 +153,34 @@ def test_the_sweep_picks_each_strategys_best_lr_on_validation_runs(monkeypatch):
     assert all(prof == "quick-sweep" and val for _, _, prof, val in calls) and len(calls) == 4
 
 
+def test_a_widened_sweep_runs_only_the_grid_points_it_has_no_record_of(monkeypatch, tmp_path):
+    import json
+
+    from benchmarks import training_bench
+
+    old = []
+    for lr, sc in ((3e-4, 0.2), (1e-3, 0.5), (3e-3, 0.6)):
+        r = record("fedavg", 0, sc, profile="quick-sweep")
+        r["settings"]["lr"] = lr
+        old.append(r)
+    other_seed = record("fedavg", 1, 0.9, profile="quick-sweep")
+    other_steps = record("fedavg", 0, 0.9, profile="quick-sweep")
+    other_steps["settings"]["local_steps"] = 99
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (*old, other_seed, other_steps)))
+    calls = []
+
+    def fake_run_one(regime, strategy, seed, embedder, profile, p, work, records, commit, validation=False):
+        calls.append(p["lr"])
+        return 0.55
+
+    monkeypatch.setattr(training_bench, "run_one", fake_run_one)
+    grid = [3e-4, 1e-3, 3e-3, 1e-2]
+    out = training_bench.sweep_lr(["dual"], ["fedavg"], 0, grid, "quick", dict(PROFILES["quick"]), None, path, {})
+    assert calls == [1e-2]  # the three recorded points are not run again
+    assert out[("dual", "fedavg")] == {"grid": grid, "scores": [0.2, 0.5, 0.6, 0.55], "chosen": 3e-3}
+
+
 def test_the_validation_split_is_carved_from_training_data_and_never_trained_on():
     from fedrouter.training.config import TrainConfig
     from fedrouter.training.data.scenarios import scenario_from_config
