@@ -206,17 +206,22 @@ def test_serve_replaces_a_replica_whose_reconfigure_raises(cluster):
     serve.delete("raiser")
 
 
-def engines():
-    """The engine replicas that answer now, by replica id (Serve picks the replica of each call)."""
-    handle = serve.get_deployment_handle("Engine", APP)
+def answering(deployment, method):
+    """What the replicas of `deployment` that answer now say to `method`, by replica id (Serve
+    picks the replica of each call, so it is asked a dozen times)."""
+    handle = serve.get_deployment_handle(deployment, APP)
     seen = {}
     for _ in range(12):
         try:
-            me = handle.whoami.remote().result(timeout_s=10)
+            me = getattr(handle, method).remote().result(timeout_s=10)
             seen[me["replica"]] = me
         except Exception:  # a replica being replaced
             pass
     return seen
+
+
+def engines():
+    return answering("Engine", "whoami")
 
 
 def engine_pids():
@@ -291,19 +296,6 @@ def test_an_engine_fetches_an_adapter_it_cannot_see_from_the_object_store(cluste
     publish(str(v1.path), timeout_s=300)  # leave the module's starting release serving
 
 
-def ingress_states():
-    """The ingress replicas that answer now, by replica id."""
-    handle = serve.get_deployment_handle("Ingress", APP)
-    seen = {}
-    for _ in range(12):
-        try:
-            me = handle.state.remote().result(timeout_s=10)
-            seen[me["replica"]] = me
-        except Exception:  # a replica being replaced
-            pass
-    return seen
-
-
 def test_an_ingress_replica_started_where_the_release_folder_is_not_reads_the_shipped_copy(cluster, tmp_path):
     """Releases need no shared filesystem: publish ships the release to the cluster; the folder is
     then removed (as on a node that never had it) and every ingress replica is killed. Serve's
@@ -314,13 +306,13 @@ def test_an_ingress_replica_started_where_the_release_folder_is_not_reads_the_sh
     for f in sorted(Path(v4.path).rglob("*"), reverse=True):
         f.unlink() if f.is_file() else f.rmdir()
     Path(v4.path).rmdir()
-    before = ingress_states()
+    before = answering("Ingress", "state")
     assert len(before) == 2
     for s in before.values():
         os.kill(s["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 300
     while True:  # Serve starts replacements, which take the published release in `reconfigure`
-        now = ingress_states()
+        now = answering("Ingress", "state")
         if len(now) == 2 and not set(now) & set(before) and all(s["release"] == "v4" for s in now.values()):
             break
         assert time.monotonic() < deadline, now
