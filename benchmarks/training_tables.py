@@ -43,14 +43,16 @@ PAPER = {"interference": 0.061, "generalization": 1.36}  # relative gains the pa
 
 
 def load(path: Path = RECORDS) -> list[dict]:
-    """Records, the latest one kept where a (profile, regime, strategy, seed, routing, embedder) repeats."""
+    """Records, the latest one kept where a (profile, regime, strategy, seed, routing, embedder, lr)
+    repeats (the lr: a sweep's grid points are records of one profile)."""
     if not path.exists():
         return []
     latest = {}
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            latest[(r["profile"], r["regime"], r["strategy"], r["seed"], r["routing"], r["embedder"])] = r
+            key = (r["profile"], r["regime"], r["strategy"], r["seed"], r["routing"], r["embedder"])
+            latest[(*key, r.get("settings", {}).get("lr"))] = r
     return list(latest.values())
 
 
@@ -291,7 +293,9 @@ def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], li
     """The records of profile `<base_profile>-swept`: each swept strategy at the lr its sweep chose.
     Where that lr is the base profile's own, the base profile's records are that run (the bench does
     not train it again); else the `-swept` runs. Returns (records, one line per strategy saying which)."""
-    choices = sweep_choices([r for r in usable if r["profile"] == f"{base_profile}-sweep"])
+    sweep = [r for r in usable if r["profile"] == f"{base_profile}-sweep"]
+    choices = sweep_choices(sweep)
+    grids = {k: sorted({r["settings"]["lr"] for r in rs}) for k, rs in _by(sweep, "regime", "strategy").items()}
     lr = PROFILES[base_profile]["lr"] if base_profile in PROFILES else None
     tested = {t: regime for regime, spec in REGIMES.items() for t in spec["evaluate"]}  # test set -> training regime
     out, notes = [], []
@@ -306,8 +310,11 @@ def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], li
         ]
         out += mine
         seeds = sorted({r["seed"] for r in mine})
+        edge = {grids[(regime, strategy)][-1]: "largest", grids[(regime, strategy)][0]: "smallest"}.get(chosen)
         notes.append(
-            f"- {regime} {strategy}: lr {chosen:g}, "
+            f"- {regime} {strategy}: lr {chosen:g}"
+            + (f" (the {edge} of its grid: a wider grid might choose another)" if edge else "")
+            + ", "
             + (
                 f"the `{base_profile}` profile's own lr: its `{base_profile}` records"
                 if chosen == lr
@@ -377,7 +384,8 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
             ]
             for regime in ("dual", "interference", "generalization"):
                 if not any(r["regime"] == regime for r in rs):
-                    out += [f"**{regime}**: no records at this profile. {PROFILE_GAPS.get((profile, regime), '')}", ""]
+                    gap = PROFILE_GAPS.get((profile.removesuffix("-swept"), regime), "")
+                    out += [f"**{regime}**: no records at this profile. {gap}", ""]
                     continue
                 suite = suite_table(rs, regime)
                 out += [

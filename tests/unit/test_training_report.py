@@ -110,7 +110,9 @@ def test_lr_sweep_records_may_differ_in_lr_only_and_swept_runs_must_use_the_chos
 
 
 def test_the_swept_profile_uses_the_profiles_own_records_where_the_sweep_chose_its_lr(tmp_path):
-    from benchmarks.training_tables import swept_records
+    import json
+
+    from benchmarks.training_tables import load, swept_records
 
     sweep = []
     for strategy, scores in (("fedavg", (0.2, 0.5, 0.4)), ("fedrouter", (0.3, 0.5, 0.6))):
@@ -129,9 +131,15 @@ def test_the_swept_profile_uses_the_profiles_own_records_where_the_sweep_chose_i
     ]  # fmt: skip
     assert notes == [
         "- dual fedavg: lr 0.001, the `quick` profile's own lr: its `quick` records (seeds [0, 1])",
-        "- dual fedrouter: lr 0.003, its own runs (seeds [0, 1])",
+        "- dual fedrouter: lr 0.003 (the largest of its grid: a wider grid might choose another), its own runs (seeds [0, 1])",
     ]
-    text = markdown([*sweep, *plain, *ran], png_dir=tmp_path)
+    path = tmp_path / "runs.jsonl"  # the grid points of a sweep are all kept when read back
+    path.write_text("".join(json.dumps(r) + "\n" for r in (*sweep, *plain, *ran)))
+    assert (
+        sorted(r["settings"]["lr"] for r in load(path) if r["profile"] == "quick-sweep")
+        == [3e-4] * 2 + [1e-3] * 2 + [3e-3] * 2
+    )
+    text = markdown(load(path), png_dir=tmp_path)
     swept = text.split("#### Profile `quick-swept`")[1]
     assert "lr swept per strategy (fedavg 0.001, fedrouter 0.003)" in swept
     assert "| fedavg (none) | +0.200 ± 0.000 |" in swept  # 0.7 − 0.5 in both seeds
