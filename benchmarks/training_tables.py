@@ -174,6 +174,25 @@ def headline_line(records: list[dict], regime: str) -> list[str]:
     ]
 
 
+def tuning_line(same_lr: list[dict], swept: list[dict], regime: str) -> list[str]:
+    """FedRouter − each one-adapter partner at the profile's one lr beside the same at each
+    strategy's swept lr: how much of a difference the lr alone makes."""
+    out = []
+    for partner in ("fedavg", "fedavg-matched"):
+        a, b = paired(same_lr, regime).get((partner, "none")), paired(swept, regime).get((partner, "none"))
+        if not a or not b or "diff" not in a or "diff" not in b:
+            continue
+
+        def signed(mean: float, half: float) -> str:
+            return f"{mean:+.3f}" if np.isnan(half) else f"{mean:+.3f} ± {half:.3f}"
+
+        out.append(
+            f"- FedRouter − {partner}: {signed(*a['diff'])} at one lr for all ({len(a['seeds'])} seeds), "
+            f"{signed(*b['diff'])} at each one's swept lr ({len(b['seeds'])} seeds)."
+        )
+    return out
+
+
 def convergence_line(records: list[dict], regime: str) -> list[str]:
     """Whether the budget converged: FedAvg's last two evaluations (mean curve over seeds) differ by
     less than their standard error (binomial over the test prompts and seeds)."""
@@ -350,6 +369,7 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
         bad = [(r, why) for r, why in refused if r["profile"] == profile]
         out += [f"#### Profile `{profile}`", ""]
         if profile.endswith("-swept"):
+            same_lr = [r for r in usable if r["profile"] == profile.removesuffix("-swept")]
             rs, notes = swept_records(usable, profile.removesuffix("-swept"))
             out += ["Each strategy at the lr its sweep chose (the `-sweep` table):", "", *notes, ""]
         if rs and profile.endswith("-sweep"):
@@ -397,6 +417,7 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
                     *paired_table(rs, regime),
                     "",
                     *headline_line(rs, regime),
+                    *(tuning_line(same_lr, rs, regime) if profile.endswith("-swept") else []),
                     *convergence_line(rs, regime),
                     "",
                 ]

@@ -143,6 +143,7 @@ def test_the_swept_profile_uses_the_profiles_own_records_where_the_sweep_chose_i
     swept = text.split("#### Profile `quick-swept`")[1]
     assert "lr swept per strategy (fedavg 0.001, fedrouter 0.003)" in swept
     assert "| fedavg (none) | +0.200 ± 0.000 |" in swept  # 0.7 − 0.5 in both seeds
+    assert "- FedRouter − fedavg: +0.050 ± 0.000 at one lr for all (2 seeds), +0.200 ± 0.000 at each" in swept
 
 
 def test_the_sweep_picks_each_strategys_best_lr_on_validation_runs(monkeypatch):
