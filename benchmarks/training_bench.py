@@ -309,6 +309,10 @@ def main() -> None:
         "carved from the training data (the first seed), then runs at it (profile <profile>-swept); where it "
         "picks the profile's own lr, the profile's records stand for it and nothing runs again",
     )
+    ap.add_argument(
+        "--sweep-seed", type=int, help="the seed whose sweep picks the lr (default: the first of --seeds); "
+        "its recorded grid points are reused, so more seeds run at the lr it chose"
+    )  # fmt: skip
     args = ap.parse_args()
     profile = "quick" if args.quick else "full"
     p = dict(PROFILES[profile])
@@ -326,7 +330,8 @@ def main() -> None:
     swept = {}
     if args.lr_sweep:
         grid = [float(x) for x in args.lr_sweep.split(",")]
-        swept = sweep_lr(regimes, strategies, seeds[0], grid, profile, p, work, records, commit)
+        sweep_seed = seeds[0] if args.sweep_seed is None else args.sweep_seed
+        swept = sweep_lr(regimes, strategies, sweep_seed, grid, profile, p, work, records, commit)
     for seed in seeds:
         for regime in regimes:
             for strategy in strategies:
