@@ -60,7 +60,7 @@ def _shelf() -> Any:
 
 def pack(folder: Path) -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    with tarfile.open(fileobj=buf, mode="w", dereference=True) as tar:  # a linked adapter travels as files
         tar.add(folder, arcname=".")
     return buf.getvalue()
 
