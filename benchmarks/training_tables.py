@@ -253,8 +253,10 @@ the same cosine) is not yet matched in meaning to the reference's. Oracle routin
 the task's training part (`validation`), never on the test prompts it scores. `train s`: wall seconds of the run on its machine at the time (other work shared the cores),
 not a cost comparison between rows. Which strategies and seeds ran is in each table: a missing row did not run.
 Where FedRouter's routing accuracy is 1.00, its clusters are the tasks, as oracle's are: the FedRouter − oracle
-difference then shows how much the arbitrary order of training alone (which cluster a client trains
-first, which samples a step draws) moves a score."""
+difference then shows how much the order of training alone (which cluster a client trains first and
+last, which samples a step draws) moves a score; where its CI excludes 0, the difference is
+systematic, not only noise (not yet traced: one candidate is that the two number the same clusters
+differently, so round-robin trains them in another order)."""
 
 
 def suite_table(records: list[dict], regime: str) -> list[str]:
