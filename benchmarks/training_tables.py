@@ -56,8 +56,9 @@ def load(path: Path = RECORDS) -> list[dict]:
     return list(latest.values())
 
 
-def _fmt(mean: float, half: float) -> str:
-    return f"{mean:.3f}" if np.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+def _fmt(mean: float, half: float, sign: str = "") -> str:
+    """`mean ± half` (`mean` alone when there is no CI); sign "+": always signed (a difference)."""
+    return f"{mean:{sign}.3f}" if np.isnan(half) else f"{mean:{sign}.3f} ± {half:.3f}"
 
 
 def _by(records: list[dict], *keys: str) -> dict:
@@ -143,10 +144,7 @@ def paired_table(records: list[dict], regime: str) -> list[str]:
         above = "–" if np.isnan(half) else ("yes" if mean - half > 0 else "no")
         settled = "–" if np.isnan(half) else ("yes" if half <= HEADLINE_HALF_WIDTH else f"no ({half:.3f})")
         rel = "–" if d["relative"] is None else f"{d['relative']:+.1%}"
-        rows.append(
-            f"| {s} ({routing}) | {mean:+.3f}{'' if np.isnan(half) else f' ± {half:.3f}'} | {rel} | "
-            f"{len(d['seeds'])} | {above} | {settled} |"
-        )
+        rows.append(f"| {s} ({routing}) | {_fmt(mean, half, '+')} | {rel} | {len(d['seeds'])} | {above} | {settled} |")
     return rows
 
 
@@ -182,13 +180,9 @@ def tuning_line(same_lr: list[dict], swept: list[dict], regime: str) -> list[str
         a, b = paired(same_lr, regime).get((partner, "none")), paired(swept, regime).get((partner, "none"))
         if not a or not b or "diff" not in a or "diff" not in b:
             continue
-
-        def signed(mean: float, half: float) -> str:
-            return f"{mean:+.3f}" if np.isnan(half) else f"{mean:+.3f} ± {half:.3f}"
-
         out.append(
-            f"- FedRouter − {partner}: {signed(*a['diff'])} at one lr for all ({len(a['seeds'])} seeds), "
-            f"{signed(*b['diff'])} at each one's swept lr ({len(b['seeds'])} seeds)."
+            f"- FedRouter − {partner}: {_fmt(*a['diff'], '+')} at one lr for all ({len(a['seeds'])} seeds), "
+            f"{_fmt(*b['diff'], '+')} at each one's swept lr ({len(b['seeds'])} seeds)."
         )
     return out
 

@@ -21,7 +21,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
-from fedrouter.router.release import load_release
+from fedrouter.router.release import Release
 from fedrouter.serving.ray.engine import AttachedEngine, EngineCore, VLLMEngine
 from fedrouter.serving.ray.ingress import Ingress
 from fedrouter.serving.ray.release_shelf import local_release
@@ -67,14 +67,15 @@ class RaySpec(BaseModel):
     health_check_period_s: float = 10.0
     max_ongoing_requests: int = 256  # per replica; the gateway's own limits apply before this
 
-    def local_release(self) -> str:
-        """The starting release's folder on this node."""
+    def start(self) -> Release:
+        """The starting release, read from its folder on this node."""
         return local_release(self.release, self.release_digest, self.release_cache)
 
-    def slots(self) -> int:
+    def slots(self, start: Release | None = None) -> int:
+        """Adapters per engine replica; `start`: the starting release, if already read."""
         if self.models_per_replica > 0:
             return self.models_per_replica
-        k = len(load_release(self.local_release()).manifest.adapters)
+        k = len((start or self.start()).manifest.adapters)
         share = max(1, math.ceil(k / max(1, self.engine_replicas)))
         return share if self.router == "serve" else max(1, min(k, 2 * share))
 
@@ -86,11 +87,11 @@ def build(args: dict[str, Any]) -> Application:
     if spec.router not in ("ring", "serve"):
         raise ValueError(f"unknown router {spec.router!r} (ring, serve)")
     actor_env = {"runtime_env": {"env_vars": dict(spec.serve_env)}} if spec.serve_env else {}
-    routing = {}
+    routing, start = {}, spec.start()
     if spec.router == "ring":
         # every ingress's router starts from the release's adapters, so all compute the same balanced
         # homes from the first request (a later release's adapters are added as they are seen)
-        keys = sorted(engine_names(load_release(spec.local_release())).values())
+        keys = sorted(engine_names(start).values())
         routing["request_router_config"] = RequestRouterConfig(
             request_router_class=AdapterRingRouter, request_router_kwargs={"keys": keys}
         )
@@ -106,7 +107,7 @@ def build(args: dict[str, Any]) -> Application:
         release=spec.release,
         release_digest=spec.release_digest,
         release_cache=spec.release_cache,
-        models_per_replica=spec.slots(),
+        models_per_replica=spec.slots(start),
         **spec.engine_options,
     )
     ingress = serve.deployment(

@@ -71,7 +71,7 @@ def publish(release: str, timeout_s: float = 600.0, check: bool = True) -> dict[
     config = deployed_config()
     if check:
         args = config["args"]  # the starting release: from the shelf where this node lacks its folder
-        start = load_release(local_release(args["release"], args.get("release_digest"), args.get("release_cache")))
+        start = local_release(args["release"], args.get("release_digest"), args.get("release_cache"))
         rel = load_release(release, expect_base=start.manifest.base_model.name)  # raises before any change
         release_id, path, digest = rel.id, str(rel.path), ship(str(rel.path))
     else:

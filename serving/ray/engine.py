@@ -39,7 +39,6 @@ from typing import Any
 import httpx
 from ray import serve
 
-from fedrouter.router.release import load_release
 from fedrouter.serving.adapter_store import AdapterStore
 from fedrouter.serving.ray.release_shelf import local_release
 from fedrouter.serving.supervisor import VLLMSupervisor, async_http_client
@@ -273,7 +272,7 @@ class VLLMEngine(HTTPEngine):
         # port None: a private Unix socket in a 0700 folder, as the single gateway's vLLM
         self.supervisor = VLLMSupervisor(None, extra, kv_cache_gib, None, key)
         try:
-            self.supervisor.start(load_release(local_release(release, release_digest, release_cache)))
+            self.supervisor.start(local_release(release, release_digest, release_cache))
             self.supervisor.wait_healthy(start_timeout_s)
         except BaseException:
             self.supervisor.close()

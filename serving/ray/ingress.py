@@ -70,11 +70,11 @@ class Ingress:
         """`digest`: the starting release's, when it was shipped; `cache`: where this node keeps
         shipped releases (release_shelf.local_release)."""
         self.cache = cache
-        folder = local_release(gateway["release"], digest, cache)
-        self.gateway = gateway_app({**gateway, "release": folder}, engine)
+        start = local_release(gateway["release"], digest, cache)
+        self.gateway = gateway_app({**gateway, "release": str(start.path)}, engine)
         self.refused: dict[str, str] = {}  # release path -> why this replica refused it
         # release digest -> the path it was published as (this node may read a shipped copy)
-        self.published: dict[str, str] = {load_release(folder).digest: gateway["release"]}
+        self.published: dict[str, str] = {start.digest: gateway["release"]}
         _building.set(self.gateway)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
@@ -83,11 +83,11 @@ class Ingress:
             return
         current = self.gateway.state.registry.current
         try:
-            folder = await asyncio.to_thread(local_release, path, digest, self.cache)
+            release = await asyncio.to_thread(local_release, path, digest, self.cache)
             # the engine router balances the new release's adapters from its first request on, as
             # every other ingress replica's does (serving/ray/ring_router.py)
-            reseed(sorted(engine_names(load_release(folder)).values()))
-            result = await self.gateway.state.reloader.load(folder)
+            reseed(sorted(engine_names(release).values()))
+            result = await self.gateway.state.reloader.load(str(release.path))
             self.published[self.gateway.state.registry.current.digest] = path
             log.info("publish: %s", result)
             self.refused.pop(str(path), None)

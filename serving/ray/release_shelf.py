@@ -8,8 +8,8 @@ it) and keeps the last KEEP releases shipped. The digest (`Release.digest`, the 
 identity of everything that decides an answer) names it.
 
 `local_release(path, digest)` is what every process that reads a release calls (the
-application's builder, each ingress replica, each vLLM engine replica): `path` itself when that
-folder is on this node and is that release, else the shelf's copy, fetched once per node into
+application's builder, each ingress replica, each vLLM engine replica): the release, validated,
+from `path` itself when that folder is on this node and is that release, else from the shelf's copy, fetched once per node into
 `<cache>/releases/<digest>/` (unpacked beside it and renamed into place, so a half-written copy
 is never read) and checked against the digest again.
 """
@@ -28,7 +28,7 @@ from typing import Any
 import ray
 
 from fedrouter.router.cache import cache_root
-from fedrouter.router.release import ReleaseError, load_release
+from fedrouter.router.release import Release, ReleaseError, load_release
 
 SHELF = "fedrouter-releases"
 NAMESPACE = "fedrouter"
@@ -75,23 +75,25 @@ def ship(path: str) -> str:
     return release.digest
 
 
-def _digest_of(folder: Path) -> str | None:
-    """The digest of the release in `folder` (fully validated), or None if there is none."""
+def _release_in(folder: Path, digest: str) -> Release | None:
+    """The release in `folder` (fully validated) if it is release `digest`, else None."""
     try:
-        return load_release(folder).digest
+        release = load_release(folder)
     except ReleaseError:
         return None
+    return release if release.digest == digest else None
 
 
-def local_release(path: str, digest: str | None, cache: str | None = None) -> str:
-    """The folder to read release `digest` from on this node (see the module's docstring). No
-    digest (a release that was never shipped): `path` as it is."""
-    if not digest or _digest_of(Path(path)) == digest:
-        return path
+def local_release(path: str, digest: str | None, cache: str | None = None) -> Release:
+    """Release `digest`, validated, read from its folder on this node (see the module's docstring).
+    No digest (a release that was never shipped): the release at `path`."""
+    if not digest:
+        return load_release(path)
     target = Path(cache) if cache else cache_root() / "releases"
     folder = target / digest
-    if _digest_of(folder) == digest:
-        return str(folder)
+    here = _release_in(Path(path), digest) or _release_in(folder, digest)
+    if here:
+        return here
     refs = []
     if ray.is_initialized():  # else: no cluster (local testing mode), nothing shipped
         try:
@@ -108,13 +110,15 @@ def local_release(path: str, digest: str | None, cache: str | None = None) -> st
     try:
         with tarfile.open(fileobj=io.BytesIO(ray.get(refs[0])), mode="r") as tar:
             tar.extractall(staging, filter="data")
-        if _digest_of(staging) != digest:  # the copy's files against its manifest's digests
+        if not _release_in(staging, digest):  # the copy's files against its manifest's digests
             raise ValueError(f"the shipped copy of release {digest[:12]} is not that release")
         try:
             os.rename(staging, folder)
         except OSError:  # another replica on this node put it there first
-            if _digest_of(folder) != digest:
-                raise
+            pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return str(folder)
+    release = _release_in(folder, digest)
+    if release is None:
+        raise ValueError(f"the copy of release {digest[:12]} at {folder} is not that release")
+    return release

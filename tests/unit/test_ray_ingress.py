@@ -359,13 +359,13 @@ def test_a_node_reads_a_release_from_its_folder_its_own_shipped_copy_or_says_it_
     from fedrouter.serving.ray.release_shelf import local_release, pack
 
     v1, v2 = releases
-    assert local_release(str(v1.path), v1.digest, str(tmp_path / "c")) == str(v1.path)  # the folder is that release
-    assert local_release(str(v1.path), "", str(tmp_path / "c")) == str(v1.path)  # never shipped: as it is
+    assert local_release(str(v1.path), v1.digest, str(tmp_path / "c")).path == v1.path  # the folder is that release
+    assert local_release(str(v1.path), "", str(tmp_path / "c")).path == v1.path  # never shipped: as it is
     copy = tmp_path / "c" / v2.digest  # a copy fetched earlier on this node
     copy.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(pack(v2.path))) as tar:
         tar.extractall(copy, filter="data")
-    assert local_release(str(v1.path), v2.digest, str(tmp_path / "c")) == str(copy)  # v1's folder is not v2
+    assert local_release(str(v1.path), v2.digest, str(tmp_path / "c")).path == copy.resolve()  # v1's folder is not v2
     shutil.rmtree(copy)
     with pytest.raises(FileNotFoundError, match=f"release {v2.digest[:12]} is not at .* and was not shipped"):
         local_release(str(tmp_path / "gone"), v2.digest, str(tmp_path / "c"))
