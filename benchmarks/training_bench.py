@@ -30,6 +30,7 @@ gateway's), `local` (among the client's clusters), `oracle` (best adapter per ta
     python -m benchmarks.training_bench --quick            # <= 15 min on 2 cores: dual, 1 seed, 3 strategies
     python -m benchmarks.training_bench                    # full (<= 2 h): dual, 5 strategies, seeds 0,1,2
     python -m benchmarks.training_bench --regimes interference --strategies fedrouter,fedavg --seeds 0,1
+    python -m benchmarks.training_bench --profile long     # 16 rounds at the lrs full's sweep chose (~1.5 h)
 """
 
 from __future__ import annotations
@@ -285,7 +286,11 @@ def sweep_lr(regimes, strategies, seed, grid, profile, p, work, records, commit)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="the quick profile (<= 15 min)")
+    ap.add_argument("--quick", action="store_true", help="the quick profile (<= 15 min); the same as --profile quick")
+    ap.add_argument(
+        "--profile", choices=sorted(PROFILES), help="full (the default), quick, or long (16 rounds at the lrs "
+        "`full`'s sweep chose: its grid points must be recorded, or they run first)",
+    )  # fmt: skip
     ap.add_argument("--regimes", help="comma-separated: dual, interference (default: the profile's)")
     ap.add_argument("--strategies", help=f"comma-separated, of {','.join(STRATEGIES)} (default: the profile's)")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the profile's)")
@@ -314,7 +319,7 @@ def main() -> None:
         "its recorded grid points are reused, so more seeds run at the lr it chose"
     )  # fmt: skip
     args = ap.parse_args()
-    profile = "quick" if args.quick else "full"
+    profile = "quick" if args.quick else (args.profile or "full")
     p = dict(PROFILES[profile])
     keys = ("rounds", "local_steps", "test_per_task", "schedule")
     overridden = {k: getattr(args, k) for k in keys if getattr(args, k) and getattr(args, k) != p[k]}
@@ -328,16 +333,26 @@ def main() -> None:
     strategies = (args.strategies or p["strategies"]).split(",")
     work, records = Path(args.work), Path(args.records)
     swept = {}
-    if args.lr_sweep:
-        grid = [float(x) for x in args.lr_sweep.split(",")]
-        sweep_seed = seeds[0] if args.sweep_seed is None else args.sweep_seed
-        swept = sweep_lr(regimes, strategies, sweep_seed, grid, profile, p, work, records, commit)
+    sweep_profile = p.get("lrs_from") or profile  # whose sweep picks the lrs (`long`: `full`'s)
+    if args.lr_sweep or sweep_profile != profile:
+        sp = p if sweep_profile == profile else dict(PROFILES[sweep_profile])
+        sweep_seed = args.sweep_seed if args.sweep_seed is not None else (sp["seeds"] if sp is not p else seeds)[0]
+        if args.lr_sweep:
+            grid = [float(x) for x in args.lr_sweep.split(",")]
+        else:  # the grid the other profile's sweep recorded
+            grid = sorted({lr for _, _, lr in swept_before(records, f"{sweep_profile}-sweep", sweep_seed, sp)})
+            if not grid:
+                raise SystemExit(f"profile {profile} takes its lrs from `{sweep_profile}`'s sweep, which has no "
+                                 f"records at seed {sweep_seed}: run it first (--profile {sweep_profile} --lr-sweep ...)")  # fmt: skip
+        swept = sweep_lr(regimes, strategies, sweep_seed, grid, sweep_profile, sp, work, records, commit)
+        for s in swept.values():
+            s.update({"profile": f"{sweep_profile}-sweep", "seed": sweep_seed})
     for seed in seeds:
         for regime in regimes:
             for strategy in strategies:
                 for embedder in (args.embedders or p["embedders"]).split(","):
                     if embedder == "minilm" or (strategy == "fedrouter" and regime in args.base_llm_regimes.split(",")):
-                        if swept and swept[(regime, strategy)]["chosen"] == p["lr"]:
+                        if swept and swept[(regime, strategy)]["chosen"] == p["lr"] and sweep_profile == profile:
                             print(f"{regime} {strategy}: the sweep chose the profile's lr {p['lr']:g}; its "
                                   f"`{profile}` records are the swept profile's (no second run)")  # fmt: skip
                         elif swept:

@@ -102,6 +102,20 @@ PROFILES = {  # sized from the measured cost on 2 cores (benchmarks/README.md, t
         "test_per_task": 16,
         "curve_every": 2,
     },
+    # The budget question of `full-swept`: FedAvg's curve at its swept lr still rose between rounds 6
+    # and 8. Twice the rounds (16 x 8 steps, 512 samples per client), each strategy at the lr
+    # `full`'s sweep chose (`lrs_from`: that sweep ran at 8 rounds; none was run at 16), the curve
+    # every 4 rounds; the three one-lr-swept strategies only (~10 min a run here).
+    "long": {
+        **_SHARED,
+        "seeds": [0, 1, 2],
+        "strategies": "fedrouter,fedavg,fedavg-matched",
+        "rounds": 16,
+        "local_steps": 8,
+        "test_per_task": 16,
+        "curve_every": 4,
+        "lrs_from": "full",
+    },
 }
 
 # What a profile leaves out, and why (rendered where its table would be).
@@ -111,6 +125,7 @@ PROFILE_GAPS = {
     "6-8 min here, the `train s` column). "
     "Run it alone: `python -m benchmarks.training_bench --regimes interference`.",
     ("quick", "interference"): "`quick` runs `dual` only.",
+    ("long", "interference"): "`full`'s sweep has no `interference` runs to take its lrs from.",
 }
 
 

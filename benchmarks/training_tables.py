@@ -278,9 +278,14 @@ def _strategies_line(records: list[dict]) -> list[str]:
     missing = [s for s in STRATEGIES if s not in ran]
     if not missing:
         return []
+    base = records[0]["profile"].removesuffix("-swept")
+    flags = f"--profile {base} " if base in PROFILES and base != "full" else ""
+    sweep = next((r["lr_sweep"] for r in records if r.get("lr_sweep")), None)
+    if sweep and not PROFILES.get(base, {}).get("lrs_from"):
+        flags += f"--lr-sweep {','.join(f'{lr:g}' for lr in sweep['grid'])} "
     return [
         f"Strategies run: {', '.join(ran)}. Not run at this profile: {', '.join(missing)} (the time budget; "
-        f"`python -m benchmarks.training_bench --strategies {','.join(missing)}` adds them).",
+        f"`python -m benchmarks.training_bench {flags}--strategies {','.join(missing)}` adds them).",
         "",
     ]
 
@@ -308,10 +313,11 @@ def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], li
     """The records of profile `<base_profile>-swept`: each swept strategy at the lr its sweep chose.
     Where that lr is the base profile's own, the base profile's records are that run (the bench does
     not train it again); else the `-swept` runs. Returns (records, one line per strategy saying which)."""
-    sweep = [r for r in usable if r["profile"] == f"{base_profile}-sweep"]
+    lrs_from = PROFILES.get(base_profile, {}).get("lrs_from")  # `long`: the lrs `full`'s sweep chose
+    sweep = [r for r in usable if r["profile"] == f"{lrs_from or base_profile}-sweep"]
     choices = sweep_choices(sweep)
     grids = {k: sorted({r["settings"]["lr"] for r in rs}) for k, rs in _by(sweep, "regime", "strategy").items()}
-    lr = PROFILES[base_profile]["lr"] if base_profile in PROFILES else None
+    lr = PROFILES[base_profile]["lr"] if base_profile in PROFILES and not lrs_from else None
     tested = {t: regime for regime, spec in REGIMES.items() for t in spec["evaluate"]}  # test set -> training regime
     out, notes = [], []
     for (regime, strategy), chosen in sorted(choices.items()):
@@ -333,6 +339,8 @@ def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], li
             + (
                 f"the `{base_profile}` profile's own lr: its `{base_profile}` records"
                 if chosen == lr
+                else f"chosen by `{lrs_from}`'s sweep at its budget, its own runs"
+                if lrs_from
                 else "its own runs"
             )
             + f" (seeds {seeds})"

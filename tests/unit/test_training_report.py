@@ -214,3 +214,65 @@ def test_the_suite_check_flags_saturated_and_unlearned_tasks_from_fedavg_and_bas
     assert rows["sum"].endswith("no: saturated |")
     assert rows["copy"].endswith("no: not learned |")
     assert rows["topic"].endswith("yes |") and "| 0.55 |" in rows["topic"]
+
+
+def test_the_long_profile_runs_at_the_lrs_fulls_sweep_chose_and_renders_them(monkeypatch, tmp_path):
+    import json
+    import sys
+
+    from benchmarks import training_bench
+
+    def settings(profile, lr):
+        return {k: v for k, v in PROFILES[profile].items() if k in PROFILE_KEYS} | {
+            "lr": lr,
+            "lora_targets": "q_proj,v_proj",
+            "train_per_task": 96,
+        }
+
+    sweep = []
+    for strategy, scores in (("fedavg", (0.2, 0.5, 0.7)), ("fedrouter", (0.3, 0.6, 0.5))):
+        for lr, sc in zip((3e-4, 1e-3, 3e-3), scores):
+            sweep.append(record(strategy, 0, sc, profile="full-sweep", settings=settings("full", lr)))
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in sweep))
+    calls = []
+
+    def fake_run_one(regime, strategy, seed, embedder, profile, p, work, records, commit, validation=False, extra=None):
+        calls.append((strategy, seed, profile, p["lr"], p["rounds"], validation, extra["lr_sweep"]["profile"]))
+        return 0.5
+
+    monkeypatch.setattr(training_bench, "run_one", fake_run_one)
+    argv = [
+        "training_bench",
+        "--profile",
+        "long",
+        "--records",
+        str(path),
+        "--seeds",
+        "1",
+        "--strategies",
+        "fedavg,fedrouter",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    training_bench.main()
+    # no sweep point runs again (full's are recorded, at seed 0 whichever seeds run); each at its chosen lr
+    assert calls == [
+        ("fedavg", 1, "long-swept", 3e-3, 16, False, "full-sweep"),
+        ("fedrouter", 1, "long-swept", 1e-3, 16, False, "full-sweep"),
+    ]
+    chosen = {"grid": [3e-4, 1e-3, 3e-3], "chosen": 3e-3}
+    ran = [
+        record("fedavg", k, 0.5, profile="long-swept", settings=settings("long", 3e-3), lr_sweep=chosen) for k in (0, 1)
+    ]
+    ran += [
+        record("fedrouter", k, 0.6, profile="long-swept", settings=settings("long", 1e-3), lr_sweep=chosen | {"chosen": 1e-3})
+        for k in (0, 1)
+    ]  # fmt: skip
+    usable, refused = split([*sweep, *ran])
+    assert not refused
+    text = markdown(usable, png_dir=tmp_path).split("#### Profile `long-swept`")[1]
+    assert (
+        "- dual fedavg: lr 0.003 (the largest of its grid: a wider grid might choose another), chosen by `full`'s sweep"
+        in text
+    )
+    assert "16 rounds × 8 steps" in text and "| fedavg (none) | +0.100 ± 0.000 |" in text
