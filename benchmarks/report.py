@@ -232,6 +232,7 @@ half-width ≤ 0.03), whichever its sign.
 | `benchmarks/ray_overhead.py` | the Ray Serve path (`fedrouter serve --ray`) vs the single gateway, both against a stub: added latency, publish time |
 | `benchmarks/ray_throughput.py` | 2 real (tiny) vLLM replicas: single gateway vs Ray Serve throughput at c = 8, 32, Ray home-hit share |
 | `benchmarks/training_speed.py` | seconds per training sample and evaluation time, the tree before the speed work (before) vs this one (after), paired runs |
+| `benchmarks/schedule_alignment.py` | FedRouter vs oracle: which tasks both clients train in the same rounds under round-robin, beside the per-task scores |
 | `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle, base model; dual, interference, generalization; seeds; routing modes; counted steps and samples per client and round |
 """
 
@@ -266,6 +267,9 @@ def main() -> None:
     from benchmarks.training_tables import markdown as training_markdown
 
     parts.append(training_markdown())  # rendered from results/training_runs.jsonl
+    alignment = _load("schedule_alignment")
+    if alignment:
+        parts.append(_module("schedule_alignment")(alignment))
     (HERE / "README.md").write_text("\n\n".join(parts) + "\n")
     print(f"wrote {HERE / 'README.md'}")
 

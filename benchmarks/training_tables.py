@@ -249,8 +249,8 @@ not a cost comparison between rows. Which strategies and seeds ran is in each ta
 Where FedRouter's routing accuracy is 1.00, its clusters are the tasks, as oracle's are: the FedRouter − oracle
 difference then shows how much the order of training alone (which cluster a client trains first and
 last, which samples a step draws) moves a score; where its CI excludes 0, the difference is
-systematic, not only noise (not yet traced: one candidate is that the two number the same clusters
-differently, so round-robin trains them in another order)."""
+systematic, not only noise. One candidate, that the two number the same clusters differently so that
+round-robin trains them in other rounds, is tested in the Schedule alignment section below."""
 
 
 def suite_table(records: list[dict], regime: str) -> list[str]:

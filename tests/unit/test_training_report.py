@@ -276,3 +276,23 @@ def test_the_long_profile_runs_at_the_lrs_fulls_sweep_chose_and_renders_them(mon
         in text
     )
     assert "16 rounds × 8 steps" in text and "| fedavg (none) | +0.100 ± 0.000 |" in text
+
+
+def test_schedule_alignment_reads_round_robin_from_the_schedule_and_judges_the_sign():
+    import numpy as np
+
+    from benchmarks.schedule_alignment import render, rounds_per_task
+
+    # local cluster 0 (task a) is picked in even rounds, 1 (task b) in odd ones (rnd % 2)
+    labels, tasks = np.array([1, 0, 0, 1]), ["b", "a", "a", "b"]
+    assert rounds_per_task(labels, tasks, 4) == {"a": (2, 4), "b": (1, 3)}
+
+    def run(strategy, in_step, scores):
+        return {"profile": "full", "seed": 0, "strategy": strategy, "in_step": in_step, "per_task": scores}
+
+    fr = run("fedrouter", ["b"], {"a": 0.6, "b": 0.6})
+    same_sign = render({"runs": [fr, run("oracle", ["a"], {"a": 0.4, "b": 0.4})]})
+    assert "FedRouter alternating, oracle in step: mean FedRouter − oracle +0.200 over 1" in same_sign
+    assert "does not predict the sign" in same_sign
+    opposite = render({"runs": [fr, run("oracle", ["a"], {"a": 0.4, "b": 0.8})]})
+    assert "consistent with the schedule causing the difference" in opposite
