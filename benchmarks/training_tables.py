@@ -172,17 +172,23 @@ def headline_line(records: list[dict], regime: str) -> list[str]:
     ]
 
 
-def tuning_line(same_lr: list[dict], swept: list[dict], regime: str) -> list[str]:
-    """FedRouter − each one-adapter partner at the profile's one lr beside the same at each
-    strategy's swept lr: how much of a difference the lr alone makes."""
+def tuning_line(
+    before: list[dict],
+    after: list[dict],
+    regime: str,
+    labels: tuple[str, str] = ("at one lr for all", "at each one's swept lr"),
+) -> list[str]:
+    """FedRouter − each one-adapter partner in two sets of records side by side: the profile's one lr
+    beside each strategy's swept lr (how much of a difference the lr alone makes), or one budget
+    beside a longer one."""
     out = []
     for partner in ("fedavg", "fedavg-matched"):
-        a, b = paired(same_lr, regime).get((partner, "none")), paired(swept, regime).get((partner, "none"))
+        a, b = paired(before, regime).get((partner, "none")), paired(after, regime).get((partner, "none"))
         if not a or not b or "diff" not in a or "diff" not in b:
             continue
         out.append(
-            f"- FedRouter − {partner}: {_fmt(*a['diff'], '+')} at one lr for all ({len(a['seeds'])} seeds), "
-            f"{_fmt(*b['diff'], '+')} at each one's swept lr ({len(b['seeds'])} seeds)."
+            f"- FedRouter − {partner}: {_fmt(*a['diff'], '+')} {labels[0]} ({len(a['seeds'])} seeds), "
+            f"{_fmt(*b['diff'], '+')} {labels[1]} ({len(b['seeds'])} seeds)."
         )
     return out
 
@@ -373,8 +379,16 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
         bad = [(r, why) for r, why in refused if r["profile"] == profile]
         out += [f"#### Profile `{profile}`", ""]
         if profile.endswith("-swept"):
-            same_lr = [r for r in usable if r["profile"] == profile.removesuffix("-swept")]
-            rs, notes = swept_records(usable, profile.removesuffix("-swept"))
+            base = profile.removesuffix("-swept")
+            lrs_from = PROFILES.get(base, {}).get("lrs_from")
+            if lrs_from:  # the same lrs at the other profile's budget
+                same_lr = swept_records(usable, lrs_from)[0]
+                rounds = (PROFILES[lrs_from]["rounds"], PROFILES[base]["rounds"])
+                labels = (f"after {rounds[0]} rounds (`{lrs_from}-swept`)", f"after {rounds[1]} rounds (here)")
+            else:
+                same_lr = [r for r in usable if r["profile"] == base]
+                labels = ("at one lr for all", "at each one's swept lr")
+            rs, notes = swept_records(usable, base)
             out += ["Each strategy at the lr its sweep chose (the `-sweep` table):", "", *notes, ""]
         if rs and profile.endswith("-sweep"):
             out += [
@@ -421,7 +435,7 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
                     *paired_table(rs, regime),
                     "",
                     *headline_line(rs, regime),
-                    *(tuning_line(same_lr, rs, regime) if profile.endswith("-swept") else []),
+                    *(tuning_line(same_lr, rs, regime, labels) if profile.endswith("-swept") else []),
                     *convergence_line(rs, regime),
                     "",
                 ]

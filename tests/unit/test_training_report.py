@@ -276,6 +276,17 @@ def test_the_long_profile_runs_at_the_lrs_fulls_sweep_chose_and_renders_them(mon
         in text
     )
     assert "16 rounds × 8 steps" in text and "| fedavg (none) | +0.100 ± 0.000 |" in text
+    assert "FedRouter − fedavg" not in text  # no `full-swept` runs to set beside these
+    # after 8 rounds: fedavg's swept runs; fedrouter's sweep chose full's own lr, so its `full` records
+    at8 = [
+        record("fedavg", k, 0.4, profile="full-swept", settings=settings("full", 3e-3), lr_sweep=chosen) for k in (0, 1)
+    ]
+    at8 += [record("fedrouter", k, 0.6, profile="full", settings=settings("full", 1e-3)) for k in (0, 1)]
+    text = markdown([*usable, *at8], png_dir=tmp_path).split("#### Profile `long-swept`")[1]
+    assert (
+        "- FedRouter − fedavg: +0.200 ± 0.000 after 8 rounds (`full-swept`) (2 seeds), "
+        "+0.100 ± 0.000 after 16 rounds (here) (2 seeds)." in text
+    )
 
 
 def test_schedule_alignment_reads_round_robin_from_the_schedule_and_judges_the_sign():
