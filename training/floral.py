@@ -85,7 +85,7 @@ def floral_client_round(msg: Message, context, cfg, data, model, tok, pid: int) 
     handles = attach_mixture(model, logits, r, noise)
     try:
         lora = [p for p in model.parameters() if p.requires_grad]
-        groups = [{"params": lora}, {"params": [logits], "lr": cfg.router_lr * lr / cfg.lr, "weight_decay": 0.0}]
+        groups = [{"params": lora}, {"params": [logits], "lr": cfg.router_lr_scale * lr, "weight_decay": 0.0}]
 
         def redraw() -> None:  # the reference's Router.moe: logits + noise_std * U[0, 1) while training
             noise.copy_(cfg.router_noise * torch.rand(K, generator=gen))

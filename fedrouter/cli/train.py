@@ -73,7 +73,7 @@ def _train_config(args: argparse.Namespace):
         rel = load_release(
             Path(args.resume) / "releases" / "latest" if (Path(args.resume) / "releases").is_dir() else args.resume
         )
-        values.update(rel.manifest.training.get("config", {}))  # same settings unless overridden
+        values.update(TrainConfig.upgrade(rel.manifest.training.get("config", {})))  # same settings unless overridden
         values["resume"] = str(rel.path)
         values.setdefault("out", str(rel.path.parent.parent))
     for key in (
@@ -121,7 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from fedrouter.training.evaluate import evaluate_release, markdown_table, plot
 
     rel = load_release(args.release)
-    values = dict(rel.manifest.training.get("config", {}))
+    values = TrainConfig.upgrade(rel.manifest.training.get("config", {}))
     for key in ("scenario", "tasks", "held_out", "data_dir", "num_clients", "seed"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)

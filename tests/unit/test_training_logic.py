@@ -307,6 +307,9 @@ def test_config_from_flower_run_config():
     with pytest.raises(ValueError, match="strategy"):
         TrainConfig(strategy="magic")
     assert TrainConfig.from_record({"strategy": "fedavg-matched"}).strategy == "fedavg-matched"
+    # a release written with FLoRAL's absolute router lr reads back as the same ratio
+    old = TrainConfig.upgrade({"strategy": "floral", "lr": 1e-3, "router_lr": 0.1})
+    assert TrainConfig(**old).router_lr_scale == pytest.approx(100.0)
 
 
 def test_the_dialogue_task_replies_in_conversations_it_never_trained_on():

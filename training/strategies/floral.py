@@ -2,14 +2,16 @@
 private softmax mixture per client, served as one rank-K·r adapter per client.
 
 Values from the reference (zeligism/FLoRAL, floral/conf and floral/model/router.py):
-- the router (mixture logits, initialised to zeros) has its own learning rate, `router_lr` =
-  0.1 in every task config (conf/task/*.yaml), without weight decay (training/utils.py);
+- the router (mixture logits, initialised to zeros) has its own parameter group without weight
+  decay (training/utils.py `get_param_groups`), at `router_lr: ${lr}` by default
+  (conf/method/_method_with_router.yaml:6): the adaptors' lr, as here (`router_lr_scale` = 1);
 - while training, noise U[0, noise_std) with noise_std = 1.0 (conf/method/_method_with_router.yaml,
   `torch.rand_like` in Router.moe) is added to the logits before the softmax; none at evaluation;
 - aggregation (server/strategy/floralavg.py, FloralAvg): adaptor k is averaged over clients with
   weights n_c·pi_c[k] / sum_c' n_c'·pi_c'[k] (examples times the client's mixture weight).
-The reference optimises with SGD; here every parameter uses AdamW (the harness's optimizer), so
-the router step is AdamW's at lr `router_lr` rather than SGD's.
+The reference optimises with SGD (conf/base.yaml `optimizer: torch.optim.SGD`); here every
+parameter uses AdamW (the harness's optimizer), whose step is about the lr whatever the gradient's
+scale: the router keeps the reference's ratio to the adaptors' lr rather than its absolute value.
 """
 
 from __future__ import annotations
