@@ -248,8 +248,9 @@ that global routing sends to the adapter scoring best on their task. CIs are ove
 alpha/r scaling) takes larger effective steps than rank-r adapters at the same learning rate: every
 strategy runs at the same per-round cosine; a profile without `-swept` runs every strategy at the
 same lr, a `-swept` one at the lr each strategy chose in the same grid on a validation split carved
-from its training data (`--lr-sweep`, the `-sweep` table); FLoRAL's router lr (0.1, the reference's SGD value, here under AdamW; it follows
-the same cosine) is not yet matched in meaning to the reference's. Oracle routing (`oracle` mode) picks each task's adapter on prompts from
+from its training data (`--lr-sweep`, the `-sweep` table); FLoRAL's router lr is the adaptors' lr times `router_lr_scale` = 1 (the reference's
+`router_lr: ${lr}` under SGD; the ratio, since AdamW's step does not scale with the gradient; it follows
+the same cosine). Oracle routing (`oracle` mode) picks each task's adapter on prompts from
 the task's training part (`validation`), never on the test prompts it scores. `train s`: wall seconds of the run on its machine at the time (other work shared the cores),
 not a cost comparison between rows. Which strategies and seeds ran is in each table: a missing row did not run.
 Where FedRouter's routing accuracy is 1.00, its clusters are the tasks, as oracle's are: the FedRouter − oracle
