@@ -70,11 +70,12 @@ class TrainConfig:
     k_clients: int = 2  # clustered FL: client groups (the reference's n_clusters), independent of K
     cluster_round: int = 2  # clustered FL: FedAvg before this round, clients grouped by their updates in it
     # FLoRAL: the mixture logits' learning rate as a multiple of the adaptors' (it follows the same
-    # cosine). The reference ties the two under SGD: conf/method/_method_with_router.yaml:6
-    # `router_lr: ${lr}`, and 6 of its 8 task configs keep lr 0.1 = router_lr 0.1 (cifar10 and
-    # synthetic_mlp: 0.03 and 0.1). Under the harness's AdamW a step moves each parameter by about
-    # its lr whatever the gradient's scale, so the same ratio keeps the router's pace relative to the
-    # adaptors'; an absolute 0.1 beside lr 1e-3 made it move 100x faster than they do.
+    # cosine). The reference (zeligism/FLoRAL at 33ab810) ties the two under SGD by default:
+    # conf/method/_method_with_router.yaml:6 `router_lr: ${lr}`; 5 of its 8 task configs set lr 0.1
+    # and router_lr 0.1 (cifar10, synthetic_mlp: lr 0.03; cifar100: lr 0.001, router_lr 0.1).
+    # Under the harness's AdamW a step moves each parameter by about its lr whatever the gradient's
+    # scale, so the same ratio keeps the router's pace relative to the adaptors'; an absolute 0.1
+    # beside lr 1e-3 made it move 100x faster than they do.
     router_lr_scale: float = 1.0
     router_noise: float = 1.0  # FLoRAL: U[0, this) noise on the logits while training (its router_noise_std)
     # Release
