@@ -49,11 +49,11 @@ def rounds_per_task(labels: np.ndarray, tasks: list[str], rounds: int) -> dict[s
 
 def local_labels(strategy: str, cfg, emb: np.ndarray, train: list[dict], pid: int) -> np.ndarray:
     """A client's local cluster of each training sample, as training/client_app.py's query makes it."""
+    from fedrouter.training.client_app import task_labels
     from fedrouter.training.clustering import local_clusters
 
     if strategy == "oracle":  # the client's task names, sorted
-        names = sorted({s["task"] for s in train})
-        return np.array([names.index(s["task"]) for s in train])
+        return task_labels(train)[0]
     return local_clusters(emb, cfg.k_local, cfg.seed + pid)[1]
 
 
@@ -159,8 +159,10 @@ def main() -> None:
     usable, _ = split(load())
     chosen = []
     for profile in args.profiles.split(","):
-        rs = swept_records(usable, profile.removesuffix("-swept"))[0] if profile.endswith("-swept") else usable
-        rs = [r for r in rs if profile.endswith("-swept") or r["profile"] == profile]
+        if profile.endswith("-swept"):  # each strategy at its swept lr, wherever its records are
+            rs = swept_records(usable, profile.removesuffix("-swept"))[0]
+        else:
+            rs = [r for r in usable if r["profile"] == profile]
         chosen += [
             {**r, "profile": profile}
             for r in rs

@@ -54,6 +54,12 @@ def client_data(cfg: TrainConfig, context: Context) -> tuple[int, ClientData]:
     return pid, scenario.clients[pid]
 
 
+def task_labels(train: list[dict]) -> tuple[np.ndarray, list[str]]:
+    """Oracle's local clusters: the client's task names, sorted, and each sample's index among them."""
+    names = sorted({s["task"] for s in train})
+    return np.array([names.index(s["task"]) for s in train]), names
+
+
 def _embed_train(cfg: TrainConfig, data: ClientData) -> np.ndarray:
     return _embedder(cfg.embedder_kind, cfg.embedder).embed([s["prompt"] for s in data.train])  # [N, dim]
 
@@ -68,8 +74,7 @@ def query(msg: Message, context: Context) -> Message:
         centroids, labels, counts = local_clusters(emb, cfg.k_local, cfg.seed + pid)
         names = [f"local{i}" for i in range(len(centroids))]
     elif mode == "task":  # oracle: the true task labels are the clusters
-        names = sorted({s["task"] for s in data.train})
-        labels = np.array([names.index(s["task"]) for s in data.train])
+        labels, names = task_labels(data.train)
         counts = np.bincount(labels, minlength=len(names))
         centroids = np.stack([emb[labels == i].mean(0) for i in range(len(names))])
     else:  # "one": the whole client is one cluster

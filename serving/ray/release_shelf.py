@@ -110,15 +110,16 @@ def local_release(path: str, digest: str | None, cache: str | None = None) -> Re
     try:
         with tarfile.open(fileobj=io.BytesIO(ray.get(refs[0])), mode="r") as tar:
             tar.extractall(staging, filter="data")
-        if not _release_in(staging, digest):  # the copy's files against its manifest's digests
-            raise ValueError(f"the shipped copy of release {digest[:12]} is not that release")
         try:
             os.rename(staging, folder)
         except OSError:  # another replica on this node put it there first
             pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    # checked once, in place: the copy's files against its manifest's digests (a reader never uses
+    # this folder unchecked either, so a bad copy is removed rather than served)
     release = _release_in(folder, digest)
     if release is None:
-        raise ValueError(f"the copy of release {digest[:12]} at {folder} is not that release")
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ValueError(f"the shipped copy of release {digest[:12]} is not that release")
     return release
