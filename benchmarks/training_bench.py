@@ -241,9 +241,10 @@ def record_run(
 
 
 def swept_before(records: Path | None, profile: str, seed: int, p: dict) -> dict[tuple[str, str, float], float]:
-    """(regime, strategy, lr) -> validation score, from the usable `profile` (a `-sweep`) records of
-    `seed` in `records` whose settings are `p`'s but for the lr: a sweep resumed or widened runs
-    only the grid points it has no record of."""
+    """(regime, strategy, lr) -> score (the strategy's first mode), from the usable `profile` records
+    of `seed` in `records` whose settings are `p`'s but for the lr: a sweep (`-sweep` records)
+    resumed or widened runs only the grid points it has no record of, and a swept strategy whose
+    sweep chose the profile's own lr runs only where the profile has no record of it."""
     from benchmarks.training_protocol import PRIMARY, refusal
 
     if records is None or not records.exists():
@@ -312,7 +313,7 @@ def main() -> None:
         "--lr-sweep",
         help="comma-separated lrs, e.g. 3e-4,1e-3,3e-3: each strategy first picks its lr on a validation split "
         "carved from the training data (the first seed), then runs at it (profile <profile>-swept); where it "
-        "picks the profile's own lr, the profile's records stand for it and nothing runs again",
+        "picks the profile's own lr, the profile's records stand for it (run only where a seed has none)",
     )
     ap.add_argument(
         "--sweep-seed", type=int, help="the seed whose sweep picks the lr (default: the first of --seeds); "
@@ -352,9 +353,12 @@ def main() -> None:
             for strategy in strategies:
                 for embedder in (args.embedders or p["embedders"]).split(","):
                     if embedder == "minilm" or (strategy == "fedrouter" and regime in args.base_llm_regimes.split(",")):
-                        if swept and swept[(regime, strategy)]["chosen"] == p["lr"] and sweep_profile == profile:
+                        own_lr = swept and swept[(regime, strategy)]["chosen"] == p["lr"] and sweep_profile == profile
+                        if own_lr and (regime, strategy, p["lr"]) in swept_before(records, profile, seed, p):
                             print(f"{regime} {strategy}: the sweep chose the profile's lr {p['lr']:g}; its "
-                                  f"`{profile}` records are the swept profile's (no second run)")  # fmt: skip
+                                  f"`{profile}` record of seed {seed} is the swept profile's (no second run)")  # fmt: skip
+                        elif own_lr:  # the profile's own run, which the report reads as the swept one
+                            run_one(regime, strategy, seed, embedder, profile, p, work, records, commit)
                         elif swept:
                             s = swept[(regime, strategy)]
                             run_one(

@@ -289,6 +289,33 @@ def test_the_long_profile_runs_at_the_lrs_fulls_sweep_chose_and_renders_them(mon
     )
 
 
+def test_a_sweep_that_chooses_the_profiles_lr_runs_the_profile_only_where_a_seed_has_no_record(monkeypatch, tmp_path):
+    import json
+    import sys
+
+    from benchmarks import training_bench
+
+    full = {k: v for k, v in PROFILES["full"].items() if k in PROFILE_KEYS}
+    rows = []
+    for lr, sc in ((1e-3, 0.7), (3e-3, 0.4)):  # the sweep chooses full's own lr, 1e-3
+        rows.append(record("fedavg", 0, sc, profile="full-sweep", regime="interference", settings=full | {"lr": lr}))
+    rows.append(record("fedavg", 1, 0.5, profile="full", regime="interference", settings=dict(full)))  # seed 1 ran
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls = []
+
+    def fake_run_one(regime, strategy, seed, embedder, profile, p, work, records, commit, validation=False, extra=None):
+        calls.append((regime, seed, profile, p["lr"], validation))
+        return 0.5
+
+    monkeypatch.setattr(training_bench, "run_one", fake_run_one)
+    argv = ["training_bench", "--records", str(path), "--regimes", "interference", "--strategies", "fedavg"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--lr-sweep", "1e-3,3e-3", "--seeds", "0,1,2"])
+    training_bench.main()
+    # seed 0's sweep points are recorded; seed 1 has its `full` record; seeds 0 and 2 run as `full`
+    assert calls == [("interference", 0, "full", 1e-3, False), ("interference", 2, "full", 1e-3, False)]
+
+
 def test_schedule_alignment_reads_round_robin_from_the_schedule_and_judges_the_sign():
     import numpy as np
 
