@@ -30,6 +30,8 @@ gateway's), `local` (among the client's clusters), `oracle` (best adapter per ta
     python -m benchmarks.training_bench --quick            # <= 15 min on 2 cores: dual, 1 seed, 3 strategies
     python -m benchmarks.training_bench                    # full (<= 2 h): dual, 5 strategies, seeds 0,1,2
     python -m benchmarks.training_bench --regimes interference --strategies fedrouter,fedavg --seeds 0,1
+    python -m benchmarks.training_bench --regimes interference --strategies fedrouter,fedavg \
+        --lr-sweep 1e-3,3e-3,1e-2,3e-2 --seeds 0,1,2  # the committed interference sweep (~2 h)
     python -m benchmarks.training_bench --profile long     # 16 rounds at the lrs full's sweep chose (~1.5 h)
 """
 
@@ -285,12 +287,38 @@ def sweep_lr(regimes, strategies, seed, grid, profile, p, work, records, commit)
     return chosen
 
 
+def recorded_choices(records, profile, seed, p, regimes, strategies) -> dict:
+    """Per (regime, strategy): the lr `profile`'s recorded sweep (seed `seed`) chose, over the grid
+    it recorded for that pair (grids may differ between regimes); nothing runs. A pair without
+    recorded sweep points stops the bench with the command that sweeps it."""
+    done = swept_before(records, f"{profile}-sweep", seed, p)
+    chosen, missing = {}, []
+    for regime in regimes:
+        for strategy in strategies:
+            scores = {lr: sc for (g, s, lr), sc in done.items() if (g, s) == (regime, strategy)}
+            if not scores:
+                missing.append(f"{regime} {strategy}")
+                continue
+            grid = sorted(scores)
+            chosen[(regime, strategy)] = {
+                "grid": grid,
+                "scores": [scores[lr] for lr in grid],
+                "chosen": max(grid, key=lambda lr: scores[lr]),
+            }
+    if missing:
+        raise SystemExit(
+            f"`{profile}`'s sweep has no records at seed {seed} for {', '.join(missing)}: sweep them first "
+            f"(--profile {profile} --regimes {','.join(regimes)} --strategies {','.join(strategies)} --lr-sweep ...)"
+        )
+    return chosen
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the quick profile (<= 15 min); the same as --profile quick")
     ap.add_argument(
         "--profile", choices=sorted(PROFILES), help="full (the default), quick, or long (16 rounds at the lrs "
-        "`full`'s sweep chose: its grid points must be recorded, or they run first)",
+        "`full`'s recorded sweep chose per regime and strategy: a pair it has not swept stops the bench)",
     )  # fmt: skip
     ap.add_argument("--regimes", help="comma-separated: dual, interference (default: the profile's)")
     ap.add_argument("--strategies", help=f"comma-separated, of {','.join(STRATEGIES)} (default: the profile's)")
@@ -340,12 +368,9 @@ def main() -> None:
         sweep_seed = args.sweep_seed if args.sweep_seed is not None else (sp["seeds"] if sp is not p else seeds)[0]
         if args.lr_sweep:
             grid = [float(x) for x in args.lr_sweep.split(",")]
-        else:  # the grid the other profile's sweep recorded
-            grid = sorted({lr for _, _, lr in swept_before(records, f"{sweep_profile}-sweep", sweep_seed, sp)})
-            if not grid:
-                raise SystemExit(f"profile {profile} takes its lrs from `{sweep_profile}`'s sweep, which has no "
-                                 f"records at seed {sweep_seed}: run it first (--profile {sweep_profile} --lr-sweep ...)")  # fmt: skip
-        swept = sweep_lr(regimes, strategies, sweep_seed, grid, sweep_profile, sp, work, records, commit)
+            swept = sweep_lr(regimes, strategies, sweep_seed, grid, sweep_profile, sp, work, records, commit)
+        else:  # the lrs the other profile's sweep chose, from its records alone
+            swept = recorded_choices(records, sweep_profile, sweep_seed, sp, regimes, strategies)
         for s in swept.values():
             s.update({"profile": f"{sweep_profile}-sweep", "seed": sweep_seed})
     for seed in seeds:

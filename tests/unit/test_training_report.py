@@ -316,6 +316,44 @@ def test_a_sweep_that_chooses_the_profiles_lr_runs_the_profile_only_where_a_seed
     assert calls == [("interference", 0, "full", 1e-3, False), ("interference", 2, "full", 1e-3, False)]
 
 
+def test_the_long_profile_takes_each_regimes_own_recorded_grid_and_stops_where_a_pair_was_not_swept(
+    monkeypatch, tmp_path
+):
+    import json
+    import sys
+
+    import pytest
+
+    from benchmarks import training_bench
+
+    full = {k: v for k, v in PROFILES["full"].items() if k in PROFILE_KEYS}
+    rows = [  # dual swept 3e-4..3e-3, interference 1e-3..3e-2: neither grid point is missing for the other
+        record("fedavg", 0, sc, profile="full-sweep", settings=full | {"lr": lr})
+        for lr, sc in ((3e-4, 0.2), (1e-3, 0.5), (3e-3, 0.6))
+    ]
+    rows += [
+        record("fedavg", 0, sc, profile="full-sweep", regime="interference", settings=full | {"lr": lr})
+        for lr, sc in ((1e-3, 0.5), (1e-2, 0.8), (3e-2, 0.3))
+    ]
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls = []
+
+    def fake_run_one(regime, strategy, seed, embedder, profile, p, work, records, commit, validation=False, extra=None):
+        calls.append((regime, strategy, profile, p["lr"], validation, extra["lr_sweep"]["grid"]))
+        return 0.5
+
+    monkeypatch.setattr(training_bench, "run_one", fake_run_one)
+    argv = ["training_bench", "--profile", "long", "--records", str(path), "--seeds", "0"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--regimes", "interference", "--strategies", "fedavg"])
+    training_bench.main()
+    assert calls == [("interference", "fedavg", "long-swept", 1e-2, False, [1e-3, 1e-2, 3e-2])]
+    monkeypatch.setattr(sys, "argv", [*argv, "--regimes", "interference", "--strategies", "fedavg,fedrouter"])
+    with pytest.raises(SystemExit, match="no records at seed 0 for interference fedrouter"):
+        training_bench.main()
+    assert len(calls) == 1  # nothing ran
+
+
 def test_schedule_alignment_reads_round_robin_from_the_schedule_and_judges_the_sign():
     import numpy as np
 
