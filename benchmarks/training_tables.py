@@ -401,9 +401,17 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
             ]
         elif rs:
             s, m = rs[0]["settings"], rs[0]["machine"]
-            lrs = sorted({(r["strategy"], r["settings"]["lr"]) for r in rs if r["strategy"] != BASE})
+            tested = {t: g for g, spec in REGIMES.items() for t in spec["evaluate"]}  # test set -> training regime
+            lrs = sorted(
+                {(tested[r["regime"]], r["strategy"], r["settings"]["lr"]) for r in rs if r["strategy"] != BASE}
+            )
             lr_text = (
-                "lr swept per strategy (" + ", ".join(f"{k} {v:g}" for k, v in lrs) + ")"
+                "lr swept per regime and strategy ("
+                + "; ".join(
+                    f"{g}: " + ", ".join(f"{k} {v:g}" for gg, k, v in lrs if gg == g)
+                    for g in dict.fromkeys(g for g, _, _ in lrs)
+                )
+                + ")"
                 if profile.endswith("-swept")
                 else f"lr {s['lr']:g}"
             )

@@ -106,7 +106,7 @@ def test_lr_sweep_records_may_differ_in_lr_only_and_swept_runs_must_use_the_chos
     ]
     text = markdown(usable, png_dir=tmp_path)
     assert "| dual | fedavg | 0.0003 | 0.200 | 0 |" in text and "| dual | fedavg | 0.003 | 0.400 | 0 |" in text
-    assert "lr swept per strategy (fedavg 0.003)" in text
+    assert "lr swept per regime and strategy (dual: fedavg 0.003)" in text
 
 
 def test_the_swept_profile_uses_the_profiles_own_records_where_the_sweep_chose_its_lr(tmp_path):
@@ -141,7 +141,7 @@ def test_the_swept_profile_uses_the_profiles_own_records_where_the_sweep_chose_i
     )
     text = markdown(load(path), png_dir=tmp_path)
     swept = text.split("#### Profile `quick-swept`")[1]
-    assert "lr swept per strategy (fedavg 0.001, fedrouter 0.003)" in swept
+    assert "lr swept per regime and strategy (dual: fedavg 0.001, fedrouter 0.003)" in swept
     assert "| fedavg (none) | +0.200 ± 0.000 |" in swept  # 0.7 − 0.5 in both seeds
     assert "- FedRouter − fedavg: +0.050 ± 0.000 at one lr for all (2 seeds), +0.200 ± 0.000 at each" in swept
 
