@@ -75,9 +75,16 @@ class Ingress:
         self.refused: dict[str, str] = {}  # release path -> why this replica refused it
         # release digest -> the path it was published as (this node may read a shipped copy)
         self.published: dict[str, str] = {start.digest: gateway["release"]}
+        # publishes apply in the order they arrive: one that started earlier never lands after a
+        # later one (Serve's local testing mode calls the first reconfigure without awaiting it)
+        self._publishing = asyncio.Lock()
         _building.set(self.gateway)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
+        async with self._publishing:
+            await self._publish(config)
+
+    async def _publish(self, config: dict[str, Any]) -> None:
         path, digest = (config or {}).get("release"), (config or {}).get("digest")
         if not path:
             return

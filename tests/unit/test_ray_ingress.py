@@ -168,6 +168,29 @@ def test_retired_adapters_stay_in_the_engines(releases):
     assert backend_adapter_name("geo", v2.manifest.digests["geo"]) in transport.adapters
 
 
+def test_publishes_land_in_the_order_they_arrive_even_when_an_earlier_one_is_slower(releases, monkeypatch):
+    import time
+
+    from fedrouter.serving.ray import ingress as ingress_module
+
+    v1, v2 = releases
+    spec = RaySpec(release=str(v1.path), engine="stub", engine_num_cpus=0, ingress_num_cpus=0)
+    ingress = local(build(spec.model_dump()), "fedrouter-local")
+    ingress.reconfigure.remote({"release": str(v2.path)}).result()
+    real = ingress_module.local_release
+
+    def slow_for_v1(path, digest, cache=None):
+        if path == str(v1.path):
+            time.sleep(0.5)  # reading v1 takes long: v2's publish, sent after it, arrives meanwhile
+        return real(path, digest, cache)
+
+    monkeypatch.setattr(ingress_module, "local_release", slow_for_v1)
+    first = ingress.reconfigure.remote({"release": str(v1.path)})
+    second = ingress.reconfigure.remote({"release": str(v2.path)})
+    first.result(), second.result()
+    assert ingress.state.remote().result()["release"] == "v2"  # the last published, not the slowest
+
+
 def test_publish_through_reconfigure_swaps_and_a_refused_release_keeps_the_old_one(releases, tmp_path):
     v1, v2 = releases
     spec = RaySpec(release=str(v1.path), engine="stub", engine_num_cpus=0, ingress_num_cpus=0)
