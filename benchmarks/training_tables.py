@@ -350,7 +350,7 @@ def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], li
                 if lrs_from
                 else "its own runs"
             )
-            + f" (seeds {seeds})"
+            + (f" (seeds {seeds})" if seeds else ": none yet (not run at this profile)")
         )
     return out, notes
 

@@ -133,6 +133,9 @@ def test_the_swept_profile_uses_the_profiles_own_records_where_the_sweep_chose_i
         "- dual fedavg: lr 0.001, the `quick` profile's own lr: its `quick` records (seeds [0, 1])",
         "- dual fedrouter: lr 0.003 (the largest of its grid: a wider grid might choose another), its own runs (seeds [0, 1])",
     ]
+    assert swept_records([*sweep, *ran], "quick")[1][0] == (  # fedavg's chosen lr, without its `quick` records
+        "- dual fedavg: lr 0.001, the `quick` profile's own lr: its `quick` records: none yet (not run at this profile)"
+    )
     path = tmp_path / "runs.jsonl"  # the grid points of a sweep are all kept when read back
     path.write_text("".join(json.dumps(r) + "\n" for r in (*sweep, *plain, *ran)))
     assert (
