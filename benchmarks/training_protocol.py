@@ -127,7 +127,7 @@ PROFILE_GAPS = {
     ("quick", "interference"): "`quick` runs `dual` only.",
     ("long", "interference"): "Not run: the time budget (a run of 16 rounds with its 8 clients takes about "
     "20 min here). `python -m benchmarks.training_bench --profile long --regimes interference --strategies "
-    "fedrouter,fedavg` runs it at the lrs `full`'s `interference` sweep chose.",
+    "fedrouter,fedavg,fedavg-matched` runs it at the lrs `full`'s `interference` sweep chose.",
 }
 
 
