@@ -40,6 +40,7 @@ from benchmarks.training_protocol import (
 
 HEADLINE_HALF_WIDTH = 0.03  # the CI half-width that settles the headline difference (issue 16)
 PAPER = {"interference": 0.061, "generalization": 1.36}  # relative gains the paper reports (best case)
+TRAINED_IN = {t: g for g, spec in REGIMES.items() for t in spec["evaluate"]}  # test set -> training regime
 
 
 def load(path: Path = RECORDS) -> list[dict]:
@@ -325,7 +326,6 @@ def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], li
     choices = sweep_choices(sweep)
     grids = {k: sorted({r["settings"]["lr"] for r in rs}) for k, rs in _by(sweep, "regime", "strategy").items()}
     lr = PROFILES[base_profile]["lr"] if base_profile in PROFILES and not lrs_from else None
-    tested = {t: regime for regime, spec in REGIMES.items() for t in spec["evaluate"]}  # test set -> training regime
     out, notes = [], []
     for (regime, strategy), chosen in sorted(choices.items()):
         source = base_profile if chosen == lr else f"{base_profile}-swept"
@@ -333,7 +333,7 @@ def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], li
             r
             for r in usable
             if r["profile"] == source
-            and tested.get(r["regime"]) == regime
+            and TRAINED_IN.get(r["regime"]) == regime
             and (r["strategy"] == strategy or (strategy == "fedavg" and r["strategy"] == BASE))
         ]
         out += mine
@@ -401,16 +401,13 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
             ]
         elif rs:
             s, m = rs[0]["settings"], rs[0]["machine"]
-            tested = {t: g for g, spec in REGIMES.items() for t in spec["evaluate"]}  # test set -> training regime
-            lrs = sorted(
-                {(tested[r["regime"]], r["strategy"], r["settings"]["lr"]) for r in rs if r["strategy"] != BASE}
-            )
+            swept = defaultdict(set)  # training regime -> {(strategy, lr)}
+            for r in rs:
+                if r["strategy"] != BASE:
+                    swept[TRAINED_IN[r["regime"]]].add((r["strategy"], r["settings"]["lr"]))
             lr_text = (
                 "lr swept per regime and strategy ("
-                + "; ".join(
-                    f"{g}: " + ", ".join(f"{k} {v:g}" for gg, k, v in lrs if gg == g)
-                    for g in dict.fromkeys(g for g, _, _ in lrs)
-                )
+                + "; ".join(f"{g}: " + ", ".join(f"{k} {v:g}" for k, v in sorted(swept[g])) for g in sorted(swept))
                 + ")"
                 if profile.endswith("-swept")
                 else f"lr {s['lr']:g}"
