@@ -234,6 +234,7 @@ half-width ≤ 0.03), whichever its sign.
 | `benchmarks/training_speed.py` | seconds per training sample and evaluation time, the tree before the speed work (before) vs this one (after), paired runs |
 | `benchmarks/schedule_alignment.py` | FedRouter vs oracle: which tasks both clients train in the same rounds under round-robin, beside the per-task scores |
 | `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle, base model; dual, interference, generalization; seeds; routing modes; counted steps and samples per client and round |
+| `scripts/device_reference.sh` | the `reference` profile (the FedRouter reference's 25 rounds × 10 steps × batch 16) on a lent GPU that reaches no registry: `scripts/device_payload.sh` stages wheels, data and models in parts of one call each; a smoke run on a tiny model, then the runs that fit a deadline |
 """
 
 

@@ -29,6 +29,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "vllm": vllm_version,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d"),
     }
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -69,7 +70,10 @@ def source_commit(root: Path = Path(__file__).resolve().parents[1]) -> dict:
         rev = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results"))
     except (OSError, subprocess.CalledProcessError):
-        return {"rev": None, "dirty": None}
+        # a copy of the tree without its history (a lent GPU machine): the commit its sender
+        # checked out, clean, as scripts/device_reference.sh passes it
+        rev = os.environ.get("FEDROUTER_SOURCE_COMMIT")
+        return {"rev": rev, "dirty": False if rev else None}
     return {"rev": rev, "dirty": dirty}
 
 
@@ -332,6 +336,10 @@ def main() -> None:
     )
     ap.add_argument("--work", default="runs/bench/training_runs")
     ap.add_argument("--records", default=str(RECORDS), help="JSONL file the records are appended to")
+    ap.add_argument(
+        "--deadline-min", type=float, help="start no run that the longest run so far would carry past this many "
+        "minutes from the start (a lent machine's time); what is left is listed at the end",
+    )  # fmt: skip
     for key in ("rounds", "local_steps", "test_per_task"):
         ap.add_argument(f"--{key.replace('_', '-')}", type=int, help="override the profile's value (smoke runs)")
     ap.add_argument(
@@ -373,6 +381,7 @@ def main() -> None:
             swept = recorded_choices(records, sweep_profile, sweep_seed, sp, regimes, strategies)
         for s in swept.values():
             s.update({"profile": f"{sweep_profile}-sweep", "seed": sweep_seed})
+    deadline = Deadline(args.deadline_min, started)
     for seed in seeds:
         for regime in regimes:
             for strategy in strategies:
@@ -382,17 +391,44 @@ def main() -> None:
                         if own_lr and (regime, strategy, p["lr"]) in swept_before(records, profile, seed, p):
                             print(f"{regime} {strategy}: the sweep chose the profile's lr {p['lr']:g}; its "
                                   f"`{profile}` record of seed {seed} is the swept profile's (no second run)")  # fmt: skip
+                        elif not deadline.room(f"{regime} {strategy} seed {seed}"):
+                            continue
                         elif own_lr:  # the profile's own run, which the report reads as the swept one
-                            run_one(regime, strategy, seed, embedder, profile, p, work, records, commit)
+                            deadline.timed(run_one, regime, strategy, seed, embedder, profile, p, work, records, commit)
                         elif swept:
                             s = swept[(regime, strategy)]
-                            run_one(
-                                regime, strategy, seed, embedder, f"{profile}-swept", {**p, "lr": s["chosen"]},
+                            deadline.timed(
+                                run_one, regime, strategy, seed, embedder, f"{profile}-swept", {**p, "lr": s["chosen"]},
                                 work, records, commit, extra={"lr_sweep": s},
                             )  # fmt: skip
                         else:
-                            run_one(regime, strategy, seed, embedder, profile, p, work, records, commit)
+                            deadline.timed(run_one, regime, strategy, seed, embedder, profile, p, work, records, commit)
     print(f"done in {time.monotonic() - started:.0f} s; records in {args.records}")
+    if deadline.skipped:
+        print(f"not run (--deadline-min {args.deadline_min:g}): {'; '.join(deadline.skipped)}")
+
+
+class Deadline:
+    """`--deadline-min`: a run starts only if the longest run so far still fits before the deadline
+    (a machine lent for a fixed time keeps every record it finished, paired seed by seed)."""
+
+    def __init__(self, minutes: float | None, started: float):
+        self.end = started + minutes * 60 if minutes else None
+        self.longest = 0.0
+        self.skipped: list[str] = []
+
+    def room(self, what: str) -> bool:
+        if self.end is None or time.monotonic() + self.longest <= self.end:
+            return True
+        self.skipped.append(what)
+        return False
+
+    def timed(self, fn, *args, **kwargs):
+        t0 = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.longest = max(self.longest, time.monotonic() - t0)
 
 
 if __name__ == "__main__":

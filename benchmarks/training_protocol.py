@@ -116,6 +116,22 @@ PROFILES = {  # sized from the measured cost on 2 cores (benchmarks/README.md, t
         "curve_every": 4,
         "lrs_from": "full",
     },
+    # The FedRouter reference's scale (25 rounds x 10 steps x batch 16: 4000 samples per client,
+    # ~21 passes over its 192), rank 8 (`dual`), for a CUDA GPU (scripts/device_reference.sh; a run
+    # here would take hours). The three one-lr-swept strategies at the lrs `full`'s sweep chose
+    # (swept at batch 4 and 8 rounds: no sweep fits this budget on the device time lent), seed-major
+    # so that whatever finishes is paired; 32 test prompts per client and task; the curve every 5 rounds.
+    "reference": {
+        **_SHARED,
+        "seeds": [0, 1, 2, 3, 4],
+        "strategies": "fedrouter,fedavg,fedavg-matched",
+        "rounds": 25,
+        "local_steps": 10,
+        "batch_size": 16,
+        "test_per_task": 32,
+        "curve_every": 5,
+        "lrs_from": "full",
+    },
 }
 
 # What a profile leaves out, and why (rendered where its table would be).
@@ -125,6 +141,8 @@ PROFILE_GAPS = {
     "6-8 min here, the `train s` column). "
     "Run it alone: `python -m benchmarks.training_bench --regimes interference`.",
     ("quick", "interference"): "`quick` runs `dual` only.",
+    ("reference", "interference"): "Not run: the device time lent (15 min a session) holds a few `dual` "
+    "runs of this profile at most.",
     ("long", "interference"): "Not run: the time budget (a run of 16 rounds with its 8 clients takes about "
     "20 min here). `python -m benchmarks.training_bench --profile long --regimes interference --strategies "
     "fedrouter,fedavg,fedavg-matched` runs it at the lrs `full`'s `interference` sweep chose.",

@@ -416,7 +416,8 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
             png = f"training_{profile}.png"
             plot(rs, png_dir / png)
             out += [
-                f"{m['cores']} cores {m['cpu']}, torch {m['torch']}, {m['date']}; commit {', '.join(commits)}. "
+                f"{m['cores']} cores {m['cpu']}{', ' + m['gpu'] if m.get('gpu') else ''}, torch {m['torch']}, "
+                f"{m['date']}; commit {', '.join(commits)}. "
                 f"SmolLM2-135M, LoRA on {s['lora_targets']}, {s['rounds']} rounds × {s['local_steps']} steps, batch "
                 f"{s['batch_size']}, {lr_text} ({s['lr_schedule']} per round), schedule `{s['schedule']}`, "
                 f"base weights {s.get('base_dtype', 'float32')}, curve every {s.get('curve_every', 1)} round(s), "

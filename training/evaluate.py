@@ -60,8 +60,17 @@ class Answers:
     """Greedy answers of the base model (key "") and the release's adapters, made on demand."""
 
     def __init__(
-        self, release: Release, prompts: list[str], lengths: list[int], batch_size: int = 48, dtype: str = "float32"
+        self,
+        release: Release,
+        prompts: list[str],
+        lengths: list[int],
+        batch_size: int | None = None,
+        dtype: str = "float32",
     ):
+        from fedrouter.training.model import device
+
+        # 48 prompts a pass on the CPU; a GPU is nowhere near full at that size
+        batch_size = batch_size or (256 if device().type == "cuda" else 48)
         self.release, self.prompts, self.lengths, self.batch_size = release, prompts, lengths, batch_size
         self.dtype = dtype
         self.cache: dict[str, dict[int, str]] = defaultdict(dict)

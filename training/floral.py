@@ -30,7 +30,7 @@ def attach_mixture(model: torch.nn.Module, logits: torch.Tensor, r: int, noise: 
 
     def hook(_m, _i, out):
         z = logits if noise is None else logits + noise
-        return out * channel_weights(z, r).to(out.dtype)
+        return out * channel_weights(z, r).to(device=out.device, dtype=out.dtype)  # logits stay on the CPU
 
     handles = []
     for name, module in model.named_modules():

@@ -2,11 +2,13 @@
 
 Prompts are formatted with the tokenizer's chat template (as vLLM's chat endpoint will format
 them when serving); the loss covers the answer tokens only; batches are padded to their longest
-sequence; forward passes run under bf16 autocast on CPU.
+sequence; forward passes run under bf16 autocast, on a CUDA GPU where torch sees one (or where
+`FEDROUTER_DEVICE` names the device), else on the CPU.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +17,19 @@ from functools import lru_cache
 import torch
 
 LOSS_IGNORE = -100
+
+
+@lru_cache(maxsize=1)
+def device() -> torch.device:
+    """Where training and evaluation run: `FEDROUTER_DEVICE` (e.g. "cpu", "cuda", "cuda:1") if set,
+    else the first CUDA GPU torch sees, else the CPU."""
+    name = os.environ.get("FEDROUTER_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast():
+    """bf16 autocast on the device's kind (a CUDA GPU or the CPU)."""
+    return torch.autocast(device().type, dtype=torch.bfloat16)
 
 
 @lru_cache(maxsize=2)
@@ -33,7 +48,7 @@ def load_base(path: str, dtype: str = "float32") -> torch.nn.Module:
     every forward pass)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device())
 
 
 def with_lora(model: torch.nn.Module, r: int, alpha: float, targets: list[str], seed: int = 0):
@@ -52,7 +67,7 @@ def with_lora(model: torch.nn.Module, r: int, alpha: float, targets: list[str], 
 def lora_state(peft_model) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().clone().float() for k, v in get_peft_model_state_dict(peft_model).items()}
+    return {k: v.detach().float().cpu().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
 
 
 def set_lora_state(peft_model, state: dict[str, torch.Tensor]) -> None:
@@ -91,7 +106,10 @@ def make_batch(tok, samples: Sequence[dict]) -> dict[str, torch.Tensor]:
 
 def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token loss on the answer tokens, computing vocabulary logits only there: the LM head
-    over all positions of a 49k vocabulary is a fifth of a step's time on CPU otherwise."""
+    over all positions of a 49k vocabulary is a fifth of a step's time on CPU otherwise. The batch
+    moves to the model's device."""
+    at = next(model.parameters()).device
+    batch = {k: v.to(at) for k, v in batch.items()}
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     body, head = getattr(inner, "model", None), getattr(inner, "lm_head", None)
     if body is None or head is None:  # not a *ForCausalLM with .model/.lm_head: the plain way
@@ -143,7 +161,7 @@ def train_steps(
         batch, order = order[:batch_size], order[batch_size:]
         if before_step is not None:
             before_step()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with autocast():
             loss = answer_loss(model, make_batch(tok, batch))
         loss.backward()
         opt.step()
@@ -170,9 +188,9 @@ def generate(
     try:
         for i in range(0, len(prompts), batch_size):
             texts = [prompt_text(tok, p) for p in prompts[i : i + batch_size]]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device())
             mixed = {} if adapter_names is None else {"adapter_names": list(adapter_names[i : i + batch_size])}
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with autocast():
                 gen = model.generate(
                     **enc,
                     **mixed,

@@ -53,6 +53,27 @@ def start_ray(init_args: dict, say, attempts: int = 2) -> None:
             say(f"Ray's head node did not start within Ray's 30 s limit (attempt {attempt}); starting it again")
 
 
+def ray_backend(num_clients: int, cores: int | None = None, gpu: bool | None = None) -> dict:
+    """Flower's Ray backend settings. On the CPU: one client at a time on all cores (a step uses
+    them all). On a CUDA GPU: up to 8 clients at once sharing it (a client of a small model fills
+    a fraction of it), the cores split between them; each client's training is seeded on its own,
+    so what it computes does not depend on which others run beside it."""
+    from fedrouter.training.model import device
+
+    cores = cores or os.cpu_count() or 2
+    gpu = device().type == "cuda" if gpu is None else gpu
+    at_once = max(1, min(num_clients, 8, cores)) if gpu else 1
+    return {
+        "client_resources": {"num_cpus": cores / at_once, "num_gpus": 1.0 / at_once if gpu else 0.0},
+        "init_args": {
+            "num_cpus": cores,
+            **({"num_gpus": 1} if gpu else {}),
+            "include_dashboard": False,
+            "log_to_driver": False,
+        },
+    }
+
+
 def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     """Run the federation in-process (Flower simulation, Ray) and return the written release."""
     from flwr.simulation import run_simulation
@@ -97,12 +118,7 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
             progress.update(task, advance=1, description=f"{cfg.strategy}: release {data['id']}")
             result["path"] = data["path"]
 
-    # Ray: one client at a time on this machine's cores; quiet logs.
-    cores = os.cpu_count() or 2
-    backend = {
-        "client_resources": {"num_cpus": cores, "num_gpus": 0.0},
-        "init_args": {"num_cpus": cores, "include_dashboard": False, "log_to_driver": False},
-    }
+    backend = ray_backend(cfg.num_clients)
     logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")

@@ -322,3 +322,14 @@ def test_the_dialogue_task_replies_in_conversations_it_never_trained_on():
     assert task.metric == "rouge1" and len(test) > 500 and len(train) > 3 * len(test)
     assert not {p for p, _ in train} & {p for p, _ in test}
     assert all(p.startswith("Reply in this chat.\nA: ") and p.endswith("\nA:") and r for p, r in train + test)
+
+
+def test_ray_backend_runs_one_client_at_a_time_on_a_cpu_and_shares_a_gpu():
+    from fedrouter.training.run import ray_backend
+
+    cpu = ray_backend(4, cores=2, gpu=False)
+    assert cpu["client_resources"] == {"num_cpus": 2.0, "num_gpus": 0.0} and "num_gpus" not in cpu["init_args"]
+    gpu = ray_backend(4, cores=16, gpu=True)
+    assert gpu["client_resources"] == {"num_cpus": 4.0, "num_gpus": 0.25}  # the 4 clients at once
+    assert gpu["init_args"]["num_gpus"] == 1
+    assert ray_backend(32, cores=16, gpu=True)["client_resources"]["num_gpus"] == 1 / 8  # at most 8 at once

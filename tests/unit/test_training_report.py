@@ -375,3 +375,32 @@ def test_schedule_alignment_reads_round_robin_from_the_schedule_and_judges_the_s
     assert "does not predict the sign" in same_sign
     opposite = render({"runs": [fr, run("oracle", ["a"], {"a": 0.4, "b": 0.8})]})
     assert "consistent with the schedule causing the difference" in opposite
+
+
+def test_a_deadline_starts_no_run_the_longest_so_far_would_carry_past_it(monkeypatch, tmp_path):
+    import sys
+
+    from benchmarks import training_bench
+
+    clock = [0.0]
+    monkeypatch.setattr(training_bench.time, "monotonic", lambda: clock[0])
+    calls = []
+
+    def fake_run_one(regime, strategy, seed, embedder, profile, p, work, records, commit, validation=False, extra=None):
+        calls.append((strategy, seed))
+        clock[0] += 100.0  # every run takes 100 s
+        return 0.5
+
+    monkeypatch.setattr(training_bench, "run_one", fake_run_one)
+    argv = ["training_bench", "--records", str(tmp_path / "r.jsonl"), "--strategies", "fedrouter,fedavg"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--seeds", "0,1,2", "--deadline-min", str(350 / 60)])
+    training_bench.main()
+    # 3 runs end by 300 s; a fourth would end at 400 s > 350 s: not started, nor any after it
+    assert calls == [("fedrouter", 0), ("fedavg", 0), ("fedrouter", 1)]
+
+
+def test_the_reference_profile_is_the_references_scale_at_fulls_swept_lrs():
+    ref = PROFILES["reference"]
+    assert (ref["rounds"], ref["local_steps"], ref["batch_size"]) == (25, 10, 16)
+    assert ref["lrs_from"] == "full" and ref["regimes"] == ["dual"]
+    assert ref["strategies"].split(",")[:2] == ["fedrouter", "fedavg"]  # the headline pair first in every seed
