@@ -13,6 +13,7 @@
 # e.g. `bash scripts/device_reference.sh stash 1 smoke`, then `... stash 4 run 8`.
 set -uo pipefail
 REPO=$(pwd)
+PARTS=${PARTS:-$REPO/.gpu}  # the staged parts and the commit they were staged at
 PAYLOAD=/tmp/payload SITE=/tmp/site X=/tmp/unpacked
 OUT=${OUT:-/tmp/out}
 mkdir -p "$PAYLOAD" "$OUT"
@@ -52,7 +53,7 @@ PYEOF
 while [ $# -gt 0 ]; do
     case "$1" in
     stash)
-        cp "$REPO/.gpu/p$2.d/part" "$PAYLOAD/p$2" && say "part $2 kept ($(du -sh "$PAYLOAD" | cut -f1) in all)"
+        cp "$PARTS/p$2.d/part" "$PAYLOAD/p$2" && say "part $2 kept ($(du -sh "$PAYLOAD" | cut -f1) in all)"
         shift 2 ;;
     smoke)
         unpack; install
@@ -68,7 +69,7 @@ while [ $# -gt 0 ]; do
         cp "$REPO/benchmarks/results/training_runs.jsonl" "$OUT/training_runs.jsonl"
         before=$(wc -l < "$OUT/training_runs.jsonl")
         say "reference profile, deadline ${minutes} min"
-        FEDROUTER_SOURCE_COMMIT=$(cat "$REPO/.gpu/commit") "$PY" -m benchmarks.training_bench --profile reference \
+        FEDROUTER_SOURCE_COMMIT=$(cat "$PARTS/commit") "$PY" -m benchmarks.training_bench --profile reference \
             --records "$OUT/training_runs.jsonl" --work /tmp/work --deadline-min "$minutes" ${BENCH_EXTRA:-} 2>&1 \
             | grep -v "Loading weights\|Writing model" | tee "$OUT/bench.log"
         say "bench exit ${PIPESTATUS[0]}; $(( $(wc -l < "$OUT/training_runs.jsonl") - before )) new records"
