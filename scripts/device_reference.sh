@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # The reference-scale training profile on a lent GPU machine (the `device` tool; its image has
-# python3 with CUDA torch, transformers, sentence-transformers, and reaches no registry).
-# scripts/device_payload.sh stages, here, what that image lacks as parts .gpu/p0.d .. p4.d; a call
-# carries one part (64 MiB a call), so the machine gets them over five calls in a row:
+# python3 3.12 with CUDA torch, transformers, sentence-transformers, and reaches no registry).
+# scripts/device_payload.sh stages, here, what that image lacks as parts .gpu/p0.d .. p4.d (60 MiB
+# each), the code as .gpu/tree (the commit in .gpu/commit, without the records) and nothing else; a
+# call carries 64 MiB in all, so the machine gets the parts over five calls in a row, each within
+# the 30 s the machine stays warm after the last (it keeps /tmp between calls while warm):
 #
-#   stash N            keep part N in /tmp/payload (the machine keeps /tmp between calls while warm)
+#   1. carry .gpu/p0.d:             mkdir -p /tmp/payload && cp .gpu/p0.d/part /tmp/payload/p0
+#   2. carry .gpu/p1.d .gpu/tree:   P=$PWD/.gpu; cd .gpu/tree && PARTS=$P bash scripts/device_reference.sh stash 1 smoke
+#   3. carry .gpu/p2.d:             cp .gpu/p2.d/part /tmp/payload/p2
+#   4. carry .gpu/p3.d:             cp .gpu/p3.d/part /tmp/payload/p3
+#   5. carry .gpu/p4.d .gpu/tree .gpu/commit:
+#        P=$PWD/.gpu; mkdir -p .gpu/tree/benchmarks/results && cp benchmarks/results/training_runs.jsonl \
+#        .gpu/tree/benchmarks/results/ && cd .gpu/tree && PARTS=$P bash scripts/device_reference.sh stash 4 run 8
+#
+# Steps (several in one call run in order):
+#   stash N            keep part N in /tmp/payload
 #   smoke              unpack what has come (the wheels are in the first two parts), install it in
 #                      /tmp/site, and run scripts/device_smoke.py: Flower + Ray on the GPU, tiny model
-#   run MINUTES        unpack everything, prepare SmolLM2, run `training_bench --profile reference`,
-#                      starting no run that would end past MINUTES; records to $OUT/training_runs.jsonl
-#
-# e.g. `bash scripts/device_reference.sh stash 1 smoke`, then `... stash 4 run 8`.
+#   run MINUTES        unpack everything, prepare SmolLM2, run `training_bench --profile reference`
+#                      (BENCH_EXTRA: more arguments), starting no run that would end past MINUTES;
+#                      records to $OUT/training_runs.jsonl (the committed records plus the new ones)
 set -uo pipefail
 REPO=$(pwd)
 PARTS=${PARTS:-$REPO/.gpu}  # the staged parts and the commit they were staged at
