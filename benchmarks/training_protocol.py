@@ -141,6 +141,9 @@ PROFILE_GAPS = {
     "6-8 min here, the `train s` column). "
     "Run it alone: `python -m benchmarks.training_bench --regimes interference`.",
     ("quick", "interference"): "`quick` runs `dual` only.",
+    ("reference", "dual"): "It is sized for a CUDA GPU (its 25 rounds x 10 steps x batch 16 would take "
+    "hours a run here): `scripts/device_payload.sh` stages it, `scripts/device_reference.sh` runs it on a "
+    "lent GPU machine, seed-major, the runs that fit its time.",
     ("reference", "interference"): "Not run: the device time lent (15 min a session) holds a few `dual` "
     "runs of this profile at most.",
     ("long", "interference"): "Not run: the time budget (a run of 16 rounds with its 8 clients takes about "

@@ -459,6 +459,10 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
                 + ".",
                 "",
             ]
+    for name, spec in PROFILES.items():  # a profile that has run nowhere yet, and where it would run
+        if not any(p.removesuffix("-sweep").removesuffix("-swept") == name for p in profiles):
+            shown = f"{name}-swept" if spec.get("lrs_from") else name
+            out += [f"#### Profile `{shown}`", "", f"No records yet. {PROFILE_GAPS.get((name, 'dual'), '')}", ""]
     return "\n".join(out)
 
 

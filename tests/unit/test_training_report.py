@@ -404,3 +404,9 @@ def test_the_reference_profile_is_the_references_scale_at_fulls_swept_lrs():
     assert (ref["rounds"], ref["local_steps"], ref["batch_size"]) == (25, 10, 16)
     assert ref["lrs_from"] == "full" and ref["regimes"] == ["dual"]
     assert ref["strategies"].split(",")[:2] == ["fedrouter", "fedavg"]  # the headline pair first in every seed
+
+
+def test_a_profile_without_records_says_so_and_where_it_runs(tmp_path):
+    text = markdown([record("fedavg", 0, 0.5)], png_dir=tmp_path)
+    part = text.split("#### Profile `reference-swept`")[1]
+    assert part.lstrip().startswith("No records yet.") and "scripts/device_reference.sh" in part
