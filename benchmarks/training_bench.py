@@ -337,8 +337,8 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench/training_runs")
     ap.add_argument("--records", default=str(RECORDS), help="JSONL file the records are appended to")
     ap.add_argument(
-        "--deadline-min", type=float, help="start no run that the longest run so far would carry past this many "
-        "minutes from the start (a lent machine's time); what is left is listed at the end",
+        "--deadline-min", type=float, help="start no seed's run that the longest run so far would carry past this "
+        "many minutes from the start (a lent machine's time; an --lr-sweep runs whole first); what is left is listed",
     )  # fmt: skip
     for key in ("rounds", "local_steps", "test_per_task"):
         ap.add_argument(f"--{key.replace('_', '-')}", type=int, help="override the profile's value (smoke runs)")
