@@ -75,6 +75,10 @@ def _counted(rs: list[dict]) -> str:
     return f"{'/'.join(f'{x:g}' for x in steps)} | {'/'.join(f'{x:g}' for x in samples)}"
 
 
+def _seeds(seeds) -> str:
+    return f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'}"
+
+
 def scores_table(records: list[dict], regime: str) -> list[str]:
     rows = [
         "| strategy | routing | score (mean ± 95% CI) | seeds | counted steps / client / round | "
@@ -188,8 +192,8 @@ def tuning_line(
         if not a or not b or "diff" not in a or "diff" not in b:
             continue
         out.append(
-            f"- FedRouter − {partner}: {_fmt(*a['diff'], '+')} {labels[0]} ({len(a['seeds'])} seeds), "
-            f"{_fmt(*b['diff'], '+')} {labels[1]} ({len(b['seeds'])} seeds)."
+            f"- FedRouter − {partner}: {_fmt(*a['diff'], '+')} {labels[0]} ({_seeds(a['seeds'])}), "
+            f"{_fmt(*b['diff'], '+')} {labels[1]} ({_seeds(b['seeds'])})."
         )
     return out
 
