@@ -27,9 +27,9 @@ def device() -> torch.device:
     return torch.device(name)
 
 
-def autocast():
-    """bf16 autocast on the device's kind (a CUDA GPU or the CPU)."""
-    return torch.autocast(device().type, dtype=torch.bfloat16)
+def autocast(model: torch.nn.Module):
+    """bf16 autocast on the kind of device the model is on (a CUDA GPU or the CPU)."""
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 @lru_cache(maxsize=2)
@@ -161,7 +161,7 @@ def train_steps(
         batch, order = order[:batch_size], order[batch_size:]
         if before_step is not None:
             before_step()
-        with autocast():
+        with autocast(model):
             loss = answer_loss(model, make_batch(tok, batch))
         loss.backward()
         opt.step()
@@ -184,13 +184,14 @@ def generate(
     """Greedy answers, batched with left padding. `adapter_names`: one per prompt (a PeftModel's
     mixed batch: each row through its own adapter, "__base__" for none)."""
     out: list[str] = []
+    at = next(model.parameters()).device  # the prompts go where the model is, as in answer_loss
     tok.padding_side = "left"
     try:
         for i in range(0, len(prompts), batch_size):
             texts = [prompt_text(tok, p) for p in prompts[i : i + batch_size]]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device())
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(at)
             mixed = {} if adapter_names is None else {"adapter_names": list(adapter_names[i : i + batch_size])}
-            with autocast():
+            with autocast(model):
                 gen = model.generate(
                     **enc,
                     **mixed,
