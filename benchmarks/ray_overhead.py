@@ -12,7 +12,9 @@ code): seconds from the config update to every ingress replica serving the relea
 
     python -m benchmarks.ray_overhead [--n 200] [--runs 3] [--publishes 4]
 
-`--router serve` uses Serve's own request router for the engines instead of the ring.
+`--data-plane handle` sends every request from the ingress to the engine as a DeploymentHandle
+call instead of over HTTP to the engine replica's door (serving/ray/door.py); `--router serve`
+(handle only) uses Serve's own request router for the engines instead of the ring.
 `--serve-env K=V` (repeatable) sets Ray Serve switches in every replica (RaySpec.serve_env), e.g.
 RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0. Writes benchmarks/results/ray_overhead.json, or
 `--out NAME`.json (a variant rendered beside it). Throughput at concurrency 8-32 with real vLLM
@@ -46,6 +48,12 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench/ray")
     ap.add_argument("--router", choices=["ring", "serve"], default="ring", help="the engines' request router")
     ap.add_argument(
+        "--data-plane",
+        choices=["direct", "handle"],
+        default="direct",
+        help="ingress -> engine: HTTP to the engine's door, or a handle call per request",
+    )
+    ap.add_argument(
         "--serve-env", action="append", default=[], metavar="K=V", help="a Ray Serve switch in every replica"
     )
     ap.add_argument("--out", default="ray_overhead", help="results/NAME.json")
@@ -66,6 +74,7 @@ def main() -> None:
         release=str(Path(v1).resolve()),
         engine="attached",
         router=args.router,
+        data_plane=args.data_plane,
         engine_options={"url": stub_url},
         engine_num_cpus=0.5,
         ingress_num_cpus=0.5,
@@ -129,6 +138,7 @@ def main() -> None:
             "n": args.n,
             "runs": args.runs,
             "router": args.router,
+            "data_plane": args.data_plane,
             "ingress_replicas": 1,
             "engine_replicas": 1,
             "embedder": "static",
@@ -151,9 +161,12 @@ def main() -> None:
 
 def render(r: dict) -> str:
     m = r["machine"]
+    plane = r["settings"].get("data_plane", "handle")  # results before the doors: every request a handle call
+    hop = "HTTP to the engine replica's door" if plane == "direct" else "the handle call to the engine replica"
     rows = [
         f"### Ray Serve path against the single gateway, stub engine ({m['cores']} cores {m['cpu']}, "
-        f"Python {m['python']}, Ray ingress + 1 engine replica, {r['settings'].get('router', 'ring')} router, {m['date']})",
+        f"Python {m['python']}, Ray ingress + 1 engine replica, {r['settings'].get('router', 'ring')} router, "
+        f"data plane `{plane}`, {m['date']})",
         "",
         "Ray Serve switches in the replicas: "
         + (", ".join(f"`{k}={v}`" for k, v in r["settings"].get("serve_env", {}).items()) or "Ray's defaults")
@@ -169,9 +182,9 @@ def render(r: dict) -> str:
         f"Added by the Ray path over the single gateway (median over runs of the p50 difference): explicit "
         f"adapter {over['explicit']:.2f} ms, `auto` {over['auto']:.2f} ms (goal ≤ 2 ms); the gateway over the "
         f"stub itself: {r['gateway_over_stub_ms']:.2f} ms. Of the Ray path's extra, Serve's proxy -> ingress hop "
-        f"(`/v1/models`, answered by the ingress) is {r['ray_models_over_gateway_ms']:.2f} ms; the rest is the "
-        f"handle call to the engine replica. Both paths end at the same stub (answers at once): "
-        f"Serve's proxy, the handle call and the engine replica are the difference. Deploy (ingress + engine, "
+        f"(`/v1/models`, answered by the ingress) is {r['ray_models_over_gateway_ms']:.2f} ms; the rest is "
+        f"{hop}. Both paths end at the same stub (answers at once): "
+        f"Serve's proxy, {hop} and the engine replica are the difference. Deploy (ingress + engine, "
         f"local cluster): {r['deploy_s']} s. Publish to every ingress replica: {r['publish_s']} s. Throughput "
         "with real vLLM replicas and home-hit share under load: `benchmarks/ray_throughput.py`. On this "
         "shared 2-core machine Ray's own processes (raylet, GCS, controller, proxy) and both replicas compete "

@@ -15,7 +15,9 @@ name (serving/ray/ring_router.py), so the share is counted, not inferred from ro
 
     python -m benchmarks.ray_throughput [--levels 8,32] [--seconds 4] [--rounds 2] [--max-tokens 16]
 
-Writes benchmarks/results/ray_throughput.json (rendered by `python -m benchmarks.report`).
+Writes benchmarks/results/ray_throughput.json, or `--out NAME`.json (rendered by `python -m
+benchmarks.report`). `--data-plane handle`: Ray's ingress calls the engines through a DeploymentHandle
+per request instead of over HTTP to their doors (serving/ray/door.py).
 """
 
 from __future__ import annotations
@@ -93,6 +95,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--work", default="runs/bench/ray_throughput")
+    ap.add_argument(
+        "--data-plane",
+        choices=["direct", "handle"],
+        default="direct",
+        help="Ray's ingress -> engine: HTTP to the engine's door, or a handle call per request",
+    )
+    ap.add_argument("--out", default="ray_throughput", help="results/NAME.json")
     args = ap.parse_args()
 
     import ray
@@ -100,9 +109,9 @@ def main() -> None:
 
     from fedrouter.router.release import load_release
     from fedrouter.serving import launch
-    from fedrouter.serving.affinity import AffinityRing
     from fedrouter.serving.ray.app import APP, RaySpec
     from fedrouter.serving.ray.cluster import deploy
+    from fedrouter.serving.ray.ring_router import SeededRing
     from fedrouter.serving.registry import backend_adapter_name
 
     work = Path(args.work).resolve()
@@ -129,14 +138,16 @@ def main() -> None:
                     engine_num_cpus=0.5,
                     ingress_num_cpus=0.5,
                     models_per_replica=slots,
+                    data_plane=args.data_plane,
                     engine_options={"kv_cache_gib": 2},
                 )
                 deploy(spec, port=ray_port, timeout_s=900)
                 deploy_s = round(time.monotonic() - started, 1)
                 engine = serve.get_deployment_handle("Engine", APP)
                 served = _served(engine)
-                ring = AffinityRing(sorted(served), vnodes=64)  # as AdapterRingRouter builds it
-                homes = {content[n]: ring.order(content[n])[0] for n in names}
+                # the ring both Serve's router and the doors' chooser place with (ring_router.py)
+                ring = SeededRing(sorted(content.values())).of(sorted(served))
+                homes = {content[n]: ring.home(content[n]) for n in names}
                 url = {"gateway": gw.url, "ray": f"http://127.0.0.1:{ray_port}"}
                 turn = iter(range(10**9))
 
@@ -173,6 +184,7 @@ def main() -> None:
             "max_loras": slots,
             "ray_engine_num_cpus": spec.engine_num_cpus,
             "ray_router": spec.router,
+            "ray_data_plane": spec.data_plane,
             "adapters_per_home_replica": per_replica(homes, 2),
         },
         "load_avg_start_end": [[round(x, 2) for x in la] for la in load_avg],
@@ -190,7 +202,7 @@ def main() -> None:
     for r in result["ratios"].values():
         r["median_out_tok_per_s"] = statistics.median(r["out_tok_per_s"])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ray_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "windows")}, indent=2))
 
 
@@ -217,7 +229,8 @@ def render(r: dict) -> str:
         f"{s['model']}, {s['adapters']} LoRA adapters (named in turn), streamed chat completions of "
         f"{s['max_tokens']} tokens, closed loop, {s['rounds']} rounds of {s['seconds']:.0f} s windows per setup and "
         f"level (order alternated). Gateway: `--backend` x2 (its affinity ring); Ray: ingress + 2 engine replicas "
-        f"at {s['ray_engine_num_cpus']} CPU each, `{s['ray_router']}` router; adapters per home replica "
+        f"at {s['ray_engine_num_cpus']} CPU each, `{s['ray_router']}` router, data plane "
+        f"`{s.get('ray_data_plane', 'handle')}`; adapters per home replica "
         f"{homes}. Ray deploy: {r['deploy_s']} s.",
         "",
         "| c | setup | req/s per round | out tok/s per round | failed | home share (Ray) |",

@@ -30,6 +30,7 @@ class AioResponse:
     def __init__(self, response: aiohttp.ClientResponse):
         self._r = response
         self.status_code = response.status
+        self.headers = response.headers  # case-insensitive
 
     async def aread(self) -> bytes:
         try:
@@ -72,7 +73,10 @@ class HotTransport:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=read_timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
-    async def send(self, method: str, path: str, content: bytes | None) -> AioResponse:
+    async def send(
+        self, method: str, path: str, content: bytes | None, headers: dict[str, str] | None = None
+    ) -> AioResponse:
+        """`headers`: this request's own, on top of the session's."""
         if self._session is None:
             pool = {"limit": 1024, "keepalive_timeout": 4.0}  # expires before vLLM's 5 s
             connector = aiohttp.UnixConnector(self._uds, **pool) if self._uds else aiohttp.TCPConnector(**pool)
@@ -84,7 +88,7 @@ class HotTransport:
                 read_bufsize=2**18,  # chunks; lines of any length are assembled in aiter_lines
             )
         try:
-            r = await self._session.request(method, self._base + path, data=content)
+            r = await self._session.request(method, self._base + path, data=content, headers=headers)
         except aiohttp.ClientConnectorError as e:  # refused / unreachable: never delivered
             raise httpx.ConnectError(repr(e)) from e
         except aiohttp.ConnectionTimeoutError as e:

@@ -21,6 +21,12 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
     ray.add_argument("--engine-cpus", type=float, default=1.0, help="CPUs per engine replica")
     ray.add_argument("--ingress-replicas", type=int, default=1, help="gateway (ingress) replicas")
     ray.add_argument(
+        "--data-plane",
+        choices=["direct", "handle"],
+        default="direct",
+        help="ingress -> engine: HTTP to the engine replica's door (direct) or a Ray handle call per request",
+    )
+    ray.add_argument(
         "--models-per-replica", type=int, default=0, help="adapters an engine replica holds (default ceil(K/replicas))"
     )
 
@@ -61,6 +67,7 @@ def cmd_serve_ray(args: argparse.Namespace) -> None:
         engine_num_cpus=args.engine_cpus,
         ingress_replicas=args.ingress_replicas,
         models_per_replica=args.models_per_replica,
+        data_plane=args.data_plane,
         engine_options={"vllm_args": args.vllm_arg or []},
     )
     ray.init(address=args.ray_address)

@@ -1,9 +1,13 @@
 """The Serve application: an ingress deployment in front of an engine deployment.
 
     clients --HTTP--> Serve proxy --> Ingress replicas (gateway: route auto -> adapter -> content name)
-                                         | DeploymentHandle, multiplexed_model_id = content name
+                                         | HTTP to the replica's door (data_plane "direct"), or a
+                                         | DeploymentHandle call, multiplexed_model_id = content name
                                          v
                                       Engine replicas (one per GPU / CPU node, each with its vLLM)
+
+Ray places, health-checks, restarts and configures the replicas either way; with "direct" (the
+default) a generation's bytes go over plain HTTP between the two (serving/ray/door.py says why).
 
 `build(args)` is Serve's application builder (import path `fedrouter.serving.ray.app:build`),
 so the application is deployed from a config and a publish changes only the ingress's
@@ -55,6 +59,10 @@ class RaySpec(BaseModel):
     # K: 2 x ceil(K / n), at most K (an adapter's slot is small next to the KV cache).
     models_per_replica: int = 0
     engine_options: dict[str, Any] = Field(default_factory=dict)  # the engine class's keyword arguments
+    # How generation requests go from an ingress replica to an engine replica: "direct" (HTTP to
+    # the replica's door, placed on the same ring; the handle when no door is known) or "handle"
+    # (every request a DeploymentHandle call). benchmarks/ray_overhead.py measures both.
+    data_plane: str = "direct"
     ingress_replicas: int = 1
     ingress_num_cpus: float = 0.5
     gateway: dict[str, Any] = Field(default_factory=dict)  # GatewaySettings fields (release excluded)
@@ -86,6 +94,10 @@ def build(args: dict[str, Any]) -> Application:
         raise ValueError(f"unknown engine {spec.engine!r} ({', '.join(ENGINES)})")
     if spec.router not in ("ring", "serve"):
         raise ValueError(f"unknown router {spec.router!r} (ring, serve)")
+    if spec.data_plane not in ("direct", "handle"):
+        raise ValueError(f"unknown data plane {spec.data_plane!r} (direct, handle)")
+    if spec.data_plane == "direct" and spec.router != "ring":
+        raise ValueError("the direct data plane places requests on the ring: router 'serve' needs data_plane 'handle'")
     actor_env = {"runtime_env": {"env_vars": dict(spec.serve_env)}} if spec.serve_env else {}
     routing, start = {}, spec.start()
     if spec.router == "ring":
@@ -108,6 +120,7 @@ def build(args: dict[str, Any]) -> Application:
         release_digest=spec.release_digest,
         release_cache=spec.release_cache,
         models_per_replica=spec.slots(start),
+        door=spec.data_plane == "direct",
         **spec.engine_options,
     )
     ingress = serve.deployment(
@@ -118,4 +131,5 @@ def build(args: dict[str, Any]) -> Application:
         max_ongoing_requests=spec.max_ongoing_requests,
         user_config={"release": spec.release, "digest": spec.release_digest},
     )
-    return ingress.bind({**spec.gateway, "release": spec.release}, engine, spec.release_digest, spec.release_cache)
+    gateway = {**spec.gateway, "release": spec.release}
+    return ingress.bind(gateway, engine, spec.release_digest, spec.release_cache, spec.data_plane)

@@ -30,6 +30,7 @@ node's `$FEDROUTER_CACHE/adapters`), where the digest is checked again, and vLLM
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -40,9 +41,11 @@ import httpx
 from ray import serve
 
 from fedrouter.serving.adapter_store import AdapterStore
+from fedrouter.serving.ray.door import Door, cluster_secret, node_address
 from fedrouter.serving.ray.release_shelf import local_release
 from fedrouter.serving.supervisor import VLLMSupervisor, async_http_client
 
+log = logging.getLogger("fedrouter.serving")
 Head = dict[str, Any]  # {"status": int, "content-type": str}, the first item of every answer
 
 
@@ -50,7 +53,9 @@ class EngineCore:
     """What both engine variants share: multiplexed adapter loading and the in-flight count per
     adapter that keeps an evicted adapter in vLLM until its last request here is answered."""
 
-    def __init__(self, models_per_replica: int, adapter_store: str | None = None):
+    def __init__(self, models_per_replica: int, adapter_store: str | None = None, door: bool = False):
+        """`door`: also take requests through a door on this node's address (serving/ray/door.py),
+        opened once the constructor returned, on a Ray cluster only."""
         self._paths: dict[str, str] = {}  # content name -> adapter folder, as the ingress sent it
         self._payloads: dict[str, list[Any]] = {}  # content name -> [ref to its files], as the ingress sent it
         self._store = AdapterStore(Path(adapter_store) if adapter_store else None)  # this node's
@@ -69,6 +74,35 @@ class EngineCore:
             return await self._load(model_id)
 
         self._adapter = serve.multiplexed(max_num_models_per_replica=max(1, models_per_replica))(adapter)
+        self.door: Door | None = None
+        self._door_task: asyncio.Task | None = None
+        if door:
+            import ray
+
+            if ray.is_initialized():  # Serve runs the constructor on the replica's event loop
+                self._door_task = asyncio.get_running_loop().create_task(self._open_door())
+
+    async def _open_door(self) -> None:
+        try:
+            door = Door(self, await asyncio.to_thread(cluster_secret))
+            await door.open(node_address(), self.replica)
+            self.door = door
+            log.info("engine replica %s: door at %s", self.replica, door.url)
+        except Exception:  # the handle path still works: say why the door did not open
+            log.exception("engine replica %s: the door did not open; requests come through Ray's handle", self.replica)
+
+    async def door_url(self) -> str:
+        """Where this replica's door listens ("" if it has none)."""
+        if self._door_task is not None:
+            await asyncio.shield(self._door_task)
+        return self.door.url if self.door is not None else ""
+
+    def has_folder(self, folder: str) -> bool:
+        return Path(folder).is_dir()
+
+    def __del__(self) -> None:  # Serve's replica shutdown: the door is unlisted first
+        if getattr(self, "door", None) is not None:
+            self.door.close()
 
     async def generate(
         self,
@@ -211,8 +245,9 @@ class HTTPEngine(EngineCore):
         models_per_replica: int,
         request_timeout_s: float = 600.0,
         adapter_store: str | None = None,
+        door: bool = False,
     ):
-        super().__init__(models_per_replica, adapter_store)
+        super().__init__(models_per_replica, adapter_store, door)
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
         self.client = async_http_client(url, timeout=timeout, headers=headers)
@@ -244,9 +279,10 @@ class AttachedEngine(HTTPEngine):
         release: str | None = None,
         api_key: str | None = None,
         adapter_store: str | None = None,
+        door: bool = False,
         **_: Any,  # the release's digest and cache (unused: no vLLM to start)
     ):
-        super().__init__(url, api_key, models_per_replica, adapter_store=adapter_store)
+        super().__init__(url, api_key, models_per_replica, adapter_store=adapter_store, door=door)
 
 
 class VLLMEngine(HTTPEngine):
@@ -263,6 +299,7 @@ class VLLMEngine(HTTPEngine):
         adapter_store: str | None = None,  # this node's copies of adapters fetched from other nodes
         release_digest: str = "",  # shipped to the cluster: read from this node's copy (release_shelf.py)
         release_cache: str | None = None,
+        door: bool = False,  # serving/ray/door.py
     ):
         slots = str(max(1, models_per_replica))
         # --max-loras after the release's own flags (argparse keeps the last): this replica holds
@@ -277,7 +314,7 @@ class VLLMEngine(HTTPEngine):
         except BaseException:
             self.supervisor.close()
             raise
-        super().__init__(self.supervisor.url, key, models_per_replica, request_timeout_s, adapter_store)
+        super().__init__(self.supervisor.url, key, models_per_replica, request_timeout_s, adapter_store, door)
 
     def check_health(self) -> None:
         """Raising makes Serve replace this replica (and with it, its vLLM)."""
@@ -285,6 +322,7 @@ class VLLMEngine(HTTPEngine):
             raise RuntimeError(f"vLLM exited:\n{self.supervisor.log_tail(15)}")
 
     def __del__(self) -> None:  # Serve's replica shutdown: vLLM and its socket folder go with it
+        super().__del__()
         self.supervisor.close()
 
 

@@ -26,12 +26,14 @@ import os
 from contextvars import ContextVar
 from typing import Any
 
+import ray
 from fastapi import FastAPI
 from ray import serve
 
 from fedrouter.router.release import load_release
 from fedrouter.serving.app import create_app
 from fedrouter.serving.errors import GatewayError
+from fedrouter.serving.ray.direct_transport import DirectTransport
 from fedrouter.serving.ray.engine import replica_id
 from fedrouter.serving.ray.handle_transport import HandleTransport
 from fedrouter.serving.ray.release_shelf import local_release
@@ -50,9 +52,11 @@ def _gateway_app() -> FastAPI:
     return _building.get()
 
 
-def gateway_app(gateway: dict[str, Any], engine: Any) -> FastAPI:
+def gateway_app(gateway: dict[str, Any], engine: Any, data_plane: str = "handle") -> FastAPI:
     """The gateway of one ingress replica. `gateway`: GatewaySettings fields (the release to start
-    with included, as a folder on this node); `engine`: a DeploymentHandle to the engine deployment."""
+    with included, as a folder on this node); `engine`: a DeploymentHandle to the engine deployment;
+    `data_plane`: "direct" (generation requests through the engines' doors, serving/ray/door.py,
+    on a Ray cluster) or "handle" (every request a handle call)."""
     # sole_gateway: "unloading" through the handle transport only forgets this ingress's own map of
     # a retired release's adapters (and its object-store copies); engines evict on their own, so no
     # other ingress is ever affected, and nothing grows with every publish
@@ -60,18 +64,32 @@ def gateway_app(gateway: dict[str, Any], engine: Any) -> FastAPI:
     settings = GatewaySettings(**{**gateway, **fixed, "sole_gateway": True})
     if settings.release is None:
         raise ValueError("the ingress needs a release to start with")
-    base = load_release(settings.release).manifest.base_model.name
-    return create_app(settings, transport=HandleTransport(engine, base))
+    start = load_release(settings.release)
+    base = start.manifest.base_model.name
+    transport: HandleTransport
+    if data_plane == "direct" and ray.is_initialized():  # local testing mode has no doors
+        keys = sorted(engine_names(start).values())
+        transport = DirectTransport(engine, base, keys, read_timeout_s=settings.request_timeout_s)
+    else:
+        transport = HandleTransport(engine, base)
+    return create_app(settings, transport=transport)
 
 
 @serve.ingress(_gateway_app)
 class Ingress:
-    def __init__(self, gateway: dict[str, Any], engine: Any, digest: str = "", cache: str | None = None):
+    def __init__(
+        self,
+        gateway: dict[str, Any],
+        engine: Any,
+        digest: str = "",
+        cache: str | None = None,
+        data_plane: str = "handle",
+    ):
         """`digest`: the starting release's, when it was shipped; `cache`: where this node keeps
-        shipped releases (release_shelf.local_release)."""
+        shipped releases (release_shelf.local_release); `data_plane`: gateway_app's."""
         self.cache = cache
         start = local_release(gateway["release"], digest, cache)
-        self.gateway = gateway_app({**gateway, "release": str(start.path)}, engine)
+        self.gateway = gateway_app({**gateway, "release": str(start.path)}, engine, data_plane)
         self.refused: dict[str, str] = {}  # release path -> why this replica refused it
         # release digest -> the path it was published as (this node may read a shipped copy)
         self.published: dict[str, str] = {start.digest: gateway["release"]}
@@ -116,4 +134,6 @@ class Ingress:
             "refused": dict(self.refused),
             "replica": replica_id(),
             "pid": os.getpid(),
+            # requests sent to the engines per way ("door", "handle"), with the direct data plane
+            "through": dict(getattr(self.gateway.state.pool.backends[0].transport, "through", {})),
         }

@@ -26,37 +26,49 @@ from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, R
 
 from fedrouter.serving.affinity import AffinityRing
 
-_ROUTERS: weakref.WeakSet = weakref.WeakSet()  # this process's routers (Serve makes one per handle)
+_ROUTERS: weakref.WeakSet = weakref.WeakSet()  # this process's rings (Serve makes one router per handle)
 
 
 def reseed(keys: list[str]) -> int:
-    """Balance every router of this process over `keys` (a newly published release's content
-    names) from its next request on; returns how many routers took them."""
+    """Balance every ring of this process (routers and door choosers) over `keys` (a newly
+    published release's content names) from its next request on; returns how many took them."""
     frozen = frozenset(keys)
-    routers = list(_ROUTERS)
-    for router in routers:
-        router._seed = frozen  # one assignment: the router's loop sees the old set or the new one
-    return len(routers)
+    rings = list(_ROUTERS)
+    for ring in rings:
+        ring.seed = frozen  # one assignment: the ring's loop sees the old set or the new one
+    return len(rings)
 
 
-class AdapterRingRouter(FIFOMixin, RequestRouter):
-    def initialize_state(self, vnodes: int = 64, keys: list[str] = ()) -> None:
-        self._vnodes = vnodes
+class SeededRing:
+    """The hash ring over the running replicas' ids, its homes balanced over the published
+    release's adapters (`seed`); rebuilt only when the replicas or the seed change. Serve's router
+    below and the ingress's door chooser (serving/ray/direct_transport.py) both place with it, so
+    they agree on every adapter's home."""
+
+    def __init__(self, keys: list[str] | tuple[str, ...] = (), vnodes: int = 64, load_factor: float = 1.25):
+        self._vnodes, self._load_factor = vnodes, load_factor
         self._ring: AffinityRing | None = None
         # Balanced: without it a few adapters can all hash to one replica and leave the others idle
         # (seen: 3 adapters, 2 engines, one engine did all the adapter work).
-        self._seed: frozenset[str] = frozenset(keys)  # the published release's content names
+        self.seed: frozenset[str] = frozenset(keys)  # the published release's content names
         self._applied: frozenset[str] | None = None
         _ROUTERS.add(self)
 
-    def _ring_of(self, ids: list[str]) -> AffinityRing:
-        seed = self._seed
+    def of(self, ids: list[str]) -> AffinityRing:
+        """The ring over `ids` (sorted replica ids)."""
+        seed = self.seed
         if self._ring is None or self._ring.replicas != ids:
-            self._ring, self._applied = AffinityRing(ids, vnodes=self._vnodes), None
+            self._ring = AffinityRing(ids, vnodes=self._vnodes, load_factor=self._load_factor)
+            self._applied = None
         if self._applied is not seed:
             self._ring.set_keys(seed)
             self._applied = seed
         return self._ring
+
+
+class AdapterRingRouter(FIFOMixin, RequestRouter):
+    def initialize_state(self, vnodes: int = 64, keys: list[str] = ()) -> None:
+        self._homes = SeededRing(keys, vnodes)
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -67,7 +79,7 @@ class AdapterRingRouter(FIFOMixin, RequestRouter):
         if not model:
             return [random.sample(candidate_replicas, min(2, len(candidate_replicas)))]
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
-        ring = self._ring_of(sorted(by_id))
+        ring = self._homes.of(sorted(by_id))
         home = ring.home(model)
         rest = [by_id[i] for i in ring.order(model) if i != home]
         return [[by_id[home]], rest] if rest else [[by_id[home]]]

@@ -25,9 +25,10 @@ class StubEngine(EngineCore):
         models_per_replica: int = 1,
         delay_s: float = 0.0,
         adapter_store: str | None = None,
+        door: bool = False,
         **_: Any,
     ):
-        super().__init__(models_per_replica, adapter_store)
+        super().__init__(models_per_replica, adapter_store, door)
         self.delay_s, self.healthy, self.cancelled, self.answered = delay_s, True, 0, 0
         self.adapters: set[str] = set()  # what a vLLM would have registered
 
@@ -64,7 +65,8 @@ class StubEngine(EngineCore):
         return os.getpid(), self.cancelled
 
     async def whoami(self) -> dict[str, Any]:
-        return {"replica": self.replica, "pid": os.getpid(), "answered": self.answered}
+        doors = self.door.answered if self.door is not None else 0
+        return {"replica": self.replica, "pid": os.getpid(), "answered": self.answered, "through_door": doors}
 
     async def load_adapter(self, name: str, folder: str) -> None:
         if not os.path.isdir(folder):

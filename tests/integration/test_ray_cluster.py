@@ -22,6 +22,7 @@ from ray.serve.exceptions import DeploymentUnavailableError  # noqa: E402
 from fedrouter.router.build import build_release  # noqa: E402
 from fedrouter.router.embed import HashEmbedder  # noqa: E402
 from fedrouter.router.release import ReleaseError  # noqa: E402
+from fedrouter.serving.ray import door  # noqa: E402
 from fedrouter.serving.ray.app import APP, RaySpec  # noqa: E402
 from fedrouter.serving.ray.cluster import deploy, publish  # noqa: E402
 from tests.conftest import fake_adapter  # noqa: E402
@@ -91,6 +92,25 @@ def test_each_adapter_stays_on_one_engine_replica_and_the_base_model_spreads(clu
         home = placed[model].most_common(1)[0][1]
         assert home / sum(placed[model].values()) >= 0.9, placed
     assert len(placed["base"]) == 2  # no model id: both replicas take base-model requests
+
+
+def test_requests_go_through_the_engines_doors_which_refuse_anyone_without_the_secret(cluster):
+    """The direct data plane (RaySpec's default): an ingress sends a generation to the engine
+    replica's door over HTTP, not through a handle call; each running engine replica lists its door
+    in the cluster's key-value store; a door answers nothing to a caller without the secret."""
+    client, _, _ = cluster
+    before = engines()
+    for model in (*ADAPTERS, "base"):
+        assert ask(client, model).status_code == 200
+    after = engines()
+    assert set(after) == set(before)
+    assert sum(e["through_door"] - before[r]["through_door"] for r, e in after.items()) == len(ADAPTERS) + 1
+    doors = door.listed()
+    assert set(doors) == set(after)
+    for url in doors.values():
+        for path in ("/v1/completions", "/v1/models", "/v1/load_lora_adapter"):
+            r = httpx.post(url + path, json={"model": "base", "prompt": "x"}, timeout=10)
+            assert r.status_code == 401 and r.content == b"", (url, path)
 
 
 def test_publish_under_load_fails_no_request_and_every_ingress_switches(cluster):
