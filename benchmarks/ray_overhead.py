@@ -12,7 +12,8 @@ code): seconds from the config update to every ingress replica serving the relea
 
     python -m benchmarks.ray_overhead [--n 200] [--runs 3] [--publishes 4]
 
-`--data-plane handle` sends every request from the ingress to the engine as a DeploymentHandle
+`--front proxy` puts Serve's proxy in front of the ingress replicas instead of letting them listen
+on the port themselves; `--data-plane handle` sends every request from the ingress to the engine as a DeploymentHandle
 call instead of over HTTP to the engine replica's door (serving/ray/door.py); `--router serve`
 (handle only) uses Serve's own request router for the engines instead of the ring.
 `--serve-env K=V` (repeatable) sets Ray Serve switches in every replica (RaySpec.serve_env), e.g.
@@ -48,6 +49,12 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench/ray")
     ap.add_argument("--router", choices=["ring", "serve"], default="ring", help="the engines' request router")
     ap.add_argument(
+        "--front",
+        choices=["ingress", "proxy"],
+        default="ingress",
+        help="who takes the clients' HTTP on Ray: the ingress replicas, or Serve's proxy",
+    )
+    ap.add_argument(
         "--data-plane",
         choices=["direct", "handle"],
         default="direct",
@@ -75,6 +82,7 @@ def main() -> None:
         engine="attached",
         router=args.router,
         data_plane=args.data_plane,
+        front=args.front,
         engine_options={"url": stub_url},
         engine_num_cpus=0.5,
         ingress_num_cpus=0.5,
@@ -139,6 +147,7 @@ def main() -> None:
             "runs": args.runs,
             "router": args.router,
             "data_plane": args.data_plane,
+            "front": args.front,
             "ingress_replicas": 1,
             "engine_replicas": 1,
             "embedder": "static",
@@ -163,10 +172,11 @@ def render(r: dict) -> str:
     m = r["machine"]
     plane = r["settings"].get("data_plane", "handle")  # results before the doors: every request a handle call
     hop = "HTTP to the engine replica's door" if plane == "direct" else "the handle call to the engine replica"
+    front = r["settings"].get("front", "proxy")  # results before the ingress listened itself: Serve's proxy
     rows = [
         f"### Ray Serve path against the single gateway, stub engine ({m['cores']} cores {m['cpu']}, "
         f"Python {m['python']}, Ray ingress + 1 engine replica, {r['settings'].get('router', 'ring')} router, "
-        f"data plane `{plane}`, {m['date']})",
+        f"front `{front}`, data plane `{plane}`, {m['date']})",
         "",
         "Ray Serve switches in the replicas: "
         + (", ".join(f"`{k}={v}`" for k, v in r["settings"].get("serve_env", {}).items()) or "Ray's defaults")
@@ -181,13 +191,25 @@ def render(r: dict) -> str:
         "",
         f"Added by the Ray path over the single gateway (median over runs of the p50 difference): explicit "
         f"adapter {over['explicit']:.2f} ms, `auto` {over['auto']:.2f} ms (goal ≤ 2 ms); the gateway over the "
-        f"stub itself: {r['gateway_over_stub_ms']:.2f} ms. Of the Ray path's extra, Serve's proxy -> ingress hop "
-        f"(`/v1/models`, answered by the ingress) is {r['ray_models_over_gateway_ms']:.2f} ms; the rest is "
-        f"{hop}. Both paths end at the same stub (answers at once): "
-        f"Serve's proxy, {hop} and the engine replica are the difference. Deploy (ingress + engine, "
+        f"stub itself: {r['gateway_over_stub_ms']:.2f} ms. Of the Ray path's extra, "
+        + (
+            "Serve's proxy -> ingress hop (`/v1/models`, answered by the ingress) is "
+            if front == "proxy"
+            else "the ingress replica's own answer to `/v1/models` (no proxy) costs, over the single gateway's, "
+        )
+        + f"{r['ray_models_over_gateway_ms']:.2f} ms; the rest is "
+        + (
+            "the request's body (a replica fetches it from the proxy: one more actor call) and "
+            if front == "proxy"
+            else ""
+        )
+        + f"{hop}. Both paths end at the same stub "
+        f"(answers at once): "
+        + ("Serve's proxy, " if front == "proxy" else "")
+        + f"{hop} and the engine replica are the difference. Deploy (ingress + engine, "
         f"local cluster): {r['deploy_s']} s. Publish to every ingress replica: {r['publish_s']} s. Throughput "
         "with real vLLM replicas and home-hit share under load: `benchmarks/ray_throughput.py`. On this "
-        "shared 2-core machine Ray's own processes (raylet, GCS, controller, proxy) and both replicas compete "
+        f"shared 2-core machine Ray's own processes (raylet, GCS, controller{', proxy' if front == 'proxy' else ''}) and both replicas compete "
         "with the client for the same cores.",
     ]
     return "\n".join(rows)

@@ -16,8 +16,9 @@ name (serving/ray/ring_router.py), so the share is counted, not inferred from ro
     python -m benchmarks.ray_throughput [--levels 8,32] [--seconds 4] [--rounds 2] [--max-tokens 16]
 
 Writes benchmarks/results/ray_throughput.json, or `--out NAME`.json (rendered by `python -m
-benchmarks.report`). `--data-plane handle`: Ray's ingress calls the engines through a DeploymentHandle
-per request instead of over HTTP to their doors (serving/ray/door.py).
+benchmarks.report`). `--front proxy`: Serve's proxy in front of the ingress replicas;
+`--data-plane handle`: Ray's ingress calls the engines through a DeploymentHandle per request
+instead of over HTTP to their doors (serving/ray/door.py).
 """
 
 from __future__ import annotations
@@ -96,6 +97,12 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--work", default="runs/bench/ray_throughput")
     ap.add_argument(
+        "--front",
+        choices=["ingress", "proxy"],
+        default="ingress",
+        help="who takes the clients' HTTP on Ray: the ingress replicas, or Serve's proxy",
+    )
+    ap.add_argument(
         "--data-plane",
         choices=["direct", "handle"],
         default="direct",
@@ -139,6 +146,7 @@ def main() -> None:
                     ingress_num_cpus=0.5,
                     models_per_replica=slots,
                     data_plane=args.data_plane,
+                    front=args.front,
                     engine_options={"kv_cache_gib": 2},
                 )
                 deploy(spec, port=ray_port, timeout_s=900)
@@ -185,6 +193,7 @@ def main() -> None:
             "ray_engine_num_cpus": spec.engine_num_cpus,
             "ray_router": spec.router,
             "ray_data_plane": spec.data_plane,
+            "ray_front": spec.front,
             "adapters_per_home_replica": per_replica(homes, 2),
         },
         "load_avg_start_end": [[round(x, 2) for x in la] for la in load_avg],
@@ -229,7 +238,7 @@ def render(r: dict) -> str:
         f"{s['model']}, {s['adapters']} LoRA adapters (named in turn), streamed chat completions of "
         f"{s['max_tokens']} tokens, closed loop, {s['rounds']} rounds of {s['seconds']:.0f} s windows per setup and "
         f"level (order alternated). Gateway: `--backend` x2 (its affinity ring); Ray: ingress + 2 engine replicas "
-        f"at {s['ray_engine_num_cpus']} CPU each, `{s['ray_router']}` router, data plane "
+        f"at {s['ray_engine_num_cpus']} CPU each, `{s['ray_router']}` router, front `{s.get('ray_front', 'proxy')}`, data plane "
         f"`{s.get('ray_data_plane', 'handle')}`; adapters per home replica "
         f"{homes}. Ray deploy: {r['deploy_s']} s.",
         "",

@@ -38,6 +38,14 @@ class AioResponse:
         except _AIO_ERRORS as e:
             raise _read_error(e) from e
 
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive."""
+        try:
+            async for chunk in self._r.content.iter_any():
+                yield chunk
+        except _AIO_ERRORS as e:
+            raise _read_error(e) from e
+
     async def aiter_lines(self) -> AsyncIterator[str]:
         """Lines without their line ends, empty ones included (the SSE framing), as httpx gives them,
         however long: the lines are cut from the chunks here, since aiohttp's own line reader

@@ -27,6 +27,12 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
         help="ingress -> engine: HTTP to the engine replica's door (direct) or a Ray handle call per request",
     )
     ray.add_argument(
+        "--front",
+        choices=["ingress", "proxy"],
+        default="ingress",
+        help="who takes clients' HTTP on --host/--port: the ingress replicas themselves, or Serve's proxy on every node",
+    )
+    ray.add_argument(
         "--models-per-replica", type=int, default=0, help="adapters an engine replica holds (default ceil(K/replicas))"
     )
 
@@ -68,6 +74,7 @@ def cmd_serve_ray(args: argparse.Namespace) -> None:
         ingress_replicas=args.ingress_replicas,
         models_per_replica=args.models_per_replica,
         data_plane=args.data_plane,
+        front=args.front,
         engine_options={"vllm_args": args.vllm_arg or []},
     )
     ray.init(address=args.ray_address)

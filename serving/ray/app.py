@@ -1,6 +1,7 @@
 """The Serve application: an ingress deployment in front of an engine deployment.
 
-    clients --HTTP--> Serve proxy --> Ingress replicas (gateway: route auto -> adapter -> content name)
+    clients --HTTP--> Ingress replicas (gateway: route auto -> adapter -> content name)
+                      (each listens on host:port itself; front "proxy": Serve's proxy in between)
                                          | HTTP to the replica's door (data_plane "direct"), or a
                                          | DeploymentHandle call, multiplexed_model_id = content name
                                          v
@@ -34,6 +35,9 @@ from fedrouter.serving.ray.stub_engine import StubEngine
 from fedrouter.serving.registry import engine_names
 
 APP = "fedrouter"  # the application's name in Serve
+# A stopping replica's grace (Serve's graceful_shutdown_timeout_s): its answers under way end first,
+# the door's and the front's too (they wait DRAIN_S, a little less)
+GRACE_S = 60.0
 ENGINES: dict[str, type[EngineCore]] = {"vllm": VLLMEngine, "stub": StubEngine, "attached": AttachedEngine}
 
 
@@ -63,6 +67,13 @@ class RaySpec(BaseModel):
     # the replica's door, placed on the same ring; the handle when no door is known) or "handle"
     # (every request a DeploymentHandle call). benchmarks/ray_overhead.py measures both.
     data_plane: str = "direct"
+    # Who takes the clients' HTTP: "ingress" (every ingress replica listens on host:port itself,
+    # the replicas of a node sharing the port, as `fedrouter serve` does; Serve starts no proxy) or
+    # "proxy" (Serve's proxy on every node, which hands each request to an ingress replica through
+    # Ray: one actor call, and one more back to the proxy for a request's body).
+    front: str = "ingress"
+    host: str = "127.0.0.1"  # where clients connect (cluster.deploy sets both from its arguments)
+    port: int = 8000
     ingress_replicas: int = 1
     ingress_num_cpus: float = 0.5
     gateway: dict[str, Any] = Field(default_factory=dict)  # GatewaySettings fields (release excluded)
@@ -96,6 +107,8 @@ def build(args: dict[str, Any]) -> Application:
         raise ValueError(f"unknown router {spec.router!r} (ring, serve)")
     if spec.data_plane not in ("direct", "handle"):
         raise ValueError(f"unknown data plane {spec.data_plane!r} (direct, handle)")
+    if spec.front not in ("ingress", "proxy"):
+        raise ValueError(f"unknown front {spec.front!r} (ingress, proxy)")
     if spec.data_plane == "direct" and spec.router != "ring":
         raise ValueError("the direct data plane places requests on the ring: router 'serve' needs data_plane 'handle'")
     actor_env = {"runtime_env": {"env_vars": dict(spec.serve_env)}} if spec.serve_env else {}
@@ -114,6 +127,7 @@ def build(args: dict[str, Any]) -> Application:
         ray_actor_options={"num_cpus": spec.engine_num_cpus, "num_gpus": spec.engine_num_gpus, **actor_env},
         health_check_period_s=spec.health_check_period_s,
         max_ongoing_requests=spec.max_ongoing_requests,
+        graceful_shutdown_timeout_s=GRACE_S,
         **routing,
     ).bind(
         release=spec.release,
@@ -129,7 +143,9 @@ def build(args: dict[str, Any]) -> Application:
         num_replicas=spec.ingress_replicas,
         ray_actor_options={"num_cpus": spec.ingress_num_cpus, **actor_env},
         max_ongoing_requests=spec.max_ongoing_requests,
+        graceful_shutdown_timeout_s=GRACE_S,
         user_config={"release": spec.release, "digest": spec.release_digest},
     )
     gateway = {**spec.gateway, "release": spec.release}
-    return ingress.bind(gateway, engine, spec.release_digest, spec.release_cache, spec.data_plane)
+    front = {"host": spec.host, "port": spec.port} if spec.front == "ingress" else None
+    return ingress.bind(gateway, engine, spec.release_digest, spec.release_cache, spec.data_plane, front)

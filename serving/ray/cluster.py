@@ -29,9 +29,13 @@ IMPORT_PATH = "fedrouter.serving.ray.app:build"
 
 
 def deploy(spec: RaySpec, host: str = "127.0.0.1", port: int = 8000, timeout_s: float = 900.0) -> None:
-    """Deploy (or update in place) the application; returns once it is RUNNING."""
-    spec = spec.model_copy(update={"release_digest": ship(spec.release)})  # no node needs the folder
-    client = serve_start(http_options={"host": host, "port": port})
+    """Deploy (or update in place) the application, clients connecting to host:port; returns once
+    it is RUNNING. With front "ingress" the ingress replicas listen there and Serve starts no proxy
+    (Serve keeps the HTTP options of its first start on a cluster)."""
+    # no node needs the release folder: the shelf ships it
+    spec = spec.model_copy(update={"release_digest": ship(spec.release), "host": host, "port": port})
+    http = {"host": host, "port": port} if spec.front == "proxy" else {"location": "NoServer"}
+    client = serve_start(http_options=http)
     config = {
         "applications": [
             {
@@ -39,6 +43,12 @@ def deploy(spec: RaySpec, host: str = "127.0.0.1", port: int = 8000, timeout_s: 
                 "route_prefix": "/",
                 "import_path": IMPORT_PATH,
                 "args": spec.model_dump(),
+                # the ingress's user_config as a publish sets it, from the start: Serve applies a
+                # publish as a config update in place (the first one too: an override that appears
+                # only with the first publish makes Serve replace every ingress replica)
+                "deployments": [
+                    {"name": "Ingress", "user_config": {"release": spec.release, "digest": spec.release_digest}}
+                ],
             }
         ]
     }

@@ -97,28 +97,11 @@ class Door:
         self.url = ""
         self.replica = ""
         self._server: Any = None
-        self._task: asyncio.Task | None = None
         self.answered = 0  # requests that came in through the door (tests, benchmarks)
 
     async def open(self, host: str, replica: str = "", register: bool = True) -> str:
         """Listen on `host` (a port the OS picks); with `register`, list it under `replica`."""
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self, lifespan="off", access_log=False, log_level="warning", http="httptools", timeout_keep_alive=30
-        )
-        self._server = uvicorn.Server(config)
-        # _serve, not serve: serve would take the process's SIGINT/SIGTERM from Ray when this loop
-        # runs on the main thread
-        self._task = asyncio.get_running_loop().create_task(self._server._serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises what stopped it
-            await asyncio.sleep(0.01)
+        self._server, port = await listen(self, host, 0, http="httptools", timeout_keep_alive=30)
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self.replica = replica
         if register:
@@ -128,7 +111,8 @@ class Door:
         return self.url
 
     def close(self) -> None:
-        """Unlist and stop (from `__del__`: no awaiting)."""
+        """Unlist, and stop taking connections: uvicorn lets the answers under way end
+        (`stopped` waits for that)."""
         if self.replica:
             try:
                 forget(self.replica)
@@ -181,6 +165,42 @@ class Door:
         async for chunk in answer:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def listen(app: Any, host: str, port: int, reuse_port: bool = False, **options: Any) -> tuple[Any, int]:
+    """Serve the ASGI `app` with uvicorn on the running event loop at host:port (0: the OS picks;
+    `reuse_port`: several processes of one node share the port, the kernel spreads connections);
+    returns (the uvicorn server, the port) once it listens. Set `server.should_exit` to stop it."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    port = sock.getsockname()[1]
+    options = {"lifespan": "off", "access_log": False, "log_level": "warning", **options}
+    config = uvicorn.Config(app, **options)
+    server = uvicorn.Server(config)
+    # _serve, not serve: serve would take the process's SIGINT/SIGTERM from Ray when this loop
+    # runs on the main thread
+    task = asyncio.get_running_loop().create_task(server._serve(sockets=[sock]))
+    server.fedrouter_task = task  # kept: the loop holds tasks weakly
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise RuntimeError(f"uvicorn stopped before it listened on {host}:{port}")
+        await asyncio.sleep(0.01)
+    return server, port
+
+
+async def stopped(server: Any, timeout_s: float) -> None:
+    """Wait (at most `timeout_s`) for a `listen` server told to exit to finish its answers under way."""
+    server.should_exit = True
+    try:
+        await asyncio.wait_for(asyncio.shield(server.fedrouter_task), timeout_s)
+    except Exception as e:  # timed out, or it had failed: the replica goes anyway
+        log.warning("server did not stop cleanly: %r", e)
 
 
 async def _plain(send: Send, status: int, body: bytes, door: str | None = None) -> None:

@@ -41,9 +41,10 @@ import httpx
 from ray import serve
 
 from fedrouter.serving.adapter_store import AdapterStore
-from fedrouter.serving.ray.door import Door, cluster_secret, node_address
+from fedrouter.serving.ray.door import Door, cluster_secret, node_address, stopped
 from fedrouter.serving.ray.release_shelf import local_release
-from fedrouter.serving.supervisor import VLLMSupervisor, async_http_client
+from fedrouter.serving.supervisor import VLLMSupervisor, async_http_client, unix_socket
+from fedrouter.serving.transport import HotTransport
 
 log = logging.getLogger("fedrouter.serving")
 Head = dict[str, Any]  # {"status": int, "content-type": str}, the first item of every answer
@@ -52,6 +53,8 @@ Head = dict[str, Any]  # {"status": int, "content-type": str}, the first item of
 class EngineCore:
     """What both engine variants share: multiplexed adapter loading and the in-flight count per
     adapter that keeps an evicted adapter in vLLM until its last request here is answered."""
+
+    drain_s = 55.0  # at shutdown, how long the door's answers under way may take (Serve's grace: 60 s)
 
     def __init__(self, models_per_replica: int, adapter_store: str | None = None, door: bool = False):
         """`door`: also take requests through a door on this node's address (serving/ray/door.py),
@@ -100,9 +103,16 @@ class EngineCore:
     def has_folder(self, folder: str) -> bool:
         return Path(folder).is_dir()
 
-    def __del__(self) -> None:  # Serve's replica shutdown: the door is unlisted first
-        if getattr(self, "door", None) is not None:
-            self.door.close()
+    def __del__(self) -> Any:
+        """Serve's replica shutdown, which awaits what this returns: with a door, unlist it, stop
+        taking connections and let the answers under way end (Serve drains its own calls itself,
+        not the door's), at most `drain_s`. None where there is nothing to wait for (a plain object
+        collected by Python never returns a coroutine nobody awaits)."""
+        door = getattr(self, "door", None)
+        if door is None or door._server is None:
+            return None
+        door.close()
+        return stopped(door._server, self.drain_s)
 
     async def generate(
         self,
@@ -250,14 +260,20 @@ class HTTPEngine(EngineCore):
         super().__init__(models_per_replica, adapter_store, door)
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(request_timeout_s, connect=5.0)
-        self.client = async_http_client(url, timeout=timeout, headers=headers)
+        self.client = async_http_client(url, timeout=timeout, headers=headers)  # adapter loading
+        # generations: aiohttp, as the single gateway reaches vLLM (serving/transport.py: cheaper per request)
+        uds = unix_socket(url)
+        json = {**headers, "content-type": "application/json"}
+        self.hot = HotTransport("http://vllm" if uds else url.rstrip("/"), json, request_timeout_s, uds=uds)
 
     async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:
-        headers = {"content-type": "application/json"}
-        async with self.client.stream("POST", path, content=body, headers=headers) as r:
+        r = await self.hot.send("POST", path, body)
+        try:
             yield {"status": r.status_code, "content-type": r.headers.get("content-type", "application/json")}
             async for chunk in r.aiter_raw():
                 yield chunk
+        finally:
+            await r.aclose()  # cut short (the request was cancelled): vLLM aborts the generation
 
     async def load_adapter(self, name: str, folder: str) -> None:
         r = await self.client.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": folder})
@@ -321,9 +337,21 @@ class VLLMEngine(HTTPEngine):
         if not self.supervisor.alive():
             raise RuntimeError(f"vLLM exited:\n{self.supervisor.log_tail(15)}")
 
-    def __del__(self) -> None:  # Serve's replica shutdown: vLLM and its socket folder go with it
-        super().__del__()
-        self.supervisor.close()
+    def __del__(self) -> Any:
+        """Serve's replica shutdown: vLLM and its socket folder go with it, after the door's
+        answers under way (EngineCore.__del__)."""
+        drained = super().__del__()
+        if drained is None:
+            self.supervisor.close()
+            return None
+
+        async def then() -> None:
+            try:
+                await drained
+            finally:
+                self.supervisor.close()
+
+        return then()
 
 
 def replica_id() -> str:

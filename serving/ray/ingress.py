@@ -34,6 +34,7 @@ from fedrouter.router.release import load_release
 from fedrouter.serving.app import create_app
 from fedrouter.serving.errors import GatewayError
 from fedrouter.serving.ray.direct_transport import DirectTransport
+from fedrouter.serving.ray.door import listen, stopped
 from fedrouter.serving.ray.engine import replica_id
 from fedrouter.serving.ray.handle_transport import HandleTransport
 from fedrouter.serving.ray.release_shelf import local_release
@@ -42,7 +43,8 @@ from fedrouter.serving.registry import engine_names
 from fedrouter.serving.settings import GatewaySettings
 
 log = logging.getLogger("fedrouter.serving")
-ENGINE_URL = "http://engine.ray"  # the one "backend" the gateway sees: the engine deployment
+ENGINE_URL = "http://engine.ray"
+DRAIN_S = 55.0  # at shutdown, how long the answers under way may take (Serve's grace: GRACE_S in app.py)  # the one "backend" the gateway sees: the engine deployment
 _building: ContextVar[FastAPI] = ContextVar("fedrouter_ingress_app")
 
 
@@ -84,9 +86,11 @@ class Ingress:
         digest: str = "",
         cache: str | None = None,
         data_plane: str = "handle",
+        front: dict[str, Any] | None = None,
     ):
         """`digest`: the starting release's, when it was shipped; `cache`: where this node keeps
-        shipped releases (release_shelf.local_release); `data_plane`: gateway_app's."""
+        shipped releases (release_shelf.local_release); `data_plane`: gateway_app's; `front`:
+        {"host", "port"} where this replica serves HTTP itself (RaySpec.front), or None (Serve's proxy)."""
         self.cache = cache
         start = local_release(gateway["release"], digest, cache)
         self.gateway = gateway_app({**gateway, "release": str(start.path)}, engine, data_plane)
@@ -96,11 +100,40 @@ class Ingress:
         # publishes apply in the order they arrive: one that started earlier never lands after a
         # later one (Serve's local testing mode calls the first reconfigure without awaiting it)
         self._publishing = asyncio.Lock()
+        self._front = front if ray.is_initialized() else None  # local testing mode: no listening
+        self._front_server: Any = None
+        self._max_connections = GatewaySettings(**gateway).max_connections
         _building.set(self.gateway)
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         async with self._publishing:
             await self._publish(config)
+            if self._front and self._front_server is None:
+                # the first reconfigure: Serve has run the gateway's startup (pool, registry) by now
+                await self._open_front(self._front["host"], int(self._front["port"]))
+
+    async def _open_front(self, host: str, port: int) -> None:
+        """Serve the gateway at host:port from this replica, as `fedrouter serve` does on one
+        machine; the ingress replicas of a node share the port (SO_REUSEPORT). Raising here makes
+        Serve replace the replica and, if every try fails, say why in the deployment's status."""
+        try:
+            self._front_server, _ = await listen(
+                self.gateway,
+                host,
+                port,
+                reuse_port=True,
+                limit_concurrency=self._max_connections,
+                timeout_graceful_shutdown=DRAIN_S,
+            )
+        except OSError as e:
+            raise RuntimeError(f"the ingress cannot listen on {host}:{port}: {e}") from None
+        log.info("ingress replica %s: serving HTTP on %s:%s", replica_id(), host, port)
+
+    def __del__(self) -> Any:
+        """Serve's replica shutdown, which awaits what this returns: stop taking connections and
+        let the answers under way end, at most DRAIN_S (Serve drains only the calls it made)."""
+        server = getattr(self, "_front_server", None)
+        return stopped(server, DRAIN_S) if server is not None else None
 
     async def _publish(self, config: dict[str, Any]) -> None:
         path, digest = (config or {}).get("release"), (config or {}).get("digest")

@@ -1,6 +1,7 @@
 """The Serve application on a real local Ray cluster (one per module: ray.init(num_cpus=2),
 fractional CPUs), with stub engines: affinity, publishing under load, a refused release, a killed
-engine replica. HTTP through Serve's own proxy with httpx, as a client would."""
+engine replica. HTTP with httpx, as a client would, to the port the ingress replicas share (RaySpec's
+default front: Serve starts no proxy)."""
 
 import os
 import signal
@@ -126,6 +127,7 @@ def test_publish_under_load_fails_no_request_and_every_ingress_switches(cluster)
                 statuses[r.status_code] += 1
                 releases[r.headers.get("x-fedrouter-release")] += 1
 
+    replicas = set(answering("Ingress", "state"))
     threads = [threading.Thread(target=load, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
@@ -140,6 +142,7 @@ def test_publish_under_load_fails_no_request_and_every_ingress_switches(cluster)
     assert set(statuses) == {200}, statuses
     assert set(releases) <= {"v1", "v2"} and releases["v2"] > 0
     assert not result["refused"] and set(result["replicas"].values()) == {str(v2.path)}
+    assert set(result["replicas"]) == replicas  # a config update in place: no replica was replaced
     assert {ask(client, "auto").headers["x-fedrouter-release"] for _ in range(10)} == {"v2"}
 
 
@@ -173,7 +176,7 @@ def test_a_client_that_goes_away_cancels_the_engine_call(cluster):
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
             c.post("/v1/completions", json={"model": "base", "prompt": "stub-sleep 600"})
     deadline = time.monotonic() + 120
-    while cancelled() == before:  # Serve's proxy cancels the ingress call, which cancels the engine's
+    while cancelled() == before:  # the gateway closes its request to the door, which cancels the engine's generation
         assert time.monotonic() < deadline
         time.sleep(0.5)
 
