@@ -109,6 +109,12 @@ def main() -> None:
         help="Ray's ingress -> engine: HTTP to the engine's door, or a handle call per request",
     )
     ap.add_argument("--out", default="ray_throughput", help="results/NAME.json")
+    ap.add_argument(
+        "--ray-load-factor",
+        type=float,
+        default=None,
+        help="the Ray ingress's affinity_load_factor (default: the gateway's, as the single gateway's)",
+    )
     args = ap.parse_args()
 
     import ray
@@ -147,6 +153,7 @@ def main() -> None:
                     models_per_replica=slots,
                     data_plane=args.data_plane,
                     front=args.front,
+                    gateway={"affinity_load_factor": args.ray_load_factor} if args.ray_load_factor else {},
                     engine_options={"kv_cache_gib": 2},
                 )
                 deploy(spec, port=ray_port, timeout_s=900)
@@ -194,6 +201,7 @@ def main() -> None:
             "ray_router": spec.router,
             "ray_data_plane": spec.data_plane,
             "ray_front": spec.front,
+            "ray_affinity_load_factor": spec.gateway.get("affinity_load_factor", "default"),
             "adapters_per_home_replica": per_replica(homes, 2),
         },
         "load_avg_start_end": [[round(x, 2) for x in la] for la in load_avg],
@@ -239,8 +247,14 @@ def render(r: dict) -> str:
         f"{s['max_tokens']} tokens, closed loop, {s['rounds']} rounds of {s['seconds']:.0f} s windows per setup and "
         f"level (order alternated). Gateway: `--backend` x2 (its affinity ring); Ray: ingress + 2 engine replicas "
         f"at {s['ray_engine_num_cpus']} CPU each, `{s['ray_router']}` router, front `{s.get('ray_front', 'proxy')}`, data plane "
-        f"`{s.get('ray_data_plane', 'handle')}`; adapters per home replica "
-        f"{homes}. Ray deploy: {r['deploy_s']} s.",
+        f"`{s.get('ray_data_plane', 'handle')}`"
+        + (
+            f", the ingress's affinity load factor {s['ray_affinity_load_factor']} (a request spills off its home "
+            "past that multiple of the mean load in flight; the gateway's: 1.25)"
+            if s.get("ray_affinity_load_factor", "default") != "default"
+            else ""
+        )
+        + f"; adapters per home replica {homes}. Ray deploy: {r['deploy_s']} s.",
         "",
         "| c | setup | req/s per round | out tok/s per round | failed | home share (Ray) |",
         "|---|---|---|---|---|---|",

@@ -8,8 +8,10 @@ gateway reaches vLLM) straight to an engine replica's door.
 
 Which replica: the adapter's home on the same ring Serve's request router uses (ring_router.py
 `SeededRing`: the replicas' ids, balanced over the published release's adapters), so a request
-lands where it would have through the handle; past the ring's load bound (1.25 x the mean of this
-ingress's requests in flight, as the single gateway's) it spills to the next replica; the base model
+lands where it would have through the handle; past the ring's load bound (the gateway's
+`affinity_load_factor`, 1.25 x the mean of this ingress's requests in flight by default, as the
+single gateway's) it spills to the next replica, where Serve's router spills only at a replica's
+`max_ongoing_requests`; the base model
 goes to the least loaded, in turn among equals.
 
 Where the doors are: the cluster's key-value store, read every `refresh_s` in a thread. A door that
@@ -75,6 +77,7 @@ class DirectTransport(HandleTransport):
         base_model: str,
         keys: list[str],
         read_timeout_s: float = 600.0,
+        load_factor: float = 1.25,  # the gateway's affinity_load_factor
         refresh_s: float = 1.0,  # 0: only when `refresh` is called (tests)
         listed: Callable[[], dict[str, str]] = door.listed,  # replica id -> door URL (blocking)
         secret: Callable[[], str] = door.cluster_secret,
@@ -83,7 +86,7 @@ class DirectTransport(HandleTransport):
         """`keys`: the starting release's content names (the ring's balanced homes; a publish
         reseeds them, ring_router.reseed)."""
         super().__init__(engine, base_model)
-        self._homes = SeededRing(keys)
+        self._homes = SeededRing(keys, load_factor=load_factor)
         self._doors: dict[str, _Door] = {}
         self._listed, self._secret_of, self._forget = listed, secret, forget
         self._secret: str | None = None

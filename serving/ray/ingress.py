@@ -71,7 +71,9 @@ def gateway_app(gateway: dict[str, Any], engine: Any, data_plane: str = "handle"
     transport: HandleTransport
     if data_plane == "direct" and ray.is_initialized():  # local testing mode has no doors
         keys = sorted(engine_names(start).values())
-        transport = DirectTransport(engine, base, keys, read_timeout_s=settings.request_timeout_s)
+        transport = DirectTransport(
+            engine, base, keys, read_timeout_s=settings.request_timeout_s, load_factor=settings.affinity_load_factor
+        )
     else:
         transport = HandleTransport(engine, base)
     return create_app(settings, transport=transport)

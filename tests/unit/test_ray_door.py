@@ -135,6 +135,8 @@ async def test_the_direct_transport_sends_each_adapter_home_on_the_routers_ring(
             assert by_door[ring.home(k)]._served[k] == 3 and sum(e._served[k] for e in engines) == 3
         assert sorted(len(e._served) for e in engines) == [2, 2]  # balanced: two adapters a replica
         assert t.through == {"door": 12, "handle": 0}
+        await asyncio.gather(*(send(t, k) for k in keys * 5))  # at once: every answer closed, nothing left counted
+        assert [d.inflight for d in t._doors.values()] == [0, 0]
     finally:
         await t.aclose()
         for d in doors:

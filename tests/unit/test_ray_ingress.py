@@ -231,6 +231,24 @@ def test_serve_switches_reach_every_replica_of_both_deployments(releases):
     assert "runtime_env" not in plain.ray_actor_options  # Ray's defaults: no runtime_env at all
 
 
+def test_the_front_and_the_data_plane_reach_both_deployments(releases):
+    """Defaults: the ingress replicas listen on the deploy's host:port themselves and the engines
+    open doors; `front="proxy"` leaves HTTP to Serve's proxy, `data_plane="handle"` opens no door."""
+    path = str(releases[0].path)
+    ingress = build(RaySpec(release=path, engine="stub", port=9123).model_dump())._bound_deployment
+    engine = ingress.init_args[1]._bound_deployment
+    assert ingress.init_args[4:] == ("direct", {"host": "127.0.0.1", "port": 9123})
+    assert engine.init_kwargs["door"] is True
+    assert ingress._deployment_config.graceful_shutdown_timeout_s >= 60  # the front's drain fits in it
+    spec = RaySpec(release=path, engine="stub", front="proxy", data_plane="handle")
+    ingress = build(spec.model_dump())._bound_deployment
+    assert ingress.init_args[4:] == ("handle", None)
+    assert ingress.init_args[1]._bound_deployment.init_kwargs["door"] is False
+    for bad in ({"front": "nginx"}, {"data_plane": "grpc"}, {"router": "serve"}):  # serve's router: handle only
+        with pytest.raises(ValueError):
+            build(RaySpec(release=path, engine="stub", **bad).model_dump())
+
+
 def test_a_failed_stub_engine_fails_its_health_check():
     engine = local(serve.deployment(StubEngine).bind(models_per_replica=1), "health")
     engine.check_health.remote().result()
@@ -292,11 +310,13 @@ def test_serve_ray_maps_its_flags_onto_the_application(releases, monkeypatch):
     monkeypatch.setattr(cluster, "deploy", lambda spec, host, port: deployed.update(spec=spec, host=host, port=port))
     argv = ["serve", "--ray", "--ray-address", "auto", "--release", str(releases[0].path), "--port", "9123"]
     argv += ["--engine-replicas", "2", "--engine-gpus", "0.5", "--vllm-arg=--gpu-memory-utilization=0.4"]
+    argv += ["--front", "proxy", "--data-plane", "handle"]
     args = build_parser().parse_args(argv)
     args.fn(args)  # returns at once with --ray-address (the cluster outlives the command)
     spec = deployed["spec"]
     assert deployed["address"] == "auto" and deployed["port"] == 9123
     assert (spec.engine, spec.engine_replicas, spec.engine_num_gpus) == ("vllm", 2, 0.5)
+    assert (spec.front, spec.data_plane) == ("proxy", "handle")
     assert spec.engine_options == {"vllm_args": ["--gpu-memory-utilization=0.4"]}
     assert spec.release == str(releases[0].path.resolve())
 
