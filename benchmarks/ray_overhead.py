@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.stack import PROBES, RESULTS, TASKS, bench_releases, free_port, gateway, machine
+from fedrouter.cli.cluster import add_path_flags
 
 # <where>_<model>; "models" is GET /v1/models, answered by the gateway itself: on Ray it costs
 # the proxy -> ingress hop alone, so (explicit - models) is the engine hop
@@ -48,18 +49,7 @@ def main() -> None:
     ap.add_argument("--publishes", type=int, default=4)
     ap.add_argument("--work", default="runs/bench/ray")
     ap.add_argument("--router", choices=["ring", "serve"], default="ring", help="the engines' request router")
-    ap.add_argument(
-        "--front",
-        choices=["ingress", "proxy"],
-        default="ingress",
-        help="who takes the clients' HTTP on Ray: the ingress replicas, or Serve's proxy",
-    )
-    ap.add_argument(
-        "--data-plane",
-        choices=["direct", "handle"],
-        default="direct",
-        help="ingress -> engine: HTTP to the engine's door, or a handle call per request",
-    )
+    add_path_flags(ap)  # --front, --data-plane
     ap.add_argument(
         "--serve-env", action="append", default=[], metavar="K=V", help="a Ray Serve switch in every replica"
     )

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from benchmarks.serving import load
 from benchmarks.stack import RESULTS, machine
+from fedrouter.cli.cluster import add_path_flags
 
 SETUPS = ("gateway", "ray")
 
@@ -96,18 +97,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--work", default="runs/bench/ray_throughput")
-    ap.add_argument(
-        "--front",
-        choices=["ingress", "proxy"],
-        default="ingress",
-        help="who takes the clients' HTTP on Ray: the ingress replicas, or Serve's proxy",
-    )
-    ap.add_argument(
-        "--data-plane",
-        choices=["direct", "handle"],
-        default="direct",
-        help="Ray's ingress -> engine: HTTP to the engine's door, or a handle call per request",
-    )
+    add_path_flags(ap)  # --front, --data-plane
     ap.add_argument("--out", default="ray_throughput", help="results/NAME.json")
     ap.add_argument(
         "--ray-load-factor",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 
 def add_serve_flags(serve: argparse.ArgumentParser) -> None:
@@ -20,20 +21,26 @@ def add_serve_flags(serve: argparse.ArgumentParser) -> None:
     ray.add_argument("--engine-gpus", type=float, default=0.0, help="GPUs per engine replica (0.5: two share one)")
     ray.add_argument("--engine-cpus", type=float, default=1.0, help="CPUs per engine replica")
     ray.add_argument("--ingress-replicas", type=int, default=1, help="gateway (ingress) replicas")
+    add_path_flags(ray)
     ray.add_argument(
-        "--data-plane",
-        choices=["direct", "handle"],
-        default="direct",
-        help="ingress -> engine: HTTP to the engine replica's door (direct) or a Ray handle call per request",
+        "--models-per-replica", type=int, default=0, help="adapters an engine replica holds (default ceil(K/replicas))"
     )
-    ray.add_argument(
+
+
+def add_path_flags(parser: Any) -> None:
+    """--front and --data-plane (RaySpec.front, RaySpec.data_plane): how a request travels on Ray.
+    Also used by benchmarks/ray_overhead.py and benchmarks/ray_throughput.py."""
+    parser.add_argument(
         "--front",
         choices=["ingress", "proxy"],
         default="ingress",
         help="who takes clients' HTTP on --host/--port: the ingress replicas themselves, or Serve's proxy on every node",
     )
-    ray.add_argument(
-        "--models-per-replica", type=int, default=0, help="adapters an engine replica holds (default ceil(K/replicas))"
+    parser.add_argument(
+        "--data-plane",
+        choices=["direct", "handle"],
+        default="direct",
+        help="ingress -> engine: HTTP to the engine replica's door (direct) or a Ray handle call per request",
     )
 
 
