@@ -111,6 +111,7 @@ class EngineCore:
         door = getattr(self, "door", None)
         if door is None or door._server is None:
             return None
+        self.door = None  # once: Python calls __del__ again when it collects the object
         door.close()
         return stopped(door._server, self.drain_s)
 

@@ -131,11 +131,20 @@ class Ingress:
             raise RuntimeError(f"the ingress cannot listen on {host}:{port}: {e}") from None
         log.info("ingress replica %s: serving HTTP on %s:%s", replica_id(), host, port)
 
+    async def check_health(self) -> None:
+        """Raising makes Serve replace this replica: its HTTP server stopped taking connections."""
+        server = self._front_server
+        if server is not None and server.fedrouter_task.done():
+            raise RuntimeError(f"the ingress's HTTP server on {self._front} stopped")
+
     def __del__(self) -> Any:
         """Serve's replica shutdown, which awaits what this returns: stop taking connections and
         let the answers under way end, at most DRAIN_S (Serve drains only the calls it made)."""
         server = getattr(self, "_front_server", None)
-        return stopped(server, DRAIN_S) if server is not None else None
+        if server is None:
+            return None
+        self._front_server = None  # once: Python calls __del__ again when it collects the object
+        return stopped(server, DRAIN_S)
 
     async def _publish(self, config: dict[str, Any]) -> None:
         path, digest = (config or {}).get("release"), (config or {}).get("digest")

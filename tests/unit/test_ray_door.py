@@ -185,3 +185,21 @@ def test_a_publish_reseeds_the_door_choosers_ring_as_the_routers():
     ring = SeededRing(["a@1"])
     reseed(["b@2", "c@3"])
     assert ring.seed == frozenset({"b@2", "c@3"})
+
+
+async def test_a_stopping_engine_lets_the_answers_under_way_through_its_door_end_first():
+    """Serve drains only its own calls; `__del__` (which Serve awaits) closes the door and waits
+    for the door's answers under way. A plain object without a door returns nothing to await."""
+    assert StubEngine(models_per_replica=1).__del__() is None
+    engine, d = await open_door()
+    engine.door = d  # as the engine's own door, opened on a cluster
+    async with httpx.AsyncClient(base_url=d.url, timeout=30) as c:
+        auth = {"authorization": f"Bearer {SECRET}"}
+        running = asyncio.create_task(c.post("/v1/completions", content=body("base", "stub-sleep 0.5"), headers=auth))
+        while not engine.answered:
+            await asyncio.sleep(0.01)
+        await engine.__del__()  # returns once the answer under way was sent
+        r = await running
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == "ok" and engine.cancelled == 0
+        with pytest.raises(httpx.ConnectError):  # and the door takes no new connection
+            await httpx.AsyncClient(base_url=d.url).post("/v1/completions", content=body("base"), headers=auth)
