@@ -28,7 +28,7 @@ from ray.serve.config import RequestRouterConfig
 
 from fedrouter.router.release import Release
 from fedrouter.serving.ray.engine import AttachedEngine, EngineCore, VLLMEngine
-from fedrouter.serving.ray.ingress import Ingress
+from fedrouter.serving.ray.ingress import TRANSPORTS, Ingress
 from fedrouter.serving.ray.release_shelf import local_release
 from fedrouter.serving.ray.ring_router import AdapterRingRouter
 from fedrouter.serving.ray.stub_engine import StubEngine
@@ -105,11 +105,12 @@ def build(args: dict[str, Any]) -> Application:
         raise ValueError(f"unknown engine {spec.engine!r} ({', '.join(ENGINES)})")
     if spec.router not in ("ring", "serve"):
         raise ValueError(f"unknown router {spec.router!r} (ring, serve)")
-    if spec.data_plane not in ("direct", "handle"):
-        raise ValueError(f"unknown data plane {spec.data_plane!r} (direct, handle)")
+    if spec.data_plane not in TRANSPORTS:
+        raise ValueError(f"unknown data plane {spec.data_plane!r} ({', '.join(TRANSPORTS)})")
     if spec.front not in ("ingress", "proxy"):
         raise ValueError(f"unknown front {spec.front!r} (ingress, proxy)")
-    if spec.data_plane == "direct" and spec.router != "ring":
+    doors = TRANSPORTS[spec.data_plane].doors
+    if doors and spec.router != "ring":
         raise ValueError("the direct data plane places requests on the ring: router 'serve' needs data_plane 'handle'")
     actor_env = {"runtime_env": {"env_vars": dict(spec.serve_env)}} if spec.serve_env else {}
     routing, start = {}, spec.start()
@@ -134,7 +135,7 @@ def build(args: dict[str, Any]) -> Application:
         release_digest=spec.release_digest,
         release_cache=spec.release_cache,
         models_per_replica=spec.slots(start),
-        door=spec.data_plane == "direct",
+        door=doors,
         **spec.engine_options,
     )
     ingress = serve.deployment(

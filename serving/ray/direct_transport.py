@@ -71,6 +71,13 @@ class _DoorResponse:
 
 
 class DirectTransport(HandleTransport):
+    doors = True
+
+    @classmethod
+    def for_gateway(cls, engine: Any, base_model: str, keys: list[str], settings: Any) -> HandleTransport:
+        read_timeout_s, load_factor = settings.request_timeout_s, settings.affinity_load_factor
+        return cls(engine, base_model, keys, read_timeout_s=read_timeout_s, load_factor=load_factor)
+
     def __init__(
         self,
         engine: Any,

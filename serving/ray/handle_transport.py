@@ -73,6 +73,14 @@ class HandleStream(httpx.AsyncByteStream):
 
 
 class HandleTransport(httpx.AsyncBaseTransport):
+    doors = False  # whether the engines open doors for it (serving/ray/door.py)
+
+    @classmethod
+    def for_gateway(cls, engine: Any, base_model: str, keys: list[str], settings: Any) -> HandleTransport:
+        """The transport of an ingress's gateway: `keys` (the starting release's content names) and
+        `settings` (GatewaySettings) are for the variants that place requests themselves."""
+        return cls(engine, base_model)
+
     def __init__(self, engine: Any, base_model: str):
         self._engine = engine  # a DeploymentHandle to the engine deployment
         self._base = base_model  # the engines serve the base model under this name

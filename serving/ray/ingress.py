@@ -46,6 +46,8 @@ log = logging.getLogger("fedrouter.serving")
 ENGINE_URL = "http://engine.ray"
 DRAIN_S = 55.0  # at shutdown, how long the answers under way may take (Serve's grace: GRACE_S in app.py)  # the one "backend" the gateway sees: the engine deployment
 _building: ContextVar[FastAPI] = ContextVar("fedrouter_ingress_app")
+# RaySpec.data_plane -> how the ingress reaches the engines (the class says if the engines open doors)
+TRANSPORTS: dict[str, type[HandleTransport]] = {"direct": DirectTransport, "handle": HandleTransport}
 
 
 def _gateway_app() -> FastAPI:
@@ -67,15 +69,11 @@ def gateway_app(gateway: dict[str, Any], engine: Any, data_plane: str = "handle"
     if settings.release is None:
         raise ValueError("the ingress needs a release to start with")
     start = load_release(settings.release)
-    base = start.manifest.base_model.name
-    transport: HandleTransport
-    if data_plane == "direct" and ray.is_initialized():  # local testing mode has no doors
-        keys = sorted(engine_names(start).values())
-        transport = DirectTransport(
-            engine, base, keys, read_timeout_s=settings.request_timeout_s, load_factor=settings.affinity_load_factor
-        )
-    else:
-        transport = HandleTransport(engine, base)
+    kind = TRANSPORTS[data_plane]
+    if kind.doors and not ray.is_initialized():  # local testing mode: no cluster, no doors
+        kind = HandleTransport
+    keys = sorted(engine_names(start).values())
+    transport = kind.for_gateway(engine, start.manifest.base_model.name, keys, settings)
     return create_app(settings, transport=transport)
 
 
