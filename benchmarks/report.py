@@ -205,7 +205,6 @@ SECTIONS = [
     ("ray_overhead_grpc", _module("ray_overhead")),
     ("ray_throughput", _module("ray_throughput")),
     ("ray_throughput_strict", _module("ray_throughput")),
-    ("ray_throughput_proxy", _module("ray_throughput")),
     ("ray_throughput_handle", _module("ray_throughput")),
     ("reload", reload),
     ("routing", routing),
