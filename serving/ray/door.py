@@ -36,6 +36,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from fedrouter.serving.ray.handle_transport import GENERATION
+
 if TYPE_CHECKING:
     from fedrouter.serving.ray.engine import EngineCore
 
@@ -43,7 +45,6 @@ log = logging.getLogger("fedrouter.serving")
 NAMESPACE = "fedrouter"
 PREFIX = b"door/"
 _SECRET = b"door-secret"
-GENERATION = ("/v1/chat/completions", "/v1/completions")
 ADAPTER = "x-fedrouter-adapter"  # the content name ("" for the base model)
 FOLDER = "x-fedrouter-folder"  # the adapter's store folder, as the ingress registered it
 DOOR = "x-fedrouter-door"  # set on the door's own answers (unknown-adapter, failed)

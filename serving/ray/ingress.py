@@ -43,8 +43,8 @@ from fedrouter.serving.registry import engine_names
 from fedrouter.serving.settings import GatewaySettings
 
 log = logging.getLogger("fedrouter.serving")
-ENGINE_URL = "http://engine.ray"
-DRAIN_S = 55.0  # at shutdown, how long the answers under way may take (Serve's grace: GRACE_S in app.py)  # the one "backend" the gateway sees: the engine deployment
+ENGINE_URL = "http://engine.ray"  # the one "backend" the gateway sees: the engine deployment
+DRAIN_S = 55.0  # at shutdown, how long the answers under way may take (Serve's grace: GRACE_S in app.py)
 _building: ContextVar[FastAPI] = ContextVar("fedrouter_ingress_app")
 # RaySpec.data_plane -> how the ingress reaches the engines (the class says if the engines open doors)
 TRANSPORTS: dict[str, type[HandleTransport]] = {"direct": DirectTransport, "handle": HandleTransport}
