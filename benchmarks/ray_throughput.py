@@ -11,7 +11,11 @@ fractional CPUs. At each concurrency level, `--rounds` rounds of one closed-loop
 (benchmarks/serving.py `load`); the result is the median over rounds of the same round's Ray /
 gateway ratio. Home hits: each engine replica counts the requests it answered per adapter (the
 engine's `served()`); the home is the replica the ring router ranks first for the adapter's content
-name (serving/ray/ring_router.py), so the share is counted, not inferred from routing.
+name (serving/ray/ring_router.py), so the share is counted, not inferred from routing. The single
+gateway's share is its own count (/metrics: adapter requests placed on their home replica, or
+spilled past the load bound), under the same bound. Where the CPU goes: every process's user +
+system time over each window, by part (client, gateway or ingress, engine replicas, Ray's own
+processes, vLLM), per request answered.
 
     python -m benchmarks.ray_throughput [--levels 8,32] [--seconds 4] [--rounds 2] [--max-tokens 16]
 
@@ -32,7 +36,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.serving import load
+from benchmarks.serving import load, summarize, timed_load
 from benchmarks.stack import RESULTS, machine
 from fedrouter.cli.cluster import add_path_flags
 
@@ -77,6 +81,89 @@ def home_share(before: dict[str, dict[str, int]], after: dict[str, dict[str, int
         "share": round(home / total, 4) if total else None,
         "per_adapter": {name: round(c[homes[name]] / sum(c.values()), 4) for name, c in per.items() if c.total()},
     }
+
+
+def gateway_placements(url: str) -> Counter:
+    """The single gateway's adapter placements so far (its /metrics `fedrouter_backend_requests`:
+    home, spilled), summed over its replicas."""
+    import httpx
+
+    counts: Counter = Counter()
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("fedrouter_backend_requests_total{"):
+            placement = line.split('placement="', 1)[1].split('"', 1)[0]
+            counts[placement] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def gateway_home_share(before: Counter, after: Counter) -> dict:
+    """The gateway's share of adapter requests placed on their home replica in a window (requests
+    for the base model, placed least-loaded, are not counted: this workload names adapters only)."""
+    home, spilled = after["home"] - before["home"], after["spilled"] - before["spilled"]
+    total = home + spilled
+    return {"requests": total, "on_home": home, "share": round(home / total, 4) if total else None}
+
+
+PARTS = ("client", "gateway", "gateway vLLM", "ray ingress", "ray engine", "ray vLLM", "ray system", "other")
+
+
+def process_parts(gateway_pid: int) -> dict[int, tuple[str, float]]:
+    """Every process of the machine: pid -> (its part of the two setups, CPU seconds used so far).
+    Ray's replicas are told apart by their titles (ray::ServeReplica:APP:DEPLOYMENT); a process
+    started by an engine replica is its vLLM; a vLLM this driver started is the gateway's; the
+    rest of this driver's tree (raylet, GCS, Serve's controller and Ray's workers) is Ray's."""
+    import psutil
+
+    me = psutil.Process()
+    part: dict[int, str] = {me.pid: "client", gateway_pid: "gateway"}
+    procs = {p.pid: p for p in psutil.process_iter(["cmdline"])}
+    for pid, p in procs.items():
+        title = " ".join(p.info["cmdline"] or [])
+        if "ServeReplica:" in title:
+            own = "ray engine" if ":Engine" in title else "ray ingress"
+            part[pid] = own
+            if own == "ray engine":
+                for child in _descendants(p):
+                    part[child.pid] = "ray vLLM"
+    for child in me.children():
+        if child.pid not in part and "vllm" in " ".join(_cmdline(child)):
+            for q in [child, *_descendants(child)]:
+                part[q.pid] = "gateway vLLM"
+    for q in _descendants(me):
+        part.setdefault(q.pid, "ray system")
+    used = {}
+    for pid, p in procs.items():
+        try:
+            t = p.cpu_times()
+        except Exception:  # gone meanwhile
+            continue
+        used[pid] = (part.get(pid, "other"), t.user + t.system)
+    return used
+
+
+def _cmdline(p) -> list[str]:
+    try:
+        return p.cmdline()
+    except Exception:
+        return []
+
+
+def _descendants(p) -> list:
+    try:
+        return p.children(recursive=True)
+    except Exception:
+        return []
+
+
+def cpu_ms_per_request(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], answered: int
+) -> dict:
+    """CPU milliseconds each part used per request answered between two `process_parts` snapshots
+    (a process born in between counts from zero)."""
+    used = Counter()
+    for pid, (part, seconds) in after.items():
+        used[part] += seconds - (before[pid][1] if pid in before else 0.0)
+    return {part: round(1000 * used[part] / answered, 2) if answered else None for part in PARTS}
 
 
 def per_replica(homes: dict[str, str], replicas: int) -> list[int]:
@@ -164,10 +251,17 @@ def main() -> None:
                 for c in levels:
                     for rnd in range(args.rounds):
                         for setup in SETUPS if rnd % 2 == 0 else SETUPS[::-1]:
-                            before = _served(engine) if setup == "ray" else None
-                            row = asyncio.run(load(url[setup], model_of, c, args.seconds, args.max_tokens))
+                            before = _served(engine) if setup == "ray" else gateway_placements(gw.url)
+                            cpu = process_parts(gw.proc.pid)
+                            run = asyncio.run(timed_load(url[setup], model_of, c, args.seconds, args.max_tokens))
+                            row = summarize([run])
+                            row["cpu_ms_per_request"] = cpu_ms_per_request(
+                                cpu, process_parts(gw.proc.pid), len(run["results"])
+                            )
                             if setup == "ray":
                                 row["home"] = home_share(before, _served(engine), homes)
+                            else:
+                                row["home"] = gateway_home_share(before, gateway_placements(gw.url))
                             row["load_avg_1m"] = round(os.getloadavg()[0], 2)
                             windows[c][setup].append(row)
                             print(f"c={c} round {rnd} {setup:7s} {row}", flush=True)
@@ -225,6 +319,47 @@ def _served(engine) -> dict[str, dict[str, int]]:
     raise RuntimeError(f"only engine replicas {sorted(seen)} answered")
 
 
+# the parts each setup's requests run through, as cpu_table shows them
+CPU_COLUMNS = {
+    "gateway": {"front": ("gateway",), "engine replicas (Python)": (), "Ray's own": (), "vLLM": ("gateway vLLM",)},
+    "ray": {
+        "front": ("ray ingress",),
+        "engine replicas (Python)": ("ray engine",),
+        "Ray's own": ("ray system",),
+        "vLLM": ("ray vLLM",),
+    },
+}
+
+
+def cpu_table(windows: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Median over rounds of the CPU milliseconds per request each part of a setup used (windows
+    measured since 2026-11-28; none before)."""
+    if not any("cpu_ms_per_request" in x for w in windows.values() for ws in w.values() for x in ws):
+        return []
+    columns = list(CPU_COLUMNS["ray"])
+    rows = [
+        "",
+        "CPU milliseconds per request answered, by part (median over rounds; user + system time of each "
+        "process over the window, from /proc): where each setup's work goes on this machine's cores.",
+        "",
+        f"| c | setup | client | {' | '.join(columns)} | all but the client |",
+        "|---|---|---|" + "---|" * (len(columns) + 1),
+    ]
+    for c, w in windows.items():
+        for setup, ws in w.items():
+            per = [x["cpu_ms_per_request"] for x in ws if "cpu_ms_per_request" in x]
+            if not per:
+                continue
+            cell = {}
+            for name, parts in CPU_COLUMNS[setup].items():
+                cell[name] = statistics.median(sum(p[part] or 0 for part in parts) for p in per) if parts else None
+            client = statistics.median(p["client"] or 0 for p in per)
+            total = sum(v for v in cell.values() if v is not None)
+            shown = [f"{cell[n]:.2f}" if cell[n] is not None else "–" for n in columns]
+            rows.append(f"| {c} | {setup} | {client:.2f} | {' | '.join(shown)} | {total:.2f} |")
+    return rows
+
+
 def render(r: dict) -> str:
     s, m = r["settings"], r["machine"]
     homes = s["adapters_per_home_replica"]
@@ -246,12 +381,12 @@ def render(r: dict) -> str:
         )
         + f"; adapters per home replica {homes}. Ray deploy: {r['deploy_s']} s.",
         "",
-        "| c | setup | req/s per round | out tok/s per round | failed | home share (Ray) |",
+        "| c | setup | req/s per round | out tok/s per round | failed | home share per round |",
         "|---|---|---|---|---|---|",
     ]
     for c, w in r["windows"].items():
         for setup, ws in w.items():
-            home = ", ".join(str(x["home"]["share"]) for x in ws) if setup == "ray" else ""
+            home = ", ".join(str(x["home"]["share"]) for x in ws if "home" in x)  # the gateway's: since 2026-11-28
             rows.append(
                 f"| {c} | {setup} | {', '.join(str(x['req_per_s']) for x in ws)} | "
                 f"{', '.join(str(x['out_tok_per_s']) for x in ws)} | {sum(x['failed'] for x in ws)} | {home} |"
@@ -263,6 +398,7 @@ def render(r: dict) -> str:
     ]
     for c, v in r["ratios"].items():
         rows.append(f"| {c} | {v['out_tok_per_s']} | {round(v['median_out_tok_per_s'], 3)} | {v['req_per_s']} |")
+    rows += cpu_table(r["windows"])
     la = r["load_avg_start_end"]
     rows += [
         "",
@@ -272,8 +408,9 @@ def render(r: dict) -> str:
         f"Failed requests: gateway {r['failed']['gateway']}, Ray {r['failed']['ray']}. Load average 1/5/15 min at "
         f"start {la[0]}, at end {la[-1]} (per window in the JSON; other jobs, if any, show there): all four vLLMs, "
         "Ray's processes and the client share the machine's cores, so the paired rounds are the measure and short "
-        "windows are noisy. Home share: requests each engine replica counted per adapter, over those the ring "
-        "router ranks first.",
+        "windows are noisy. Home share, Ray: requests each engine replica counted per adapter, over those the ring "
+        "router ranks first; the gateway: its own count of adapter requests placed on their home replica (its "
+        "/metrics `fedrouter_backend_requests`, placement home over home + spilled), with the same load bound.",
     ]
     if 0 in homes:
         rows += [
