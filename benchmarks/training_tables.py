@@ -166,14 +166,21 @@ def headline_line(records: list[dict], regime: str) -> list[str]:
             f"- Headline FedRouter − FedAvg: {mean:+.3f} from one seed: no CI; the target half-width "
             f"≤ {HEADLINE_HALF_WIDTH} needs seeds."
         ]
-    verdict = (
-        "settles it"
-        if half <= HEADLINE_HALF_WIDTH
-        else f"falls short of ≤ {HEADLINE_HALF_WIDTH} by {half - HEADLINE_HALF_WIDTH:.3f}"
-    )
+    lo, hi = mean - half, mean + half
+    if half > HEADLINE_HALF_WIDTH:
+        verdict = f"the half-width falls short of ≤ {HEADLINE_HALF_WIDTH} by {half - HEADLINE_HALF_WIDTH:.3f}"
+    elif lo > 0:
+        verdict = f"the half-width meets ≤ {HEADLINE_HALF_WIDTH}: FedRouter is ahead by {lo:.3f} to {hi:.3f}"
+    elif hi < 0:
+        verdict = f"the half-width meets ≤ {HEADLINE_HALF_WIDTH}: FedAvg is ahead by {-hi:.3f} to {-lo:.3f}"
+    else:
+        verdict = (
+            f"the half-width meets ≤ {HEADLINE_HALF_WIDTH} and the CI covers 0: no difference is shown; one "
+            f"larger than {max(-lo, hi):.3f} either way is ruled out"
+        )
     return [
         f"- Headline FedRouter − FedAvg: {mean:+.3f} ± {half:.3f} (95% CI over {len(d['seeds'])} seeds, "
-        f"paired): the half-width {verdict}."
+        f"paired): {verdict}."
     ]
 
 

@@ -410,3 +410,18 @@ def test_a_profile_without_records_says_so_and_where_it_runs(tmp_path):
     text = markdown([record("fedavg", 0, 0.5)], png_dir=tmp_path)
     part = text.split("#### Profile `reference-swept`")[1]
     assert part.lstrip().startswith("No records yet.") and "scripts/device_reference.sh" in part
+
+
+def test_headline_says_what_a_narrow_ci_shows():
+    from benchmarks.training_tables import headline_line
+
+    def line(scores_fr, scores_fa):
+        rs = [record("fedrouter", i, s) for i, s in enumerate(scores_fr)]
+        rs += [record("fedavg", i, s) for i, s in enumerate(scores_fa)]
+        return headline_line(rs, "dual")[0]
+
+    # paired differences 0.01, 0.00, -0.01, 0.005: CI covers 0 and is narrow
+    assert "covers 0: no difference is shown" in line([0.51, 0.60, 0.69, 0.805], [0.50, 0.60, 0.70, 0.80])
+    assert "FedRouter is ahead by" in line([0.56, 0.65, 0.76, 0.855], [0.50, 0.60, 0.70, 0.80])
+    assert "FedAvg is ahead by" in line([0.44, 0.55, 0.64, 0.745], [0.50, 0.60, 0.70, 0.80])
+    assert "falls short of ≤ 0.03" in line([0.6, 0.5, 0.8], [0.5, 0.6, 0.7])
