@@ -47,8 +47,8 @@ class GatewayMetrics:
         )
         self.backend_requests = Counter(
             "fedrouter_backend_requests",
-            "Requests sent to each vLLM replica, by placement: the adapter's home replica, spilled "
-            "(home over its load bound), or least-loaded (no adapter, or that policy)",
+            "Requests sent to each vLLM replica, by placement: home (the adapter's home replica), spill "
+            "(its home was over the load bound), or least-loaded (no adapter, or that policy)",
             ["backend", "placement"],
             registry=self.registry,
         )

@@ -1,20 +1,20 @@
 """benchmarks/ray_throughput.py's arithmetic: home-hit share from per-replica counters and from the
 gateway's /metrics, paired ratios, CPU per request by part."""
 
+import asyncio
 from collections import Counter
 
 import httpx
-import pytest
 
 from benchmarks import ray_throughput
 from benchmarks.ray_throughput import (
     cpu_ms_per_request,
     cpu_table,
     gateway_home_share,
-    gateway_placements,
     home_share,
     paired_ratios,
     per_replica,
+    placements,
 )
 
 
@@ -43,24 +43,41 @@ def test_per_replica_lists_replicas_that_are_no_adapters_home():
     assert per_replica({"a": "r2", "b": "r1", "c": "r2"}, 2) == [2, 1]
 
 
-METRICS = """# HELP fedrouter_backend_requests_total Requests sent to each vLLM replica
-# TYPE fedrouter_backend_requests_total counter
-fedrouter_backend_requests_total{backend="0",placement="home"} 12.0
-fedrouter_backend_requests_total{backend="1",placement="home"} 5.0
-fedrouter_backend_requests_total{backend="1",placement="spilled"} 3.0
-fedrouter_backend_requests_total{backend="0",placement="least-loaded"} 4.0
-fedrouter_backend_requests_created{backend="0",placement="home"} 1.7e+09
-"""
+def test_placements_read_a_real_gateways_metrics_home_and_spill(tmp_path, fake_adapters):
+    """Twelve requests for one adapter at once through the gateway's affinity ring over 2 replicas:
+    the load bound spills some, and the placements read back from /metrics add up."""
+    from fedrouter.router.embed import HashEmbedder
+    from fedrouter.serving.app import create_app
+    from fedrouter.serving.settings import GatewaySettings
+    from tests.unit.test_gateway import FakeVLLM, make_release
 
+    vllm = FakeVLLM()
 
-def test_gateway_placements_sum_over_replicas_and_skip_other_series(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(httpx, "get", lambda url, timeout: httpx.Response(200, text=METRICS))
-    assert gateway_placements("http://gw") == Counter({"home": 17, "spilled": 3, "least-loaded": 4})
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("completions"):
+            await asyncio.sleep(0.05)  # the requests overlap: in flight together
+        return vllm(request)
+
+    release = make_release(tmp_path / "releases" / "v1", fake_adapters)
+    settings = GatewaySettings(release=release.path, backends=["http://r0", "http://r1"], replica_policy="affinity")
+    app = create_app(settings, embedder=HashEmbedder(256), transport=httpx.MockTransport(slow))
+
+    async def go() -> str:
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+                body = {"model": "math", "prompt": "hi", "max_tokens": 1}
+                answers = await asyncio.gather(*(c.post("/v1/completions", json=body) for _ in range(12)))
+                assert all(r.status_code == 200 for r in answers)
+                return (await c.get("/metrics")).text
+
+    counts = placements(asyncio.run(go()))
+    assert counts["home"] + counts["spill"] == 12 and counts["spill"] > 0 and counts["home"] > counts["spill"]
+    assert gateway_home_share(Counter(), counts)["share"] == round(counts["home"] / 12, 4)
 
 
 def test_gateway_home_share_is_home_over_adapter_placements_in_the_window():
-    before = Counter({"home": 10, "spilled": 1, "least-loaded": 5})
-    after = Counter({"home": 28, "spilled": 3, "least-loaded": 50})  # base-model requests do not count
+    before = Counter({"home": 10, "spill": 1, "least-loaded": 5})
+    after = Counter({"home": 28, "spill": 3, "least-loaded": 50})  # base-model requests do not count
     assert gateway_home_share(before, after) == {"requests": 20, "on_home": 18, "share": 0.9}
     assert gateway_home_share(after, after)["share"] is None
 
