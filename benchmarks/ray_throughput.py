@@ -382,8 +382,10 @@ def render(r: dict) -> str:
     homes = s["adapters_per_home_replica"]
     homes = homes + [0] * (s["replicas"] - len(homes))  # results written before per_replica listed idle ones
     rows = [
-        f"### Ray Serve vs the single gateway, 2 real vLLM replicas each ({m['cores']} cores {m['cpu']}, "
-        f"vLLM {m['vllm']}, {m['date']})",
+        f"### Ray Serve vs the single gateway, 2 real vLLM replicas each: {s['adapters']} adapters, "
+        + ("strict homes" if s.get("ray_affinity_load_factor", "default") != "default" else "the same load bound")
+        + f", data plane `{s.get('ray_data_plane', 'handle')}` ({m['cores']} cores {m['cpu']}, vLLM {m['vllm']}, "
+        f"{m['date']})",
         "",
         f"{s['model']}, {s['adapters']} LoRA adapters (named in turn), streamed chat completions of "
         f"{s['max_tokens']} tokens, closed loop, {s['rounds']} rounds of {s['seconds']:.0f} s windows per setup and "
@@ -436,8 +438,8 @@ def render(r: dict) -> str:
             f"Adapters per home replica {homes}: with every adapter named equally often, one replica is the home "
             f"of {top:.0%} of the requests, over the load bound's {1.25 / s['replicas']:.1%} (1.25 x the mean in "
             "flight) whenever the requests in flight are many; the bound spills the rest, in both setups alike, so "
-            "the home share measures the bound as much as the placement. A release whose homes are even "
-            "(`--adapters 8`: 4 and 4) separates the two.",
+            "the home share measures the bound as much as the placement; a release whose homes are even "
+            "(`--adapters 8`: 4 and 4) shows how much of the spill is this imbalance.",
         ]
     if 0 in homes:
         rows += [
