@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.serving import load, summarize, timed_load
-from benchmarks.stack import RESULTS, machine
+from benchmarks.stack import RESULTS, machine, metric_samples
 from fedrouter.cli.cluster import add_path_flags
 
 SETUPS = ("gateway", "ray")
@@ -55,11 +55,10 @@ def tiny_release(work: Path, adapters: int = 3) -> Path:
     if release.exists():
         return release
     tasks = list(TASK_EXAMPLES)
-    names = {
-        (t if i < len(tasks) else f"{t}{i // len(tasks) + 1}"): t
-        for i in range(adapters)
-        for t in [tasks[i % len(tasks)]]
-    }
+    names = {}  # adapter -> its task: math, geo, sentiment, math2, geo2, ...
+    for i in range(adapters):
+        task = tasks[i % len(tasks)]
+        names[task if i < len(tasks) else f"{task}{i // len(tasks) + 1}"] = task
     base = work / "base"
     if not base.exists():
         make_tiny_llama(base)
@@ -105,10 +104,8 @@ def placements(metrics: str) -> Counter:
     """Requests per placement in a gateway's /metrics text (`fedrouter_backend_requests`: home,
     spill or least-loaded, serving/backends.py), summed over its replicas."""
     counts: Counter = Counter()
-    for line in metrics.splitlines():
-        if line.startswith("fedrouter_backend_requests_total{"):
-            placement = line.split('placement="', 1)[1].split('"', 1)[0]
-            counts[placement] += int(float(line.rsplit(" ", 1)[1]))
+    for labels, value in metric_samples(metrics, "fedrouter_backend_requests_total"):
+        counts[labels.split('placement="', 1)[1].split('"', 1)[0]] += int(value)
     return counts
 
 

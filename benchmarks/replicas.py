@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.adapters import adapter_names, many_adapter_release
 from benchmarks.serving import load
-from benchmarks.stack import RESULTS, machine
+from benchmarks.stack import RESULTS, machine, metric_samples
 from fedrouter.serving import launch
 
 POLICIES = ("least-loaded", "affinity")
@@ -114,12 +114,7 @@ def _uniform(names: list[str], seed: int):
 def _placements(url: str) -> dict[str, float]:
     import httpx
 
-    out: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("fedrouter_backend_requests_total{"):
-            labels, value = line.rsplit(" ", 1)
-            out[labels[len("fedrouter_backend_requests_total") :]] = float(value)
-    return out
+    return dict(metric_samples(httpx.get(f"{url}/metrics").text, "fedrouter_backend_requests_total"))
 
 
 def render(r: dict) -> str:

@@ -14,6 +14,16 @@ from fedrouter.serving.launch import Launched, free_port, gateway  # noqa: F401 
 RESULTS = Path(__file__).parent / "results"
 
 
+def metric_samples(text: str, name: str) -> list[tuple[str, float]]:
+    """(labels as written, `{...}`, value) of every sample of metric `name` in Prometheus text."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line.rsplit(" ", 1)
+            out.append((labels[len(name) :], float(value)))
+    return out
+
+
 def machine() -> dict:
     import torch
 
