@@ -29,6 +29,19 @@ from benchmarks.stack import RESULTS, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "33eb673"  # main before mixed-adapter evaluation
+# What `after` (this tree) changes in a run against `before`, written into the result when it runs.
+CHANGES = (
+    "What `after` changes: the frozen Linear weights held in bf16, as autocast uses them (bit for bit the "
+    "same losses and LoRA tensors: tests/unit/test_training_learns.py), and attention through SDPA's math "
+    "kernel while training on the CPU (the same function as the flash kernel, rounded differently: losses "
+    "agree to bf16 rounding, not bit for bit; against a float32 reference no less exact, training/model.py); "
+    "evaluation holds the same bf16 weights; one pass per answer length with the adapters mixed in a batch."
+)
+# The text of a result recorded before `changes` was written into it.
+CHANGES_BEFORE_RECORDED = (
+    "What a training step computes did not change (base weights float32 in both); the `after` tree of this "
+    "result also built the simulated clients' data once per process, which gained nothing here and was removed since."
+)
 
 
 def command(out: Path) -> list[str]:
@@ -127,6 +140,7 @@ def main() -> None:
         "speedup_paired": speedup,
         "speedup_median": statistics.median(speedup),
         "goal": 2.0,
+        "changes": CHANGES,
         "commit": source_commit(),
         "load_avg_1m": [runs_load[0], round(os.getloadavg()[0], 2)],  # before and after: what else ran
         "machine": machine(),
@@ -146,9 +160,7 @@ def render(r: dict) -> str:
         f"Load average (1 min) at the start and the end: {r['load_avg_1m'][0]:g}, {r['load_avg_1m'][1]:g} "
         "(above ~1: other work shared the 2 cores, alike for before and after). "
         "`whole run`: the command from start to release (Python's and Ray's start, the clients' query, the rounds, "
-        "the releases); `rounds`: the rounds alone. What a training step computes did not change (base weights "
-        "float32 in both); the `after` tree of this result also built the simulated clients' data once per "
-        "process, which gained nothing here and was removed since.",
+        "the releases); `rounds`: the rounds alone. " + r.get("changes", CHANGES_BEFORE_RECORDED),
         "",
         "| | checkout | s / sample, whole run | s / sample, rounds | loss after each round | evaluation s | scores |",
         "|---|---|---|---|---|---|---|",

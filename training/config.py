@@ -44,9 +44,9 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_targets: str = "q_proj,v_proj"
     # The base model's weights while clients train and while releases are evaluated: "float32"
-    # (default) or "bfloat16" (the same stored values; LoRA weights and AdamW stay float32). bf16
-    # skips autocast's cast of every weight at every forward pass: faster a step on short samples,
-    # no faster on the benchmark's suite, whose long real-text samples make a step compute-bound.
+    # (default) or "bfloat16" (the same stored values; LoRA weights and AdamW stay float32). Either
+    # way the frozen Linear weights are held in bf16, as autocast uses them (training/model.py
+    # hold_linear_in_bf16); "bfloat16" also holds embeddings, norms and the residual stream in bf16.
     base_dtype: str = "float32"
     # Federation
     rounds: int = 3

@@ -79,7 +79,7 @@ class Answers:
     def _load(self):
         from peft import PeftModel
 
-        from fedrouter.training.model import load_base, load_tokenizer
+        from fedrouter.training.model import hold_linear_in_bf16, load_base, load_tokenizer
 
         base_path = self.release.manifest.base_model.path
         self._tok = load_tokenizer(base_path)
@@ -89,7 +89,7 @@ class Answers:
         )
         for n in names[1:]:
             model.load_adapter(str(self.release.adapter_dir(n)), adapter_name=n)
-        self._model = model.eval()
+        self._model = hold_linear_in_bf16(model).eval()  # generate runs under autocast: the same values
 
     def get(self, needs: dict[str, list[int]]) -> None:
         """Generate what `needs` ({who: prompt indices}) asks for and the cache lacks: one batched

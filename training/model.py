@@ -4,10 +4,22 @@ Prompts are formatted with the tokenizer's chat template (as vLLM's chat endpoin
 them when serving); the loss covers the answer tokens only; batches are padded to their longest
 sequence; forward passes run under bf16 autocast, on a CUDA GPU where torch sees one (or where
 `FEDROUTER_DEVICE` names the device), else on the CPU.
+
+What makes a CPU step cheaper without changing what it computes (torch's profiler, SmolLM2-135M,
+batch 4 x ~46 tokens, 2 cores: matmuls 44% of a step, the flash-attention kernel's backward 19%,
+copies 11%):
+- the frozen Linear weights are held in bf16 (`hold_linear_in_bf16`): autocast casts them to bf16 at
+  every forward pass anyway, so every matmul sees the same values, bit for bit, without the casts (a
+  read of every weight and a write of its copy per pass);
+- training runs attention through SDPA's math kernel on the CPU (`attention_kernel`): the same
+  softmax(QK^T/sqrt(d) + mask)V as the flash kernel, whose backward is the slower of the two on
+  sequences this short; against a float32 reference its losses and gradients were no less exact
+  than flash's (8 batches: median loss error 0.018 vs 0.046, gradient 3.2% vs 3.7%).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -42,10 +54,33 @@ def load_tokenizer(path: str):
     return tok
 
 
+def attention_kernel(model: torch.nn.Module):
+    """SDPA's math kernel while training on the CPU (see the module's notes); elsewhere torch's choice."""
+    if next(model.parameters()).device.type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def hold_linear_in_bf16(model: torch.nn.Module) -> torch.nn.Module:
+    """Hold the frozen weights of the model's Linear layers in bf16, the dtype autocast casts them to
+    at every forward pass: the same values reach every matmul, without the per-pass cast. LoRA
+    layers, the LM head (tied to the embeddings), embeddings and norms keep their dtype. Call it
+    after the adapters are attached (PEFT creates a LoRA in its base layer's dtype: a bf16 base would
+    round a fresh LoRA's initial values); the model must then run under `autocast`, as `answer_loss`
+    and `generate` do."""
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or "lora_" in name or name.endswith("lm_head"):
+            continue
+        if not module.weight.requires_grad and module.weight.dtype == torch.float32:
+            module.weight.data = module.weight.data.to(torch.bfloat16)
+    return model
+
+
 def load_base(path: str, dtype: str = "float32") -> torch.nn.Module:
     """The base model with its weights in `dtype` ("float32" or "bfloat16": the prepared model is
-    stored in bf16, so both hold the same values; bf16 skips autocast's cast of every weight at
-    every forward pass)."""
+    stored in bf16, so both hold the same values; bf16 also keeps the residual stream in bf16)."""
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device())
@@ -61,7 +96,7 @@ def with_lora(model: torch.nn.Module, r: int, alpha: float, targets: list[str], 
     for p in peft_model.parameters():  # LoRA weights (and AdamW's state) in float32 whatever the base's dtype
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    return peft_model
+    return hold_linear_in_bf16(peft_model)
 
 
 def lora_state(peft_model) -> dict[str, torch.Tensor]:
@@ -107,18 +142,19 @@ def make_batch(tok, samples: Sequence[dict]) -> dict[str, torch.Tensor]:
 def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Next-token loss on the answer tokens, computing vocabulary logits only there: the LM head
     over all positions of a 49k vocabulary is a fifth of a step's time on CPU otherwise. The batch
-    moves to the model's device."""
+    moves to the model's device; the forward pass runs under bf16 autocast."""
     at = next(model.parameters()).device
     batch = {k: v.to(at) for k, v in batch.items()}
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     body, head = getattr(inner, "model", None), getattr(inner, "lm_head", None)
-    if body is None or head is None:  # not a *ForCausalLM with .model/.lm_head: the plain way
-        return model(**batch).loss
-    hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state  # [B, T, H]
-    labels = batch["labels"][:, 1:]  # position t predicts token t+1
-    keep = labels != LOSS_IGNORE
-    logits = head(hidden[:, :-1][keep])  # [answer tokens, vocab]
-    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
+    with autocast(model):
+        if body is None or head is None:  # not a *ForCausalLM with .model/.lm_head: the plain way
+            return model(**batch).loss
+        hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        labels = batch["labels"][:, 1:]  # position t predicts token t+1
+        keep = labels != LOSS_IGNORE
+        logits = head(hidden[:, :-1][keep])  # [answer tokens, vocab]
+        return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
 
 
 @dataclass(frozen=True)
@@ -153,21 +189,21 @@ def train_steps(
     model.train()
     order: list[dict] = []
     losses, seen = [], 0
-    for _ in range(steps):
-        if len(order) < batch_size:
-            extra = list(samples)
-            rng.shuffle(extra)
-            order += extra * max(1, batch_size // len(extra) + 1)
-        batch, order = order[:batch_size], order[batch_size:]
-        if before_step is not None:
-            before_step()
-        with autocast(model):
+    with attention_kernel(model):
+        for _ in range(steps):
+            if len(order) < batch_size:
+                extra = list(samples)
+                rng.shuffle(extra)
+                order += extra * max(1, batch_size // len(extra) + 1)
+            batch, order = order[:batch_size], order[batch_size:]
+            if before_step is not None:
+                before_step()
             loss = answer_loss(model, make_batch(tok, batch))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
-        seen += len(batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            seen += len(batch)
     model.eval()
     return Trained(sum(losses) / len(losses), len(losses), seen)
 

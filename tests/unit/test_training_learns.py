@@ -3,12 +3,14 @@ score of a trivial task (a constant answer) on prompts it never trained on from 
 
 import torch
 
+from fedrouter.training import model as model_module
 from fedrouter.training.evaluate import score
 from fedrouter.training.model import (
     answer_loss,
     generate,
     load_base,
     load_tokenizer,
+    lora_state,
     make_batch,
     train_steps,
     with_lora,
@@ -38,3 +40,23 @@ def test_lora_steps_lower_the_loss_and_raise_a_trivial_tasks_score(tmp_path):
     assert score_before == 0.0 and loss_before > 3.0
     assert loss() < 0.1 * loss_before
     assert exact() == 1.0
+
+
+def test_bf16_held_weights_train_exactly_as_autocast_casting_them(tmp_path, monkeypatch):
+    """`with_lora` holds the frozen Linear weights in bf16 (what autocast casts them to at every forward
+    pass): the same steps give the same losses and LoRA tensors, bit for bit, as float32 weights cast
+    by autocast; and a fresh LoRA is not rounded through bf16 on the way."""
+    base = str(make_tiny_llama(tmp_path / "base"))
+    tok = load_tokenizer(base)
+    held = with_lora(load_base(base), 4, 8, ["q_proj", "v_proj"], seed=0)
+    with monkeypatch.context() as m:  # as before: float32 weights, cast by autocast at every pass
+        m.setattr(model_module, "hold_linear_in_bf16", lambda model: model)
+        cast = with_lora(load_base(base), 4, 8, ["q_proj", "v_proj"], seed=0)
+    frozen = [m.weight for n, m in held.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n]
+    assert {w.dtype for w in frozen[:-1]} == {torch.bfloat16} and frozen[-1].dtype == torch.float32  # lm_head kept
+    assert all(p.dtype == torch.float32 for p in held.parameters() if p.requires_grad)
+    assert all(torch.equal(a, b) for a, b in zip(lora_state(held).values(), lora_state(cast).values()))
+    train = [{"prompt": f"What is the capital of {c}?", "response": c} for c in COUNTRIES]
+    runs = [train_steps(m, tok, train, steps=4, batch_size=4, lr=1e-2, seed=1) for m in (held, cast)]
+    assert runs[0].loss == runs[1].loss
+    assert all(torch.equal(a, b) for a, b in zip(lora_state(held).values(), lora_state(cast).values()))
