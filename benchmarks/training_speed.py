@@ -178,8 +178,7 @@ def render(r: dict) -> str:
         f"{', '.join(f'{x:.2f}×' for x in r['speedup_paired'])}); the goal of {r['goal']:g}× is **{met}**. "
         f"Rounds alone: {s['before']['rounds_s_per_sample'] / s['after']['rounds_s_per_sample']:.2f}×. "
         f"Evaluation (`fedrouter eval` of the run's release, every routing mode, 24 test prompts per client and "
-        f"task): {s['before']['eval_s'] / s['after']['eval_s']:.2f}× (one pass per answer length with the "
-        "adapters mixed in a batch, instead of one per adapter and length).",
+        f"task): {s['before']['eval_s'] / s['after']['eval_s']:.2f}×.",
     ]
     return "\n".join(rows)
 
