@@ -80,9 +80,14 @@ def run_once(checkout: Path, out: Path) -> dict:
     history = manifest["training"]["history"]
     samples = sum(v for h in history for v in h["samples"].values())
     rounds_s = sum(h["seconds"] for h in history)
+    federation_s = manifest["training"]["seconds"]  # the ServerApp's run: clients' query, first adapters, rounds
     return {
         "train_s": round(wall, 2),
         "rounds_s": round(rounds_s, 2),
+        # where the rest of the whole run went: Python, Ray and Flower starting and stopping (outside the
+        # ServerApp), and inside it, before the rounds, the clients' query and the first adapters
+        "start_stop_s": round(wall - federation_s, 2),
+        "query_init_s": round(federation_s - rounds_s, 2),
         "samples": samples,
         "s_per_sample": wall / samples,
         "rounds_s_per_sample": rounds_s / samples,
@@ -122,6 +127,11 @@ def main() -> None:
             "checkout": args.before if name == "before" else "this tree",
             "s_per_sample": statistics.median(r["s_per_sample"] for r in rs),
             "rounds_s_per_sample": statistics.median(r["rounds_s_per_sample"] for r in rs),
+            **{
+                k: statistics.median(r[k] for r in rs)
+                for k in ("train_s", "rounds_s", "start_stop_s", "query_init_s")
+                if k in rs[0]
+            },
             "loss": rs[0]["loss"],
             "eval_s": statistics.median(r["eval_s"] for r in rs),
             "scores": rs[0]["scores"],
@@ -171,6 +181,21 @@ def render(r: dict) -> str:
             f"{', '.join(f'{x:.4f}' for x in v['loss'])} | {v['eval_s']:.0f} | "
             f"{', '.join(f'{k} {x:.3f}' for k, x in v['scores'].items())} |"
         )
+    if all("start_stop_s" in v for v in s.values()):
+        rows += [
+            "",
+            "Where a whole run's seconds go (medians): `start + stop`: Python, Ray and Flower starting and "
+            "stopping, outside the ServerApp; `query + first adapters`: inside it, before the first round (the "
+            "clients embed and cluster their samples; the server makes the fresh LoRA every cluster starts from).",
+            "",
+            "| | whole run s | start + stop s | query + first adapters s | rounds s |",
+            "|---|---|---|---|---|",
+        ]
+        for name, v in s.items():
+            rows.append(
+                f"| {name} | {v['train_s']:.1f} | {v['start_stop_s']:.1f} | {v['query_init_s']:.1f} | "
+                f"{v['rounds_s']:.1f} |"
+            )
     met = "met" if r["speedup_median"] >= r["goal"] else "missed"
     rows += [
         "",
