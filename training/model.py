@@ -5,16 +5,16 @@ them when serving); the loss covers the answer tokens only; batches are padded t
 sequence; forward passes run under bf16 autocast, on a CUDA GPU where torch sees one (or where
 `FEDROUTER_DEVICE` names the device), else on the CPU.
 
-What makes a CPU step cheaper without changing what it computes (torch's profiler, SmolLM2-135M,
-batch 4 x ~46 tokens, 2 cores: matmuls 44% of a step, the flash-attention kernel's backward 19%,
-copies 11%):
-- the frozen Linear weights are held in bf16 (`hold_linear_in_bf16`): autocast casts them to bf16 at
-  every forward pass anyway, so every matmul sees the same values, bit for bit, without the casts (a
-  read of every weight and a write of its copy per pass);
+What makes a CPU step cheaper without changing what it computes (benchmarks/training_step.py: the
+same batches of every client, before and after, with errors against float32):
 - training runs attention through SDPA's math kernel on the CPU (`attention_kernel`): the same
   softmax(QK^T/sqrt(d) + mask)V as the flash kernel, whose backward is the slower of the two on
-  sequences this short; against a float32 reference its losses and gradients were no less exact
-  than flash's (8 batches: median loss error 0.018 vs 0.046, gradient 3.2% vs 3.7%).
+  sequences this short (torch's profiler: a fifth of a step); ~1.2x a step, and its losses and
+  gradients are no further from a float32 reference than the flash kernel's;
+- the frozen Linear weights are held in bf16 (`hold_linear_in_bf16`): autocast casts them to bf16 at
+  every forward pass anyway, so every matmul sees the same values, bit for bit, without the casts
+  (a read of every weight and a write of its copy per pass; within the noise of a step's time on
+  2 cores, less memory traffic and memory).
 """
 
 from __future__ import annotations
