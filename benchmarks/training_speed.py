@@ -34,7 +34,7 @@ CHANGES = (
     "What `after` changes: the frozen Linear weights held in bf16, as autocast uses them (bit for bit the "
     "same losses and LoRA tensors: tests/unit/test_training_learns.py), and attention through SDPA's math "
     "kernel while training on the CPU (the same function as the flash kernel, rounded differently: losses "
-    "agree to bf16 rounding, not bit for bit; against a float32 reference no less exact, training/model.py); "
+    "agree to bf16 rounding, not bit for bit; about as close to a float32 reference: benchmarks/training_step.py); "
     "evaluation holds the same bf16 weights; one pass per answer length with the adapters mixed in a batch."
 )
 # The text of a result recorded before `changes` was written into it.
