@@ -62,17 +62,15 @@ def models(base: str, r: int, seed: int) -> dict:
 
     from fedrouter.training import model as M
 
-    held = M.with_lora(M.load_base(base), r, 2 * r, ["q_proj", "v_proj"], seed=seed)
+    held = M.hold_linear_in_bf16(M.with_lora(M.load_base(base), r, 2 * r, ["q_proj", "v_proj"], seed=seed))
     torch.manual_seed(seed + 1)
     for name, p in held.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)
     out = {"held": held}
     for name in ("cast", "reference"):
+        # float32 weights: what autocast casts at every pass (cast), or not (reference)
         m = M.with_lora(M.load_base(base), r, 2 * r, ["q_proj", "v_proj"], seed=seed)
-        for module in m.modules():  # float32 weights: what autocast casts at every pass (cast), or not (reference)
-            if isinstance(module, torch.nn.Linear):
-                module.weight.data = module.weight.data.float()
         for p, q in zip(m.parameters(), held.parameters(), strict=True):
             if q.requires_grad:
                 p.data = q.data.clone()

@@ -37,10 +37,12 @@ def _embedder(kind: str, name: str):
 
 @lru_cache(maxsize=1)
 def _model(base: str, r: int, alpha: int, targets: str, dtype: str = "float32"):
-    """The base model with one LoRA slot, loaded once per process (Ray actors live across rounds)."""
-    from fedrouter.training.model import load_base, load_tokenizer, with_lora
+    """The base model with one LoRA slot, loaded once per process (Ray actors live across rounds); its
+    frozen weights held in bf16, as the autocast of every training step uses them."""
+    from fedrouter.training.model import hold_linear_in_bf16, load_base, load_tokenizer, with_lora
 
-    return with_lora(load_base(base, dtype), r, alpha, targets.split(",")), load_tokenizer(base)
+    model = hold_linear_in_bf16(with_lora(load_base(base, dtype), r, alpha, targets.split(",")))
+    return model, load_tokenizer(base)
 
 
 def client_data(cfg: TrainConfig, context: Context) -> tuple[int, ClientData]:

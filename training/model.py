@@ -96,7 +96,7 @@ def with_lora(model: torch.nn.Module, r: int, alpha: float, targets: list[str], 
     for p in peft_model.parameters():  # LoRA weights (and AdamW's state) in float32 whatever the base's dtype
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    return hold_linear_in_bf16(peft_model)
+    return peft_model
 
 
 def lora_state(peft_model) -> dict[str, torch.Tensor]:

@@ -3,11 +3,11 @@ score of a trivial task (a constant answer) on prompts it never trained on from 
 
 import torch
 
-from fedrouter.training import model as model_module
 from fedrouter.training.evaluate import score
 from fedrouter.training.model import (
     answer_loss,
     generate,
+    hold_linear_in_bf16,
     load_base,
     load_tokenizer,
     lora_state,
@@ -42,16 +42,14 @@ def test_lora_steps_lower_the_loss_and_raise_a_trivial_tasks_score(tmp_path):
     assert exact() == 1.0
 
 
-def test_bf16_held_weights_train_exactly_as_autocast_casting_them(tmp_path, monkeypatch):
-    """`with_lora` holds the frozen Linear weights in bf16 (what autocast casts them to at every forward
-    pass): the same steps give the same losses and LoRA tensors, bit for bit, as float32 weights cast
-    by autocast; and a fresh LoRA is not rounded through bf16 on the way."""
+def test_bf16_held_weights_train_exactly_as_autocast_casting_them(tmp_path):
+    """Frozen Linear weights held in bf16 (what autocast casts them to at every forward pass, as the
+    clients hold them) give the same losses and LoRA tensors, bit for bit, as float32 weights cast by
+    autocast; the LoRA itself stays float32."""
     base = str(make_tiny_llama(tmp_path / "base"))
     tok = load_tokenizer(base)
-    held = with_lora(load_base(base), 4, 8, ["q_proj", "v_proj"], seed=0)
-    with monkeypatch.context() as m:  # as before: float32 weights, cast by autocast at every pass
-        m.setattr(model_module, "hold_linear_in_bf16", lambda model: model)
-        cast = with_lora(load_base(base), 4, 8, ["q_proj", "v_proj"], seed=0)
+    held = hold_linear_in_bf16(with_lora(load_base(base), 4, 8, ["q_proj", "v_proj"], seed=0))
+    cast = with_lora(load_base(base), 4, 8, ["q_proj", "v_proj"], seed=0)  # float32, cast at every pass
     frozen = [m.weight for n, m in held.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n]
     assert {w.dtype for w in frozen[:-1]} == {torch.bfloat16} and frozen[-1].dtype == torch.float32  # lm_head kept
     assert all(p.dtype == torch.float32 for p in held.parameters() if p.requires_grad)
