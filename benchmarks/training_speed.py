@@ -37,11 +37,6 @@ CHANGES = (
     "agree to bf16 rounding, not bit for bit; about as close to a float32 reference: benchmarks/training_step.py); "
     "evaluation holds the same bf16 weights; one pass per answer length with the adapters mixed in a batch."
 )
-# The text of a result recorded before `changes` was written into it.
-CHANGES_BEFORE_RECORDED = (
-    "What a training step computes did not change (base weights float32 in both); the `after` tree of this "
-    "result also built the simulated clients' data once per process, which gained nothing here and was removed since."
-)
 
 
 def command(out: Path) -> list[str]:
@@ -127,11 +122,7 @@ def main() -> None:
             "checkout": args.before if name == "before" else "this tree",
             "s_per_sample": statistics.median(r["s_per_sample"] for r in rs),
             "rounds_s_per_sample": statistics.median(r["rounds_s_per_sample"] for r in rs),
-            **{
-                k: statistics.median(r[k] for r in rs)
-                for k in ("train_s", "rounds_s", "start_stop_s", "query_init_s")
-                if k in rs[0]
-            },
+            **{k: statistics.median(r[k] for r in rs) for k in ("train_s", "rounds_s", "start_stop_s", "query_init_s")},
             "loss": rs[0]["loss"],
             "eval_s": statistics.median(r["eval_s"] for r in rs),
             "scores": rs[0]["scores"],
@@ -170,7 +161,7 @@ def render(r: dict) -> str:
         f"Load average (1 min) at the start and the end: {r['load_avg_1m'][0]:g}, {r['load_avg_1m'][1]:g} "
         "(above ~1: other work shared the 2 cores, alike for before and after). "
         "`whole run`: the command from start to release (Python's and Ray's start, the clients' query, the rounds, "
-        "the releases); `rounds`: the rounds alone. " + r.get("changes", CHANGES_BEFORE_RECORDED),
+        "the releases); `rounds`: the rounds alone. " + r["changes"],
         "",
         "| | checkout | s / sample, whole run | s / sample, rounds | loss after each round | evaluation s | scores |",
         "|---|---|---|---|---|---|---|",
@@ -181,21 +172,19 @@ def render(r: dict) -> str:
             f"{', '.join(f'{x:.4f}' for x in v['loss'])} | {v['eval_s']:.0f} | "
             f"{', '.join(f'{k} {x:.3f}' for k, x in v['scores'].items())} |"
         )
-    if all("start_stop_s" in v for v in s.values()):
-        rows += [
-            "",
-            "Where a whole run's seconds go (medians): `start + stop`: Python, Ray and Flower starting and "
-            "stopping, outside the ServerApp; `query + first adapters`: inside it, before the first round (the "
-            "clients embed and cluster their samples; the server makes the fresh LoRA every cluster starts from).",
-            "",
-            "| | whole run s | start + stop s | query + first adapters s | rounds s |",
-            "|---|---|---|---|---|",
-        ]
-        for name, v in s.items():
-            rows.append(
-                f"| {name} | {v['train_s']:.1f} | {v['start_stop_s']:.1f} | {v['query_init_s']:.1f} | "
-                f"{v['rounds_s']:.1f} |"
-            )
+    rows += [
+        "",
+        "Where a whole run's seconds go (medians): `start + stop`: Python, Ray and Flower starting and "
+        "stopping, outside the ServerApp; `query + first adapters`: inside it, before the first round (the "
+        "clients embed and cluster their samples; the server makes the fresh LoRA every cluster starts from).",
+        "",
+        "| | whole run s | start + stop s | query + first adapters s | rounds s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, v in s.items():
+        rows.append(
+            f"| {name} | {v['train_s']:.1f} | {v['start_stop_s']:.1f} | {v['query_init_s']:.1f} | {v['rounds_s']:.1f} |"
+        )
     met = "met" if r["speedup_median"] >= r["goal"] else "missed"
     rows += [
         "",

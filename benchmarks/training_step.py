@@ -40,16 +40,9 @@ VARIANTS = ("cast", "held", "held+math")
 def _grads(model, batch, amp: bool = True) -> tuple[float, torch.Tensor]:
     import torch
 
-    from fedrouter.training.model import LOSS_IGNORE, answer_loss
+    from fedrouter.training.model import answer_loss
 
-    if amp:
-        loss = answer_loss(model, batch)
-    else:  # the float32 reference: the same loss without autocast
-        inner = model.get_base_model()
-        hidden = inner.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        labels = batch["labels"][:, 1:]
-        keep = labels != LOSS_IGNORE
-        loss = torch.nn.functional.cross_entropy(inner.lm_head(hidden[:, :-1][keep]).float(), labels[keep])
+    loss = answer_loss(model, batch, amp=amp)  # amp=False: the float32 reference
     loss.backward()
     grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
     model.zero_grad(set_to_none=True)
@@ -92,7 +85,6 @@ def measure(regime: str, batches: int, seed: int) -> dict:
     tok = M.load_tokenizer(cfg.base_model)
     ms = models(cfg.base_model, cfg.lora_r, seed)
     rng = random.Random(seed)
-    kernels = {"cast": contextlib.nullcontext, "held": contextlib.nullcontext}
     clients = []
     for pid, client in enumerate(scenario.clients):
         times = {v: [] for v in VARIANTS}
@@ -106,7 +98,7 @@ def measure(regime: str, batches: int, seed: int) -> dict:
             order = VARIANTS[b % 3 :] + VARIANTS[: b % 3]
             for v in order:
                 model = ms["cast"] if v == "cast" else ms["held"]
-                ctx = M.attention_kernel(model) if v == "held+math" else kernels[v]()
+                ctx = M.attention_kernel(model) if v == "held+math" else contextlib.nullcontext()
                 started = time.perf_counter()
                 with ctx:
                     loss, grad = _grads(model, batch)

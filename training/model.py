@@ -139,15 +139,16 @@ def make_batch(tok, samples: Sequence[dict]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
-def answer_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def answer_loss(model, batch: dict[str, torch.Tensor], amp: bool = True) -> torch.Tensor:
     """Next-token loss on the answer tokens, computing vocabulary logits only there: the LM head
     over all positions of a 49k vocabulary is a fifth of a step's time on CPU otherwise. The batch
-    moves to the model's device; the forward pass runs under bf16 autocast."""
+    moves to the model's device; the forward pass runs under bf16 autocast (`amp=False`: in the
+    weights' own dtypes, for a float32 reference)."""
     at = next(model.parameters()).device
     batch = {k: v.to(at) for k, v in batch.items()}
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     body, head = getattr(inner, "model", None), getattr(inner, "lm_head", None)
-    with autocast(model):
+    with autocast(model) if amp else contextlib.nullcontext():
         if body is None or head is None:  # not a *ForCausalLM with .model/.lm_head: the plain way
             return model(**batch).loss
         hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
