@@ -9,8 +9,8 @@ What makes a CPU step cheaper without changing what it computes (benchmarks/trai
 same batches of every client, before and after, with errors against float32):
 - training runs attention through SDPA's math kernel on the CPU (`attention_kernel`): the same
   softmax(QK^T/sqrt(d) + mask)V as the flash kernel, whose backward is the slower of the two on
-  sequences this short (torch's profiler: a fifth of a step); ~1.2x a step; its losses and gradients
-  are as close to a float32 reference as the flash kernel's (per client, either is the closer one);
+  sequences this short; its losses and gradients are about as close to a float32 reference as the
+  flash kernel's (per client, either is the closer one);
 - the frozen Linear weights are held in bf16 (`hold_linear_in_bf16`): autocast casts them to bf16 at
   every forward pass anyway, so every matmul sees the same values, bit for bit, without the casts
   (a read of every weight and a write of its copy per pass; within the noise of a step's time on
