@@ -215,6 +215,7 @@ def main() -> None:
     from fedrouter.serving import launch
     from fedrouter.serving.ray.app import APP, RaySpec
     from fedrouter.serving.ray.cluster import deploy
+    from fedrouter.serving.ray.engine import CPU_BIND, own_cores
     from fedrouter.serving.ray.ring_router import SeededRing
     from fedrouter.serving.registry import backend_adapter_name
 
@@ -228,7 +229,11 @@ def main() -> None:
     load_avg = [os.getloadavg()]
     windows: dict[int, dict[str, list[dict]]] = {c: {s: [] for s in SETUPS} for c in levels}
     vllm_args = ["--max-loras", str(slots), "--max-cpu-loras", str(slots)]
-    with launch.vllm_servers(release, work / "logs", 2, extra_args=vllm_args) as (urls, key):
+    # each of the gateway's vLLMs on its own core, as Ray's engine replicas bind theirs (by rank on
+    # the node, serving/ray/engine.py `cpu_binding`): vLLM's default binds every vLLM to core 0
+    cores = [own_cores(i, 1, sorted(os.sched_getaffinity(0))) for i in range(2)]
+    pins = [{CPU_BIND: c} for c in cores]
+    with launch.vllm_servers(release, work / "logs", 2, extra_args=vllm_args, env=pins) as (urls, key):
         # the standalone vLLMs listen on loopback TCP (as in benchmarks/replicas.py): allowed here
         env = {"FEDROUTER_VLLM_API_KEY": key, "FEDROUTER_ALLOW_OPEN_BACKEND": "1"}
         with launch.gateway(release, work / "logs" / "gateway", backends=urls, env=env) as gw:
@@ -251,6 +256,7 @@ def main() -> None:
                 deploy_s = round(time.monotonic() - started, 1)
                 engine = serve.get_deployment_handle("Engine", APP)
                 served = _served(engine)
+                ray_cores = sorted(_cores(engine).values())
                 # the ring both Serve's router and the doors' chooser place with (ring_router.py)
                 ring = SeededRing(sorted(content.values())).of(sorted(served))
                 homes = {content[n]: ring.home(content[n]) for n in names}
@@ -301,6 +307,7 @@ def main() -> None:
             "ray_front": spec.front,
             "ray_affinity_load_factor": spec.gateway.get("affinity_load_factor", "default"),
             "adapters_per_home_replica": per_replica(homes, 2),
+            "vllm_cores": {"gateway": cores, "ray": ray_cores},
         },
         "load_avg_start_end": [[round(x, 2) for x in la] for la in load_avg],
         "deploy_s": deploy_s,
@@ -321,16 +328,21 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "windows")}, indent=2))
 
 
-def _served(engine) -> dict[str, dict[str, int]]:
-    """replica -> content name -> requests it answered, from every engine replica (Serve picks the
-    replica of a call without a model id, so it is asked until both were seen)."""
+def _served(engine, key: str = "counts") -> dict[str, dict[str, int]]:
+    """replica -> content name -> requests it answered (or `key` of its `served()`), from every engine
+    replica (Serve picks the replica of a call without a model id, so it is asked until both were seen)."""
     seen: dict[str, dict[str, int]] = {}
     for _ in range(200):
         s = engine.served.remote().result()
-        seen[s["replica"]] = s["counts"]
+        seen[s["replica"]] = s[key]
         if len(seen) == 2:
             return seen
     raise RuntimeError(f"only engine replicas {sorted(seen)} answered")
+
+
+def _cores(engine) -> dict[str, str]:
+    """replica -> the cores its vLLM computes on ("" where vLLM chose)."""
+    return _served(engine, "cores")
 
 
 # the parts each setup's requests run through, as cpu_table shows them
@@ -381,8 +393,9 @@ def render(r: dict) -> str:
     rows = [
         f"### Ray Serve vs the single gateway, 2 real vLLM replicas each: {s['adapters']} adapters, "
         + ("strict homes" if s.get("ray_affinity_load_factor", "default") != "default" else "the same load bound")
-        + f", data plane `{s.get('ray_data_plane', 'handle')}` ({m['cores']} cores {m['cpu']}, vLLM {m['vllm']}, "
-        f"{m['date']})",
+        + f", data plane `{s.get('ray_data_plane', 'handle')}`"
+        + (", each vLLM on its own core" if "vllm_cores" in s else ", every vLLM on core 0")
+        + f" ({m['cores']} cores {m['cpu']}, vLLM {m['vllm']}, {m['date']})",
         "",
         f"{s['model']}, {s['adapters']} LoRA adapters (named in turn), streamed chat completions of "
         f"{s['max_tokens']} tokens, closed loop, {s['rounds']} rounds of {s['seconds']:.0f} s windows per setup and "
@@ -395,7 +408,17 @@ def render(r: dict) -> str:
             if s.get("ray_affinity_load_factor", "default") != "default"
             else ""
         )
-        + f"; adapters per home replica {homes}. Ray deploy: {r['deploy_s']} s.",
+        + f"; adapters per home replica {homes}. Ray deploy: {r['deploy_s']} s. "
+        + (
+            f"vLLM's compute threads on cores {s['vllm_cores']['gateway']} (the gateway's two) and "
+            f"{s['vllm_cores']['ray']} (Ray's engine replicas, each choosing by its rank on the node)."
+            if "vllm_cores" in s
+            else "vLLM's default core binding (`auto`): **every vLLM's compute threads on core 0** (the other core "
+            "left to vLLM's front ends), all four vLLMs of both setups on one core: a vLLM could hold its requests "
+            "for seconds while the other answered, and the load bound then spilled its adapters' requests to the "
+            "other, so the home shares below measure that more than placement (rerun with each vLLM on its own core "
+            "where a section says so)."
+        ),
         "",
         "| c | setup | req/s per round | out tok/s per round | failed | home share per round |",
         "|---|---|---|---|---|---|",

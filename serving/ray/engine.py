@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ class EngineCore:
         self._inflight: Counter[str] = Counter()
         self._loads: Counter[str] = Counter()  # how many times each name was loaded here
         self._served: Counter[str] = Counter()  # requests answered here per content name (benchmarks)
+        self.cores = ""  # the cores its vLLM computes on, where this replica chose them (cpu_binding)
         self._idle = asyncio.Condition()
         self._kept: dict[str, Any] = {}  # local testing mode only
         self._locks: dict[str, asyncio.Lock] = {}  # per content name: a load and an unload never interleave
@@ -226,7 +228,7 @@ class EngineCore:
 
     async def served(self) -> dict[str, Any]:
         """This replica's id and the requests it took per content name (benchmarks/ray_throughput.py)."""
-        return {"replica": self.replica, "counts": dict(self._served)}
+        return {"replica": self.replica, "counts": dict(self._served), "cores": self.cores}
 
     # the variant's part
     async def answer(self, path: str, body: bytes) -> AsyncIterator[Head | bytes]:
@@ -324,7 +326,8 @@ class VLLMEngine(HTTPEngine):
         extra = [*(vllm_args or []), "--max-loras", slots, "--max-cpu-loras", slots]
         key = secrets.token_urlsafe(32)
         # port None: a private Unix socket in a 0700 folder, as the single gateway's vLLM
-        self.supervisor = VLLMSupervisor(None, extra, kv_cache_gib, None, key)
+        bind = cpu_binding()
+        self.supervisor = VLLMSupervisor(None, extra, kv_cache_gib, None, key, env=bind)
         try:
             self.supervisor.start(local_release(release, release_digest, release_cache))
             self.supervisor.wait_healthy(start_timeout_s)
@@ -332,6 +335,7 @@ class VLLMEngine(HTTPEngine):
             self.supervisor.close()
             raise
         super().__init__(self.supervisor.url, key, models_per_replica, request_timeout_s, adapter_store, door)
+        self.cores = bind.get(CPU_BIND, "")
 
     def check_health(self) -> None:
         """Raising makes Serve replace this replica (and with it, its vLLM)."""
@@ -353,6 +357,43 @@ class VLLMEngine(HTTPEngine):
                 self.supervisor.close()
 
         return then()
+
+
+CPU_BIND = "VLLM_CPU_OMP_THREADS_BIND"  # vLLM's CPU backend: the cores its compute threads are bound to
+
+
+def own_cores(local_rank: int, cores: int, available: Sequence[int]) -> str:
+    """The `cores` of `available` (the node's, in order) that the engine replica of rank
+    `local_rank` on its node computes on, as vLLM reads them ("2,3"): replica i takes the i-th
+    slice, wrapping around once the replicas ask for more cores than the node has."""
+    if not available:
+        raise ValueError("no cores available")
+    cores = max(1, min(cores, len(available)))
+    start = local_rank * cores
+    return ",".join(str(available[(start + i) % len(available)]) for i in range(cores))
+
+
+def cpu_binding() -> dict[str, str]:
+    """Where this replica runs vLLM on CPUs, its own cores: as many as Serve gave the replica
+    (`engine_num_cpus`, at least 1), picked by the replica's rank on its node. vLLM's default
+    (`auto`) binds every vLLM process of a NUMA node to the same cores: two engine replicas on one
+    node both computed on core 0 while the other core idled, and one stalled for seconds while the
+    other answered (seen on this project's 2-core machine). Empty, vLLM's own choice standing,
+    where the replica has a GPU, where the user set VLLM_CPU_OMP_THREADS_BIND, and outside a Serve
+    replica (local testing mode)."""
+    if CPU_BIND in os.environ:
+        return {}
+    try:
+        import ray
+
+        rank = serve.get_replica_context().rank
+        if not ray.is_initialized() or ray.get_gpu_ids():
+            return {}
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        local_rank = rank if isinstance(rank, int) else rank.local_rank
+    except Exception:  # no replica context: vLLM's default
+        return {}
+    return {CPU_BIND: own_cores(local_rank, int(cpus), sorted(os.sched_getaffinity(0)))}
 
 
 def replica_id() -> str:

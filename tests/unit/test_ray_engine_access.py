@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,7 +20,8 @@ from fedrouter.router.build import build_release  # noqa: E402
 from fedrouter.router.embed import HashEmbedder  # noqa: E402
 from fedrouter.serving import supervisor  # noqa: E402
 from fedrouter.serving.adapter_store import AdapterStore  # noqa: E402
-from fedrouter.serving.ray.engine import VLLMEngine  # noqa: E402
+from fedrouter.serving.ray import engine  # noqa: E402
+from fedrouter.serving.ray.engine import VLLMEngine, cpu_binding, own_cores  # noqa: E402
 from fedrouter.serving.registry import backend_adapter_name  # noqa: E402
 from tests.engine_access import as_stranger  # noqa: E402
 from tests.tiny import write_examples  # noqa: E402
@@ -74,3 +76,32 @@ def test_the_engine_replicas_vllm_listens_on_a_private_socket_only_it_reaches(tm
     finally:
         engine.__del__()
     assert not folder.exists()  # the replica's shutdown takes the socket folder with it
+
+
+def test_engine_replicas_sharing_a_cpu_node_compute_on_their_own_cores(monkeypatch):
+    """vLLM's `auto` binding puts every vLLM of a node on the same cores: each engine replica binds
+    its vLLM to its own slice instead, by its rank on the node."""
+    assert [own_cores(r, 1, [0, 1]) for r in range(3)] == ["0", "1", "0"]  # a third replica shares
+    assert [own_cores(r, 2, [0, 1, 2, 3]) for r in range(2)] == ["0,1", "2,3"]
+    assert own_cores(0, 8, [4, 5]) == "4,5"  # never more cores than the node has
+    monkeypatch.delenv(engine.CPU_BIND, raising=False)
+    assert cpu_binding() == {}  # outside a Serve replica: vLLM's own choice
+
+    import ray
+
+    cpus = {"CPU": 0.5}
+    monkeypatch.setattr(
+        engine.serve, "get_replica_context", lambda: SimpleNamespace(rank=SimpleNamespace(local_rank=1))
+    )
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_assigned_resources=lambda: cpus))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert cpu_binding() == {"VLLM_CPU_OMP_THREADS_BIND": "1"}  # rank 1, half a CPU: one core, the second
+    cpus["CPU"] = 2.0
+    assert cpu_binding() == {"VLLM_CPU_OMP_THREADS_BIND": "0,1"}  # two CPUs on a 2-core node: both
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
+    assert cpu_binding() == {}  # a GPU replica: nothing to bind
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    monkeypatch.setenv(engine.CPU_BIND, "3")
+    assert cpu_binding() == {}  # the user's binding stands
