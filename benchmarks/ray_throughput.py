@@ -206,6 +206,13 @@ def main() -> None:
         default=None,
         help="the Ray ingress's affinity_load_factor (default: the gateway's, as the single gateway's)",
     )
+    ap.add_argument(
+        "--min-inflight",
+        type=int,
+        default=None,
+        help="affinity_min_inflight of both setups (a home keeps its adapters below this many in flight; "
+        "default: the gateway's)",
+    )
     args = ap.parse_args()
 
     import ray
@@ -236,6 +243,8 @@ def main() -> None:
     with launch.vllm_servers(release, work / "logs", 2, extra_args=vllm_args, env=pins) as (urls, key):
         # the standalone vLLMs listen on loopback TCP (as in benchmarks/replicas.py): allowed here
         env = {"FEDROUTER_VLLM_API_KEY": key, "FEDROUTER_ALLOW_OPEN_BACKEND": "1"}
+        floor = {} if args.min_inflight is None else {"affinity_min_inflight": args.min_inflight}
+        env.update({f"FEDROUTER_{k.upper()}": str(v) for k, v in floor.items()})
         with launch.gateway(release, work / "logs" / "gateway", backends=urls, env=env) as gw:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
             try:
@@ -249,7 +258,10 @@ def main() -> None:
                     models_per_replica=slots,
                     data_plane=args.data_plane,
                     front=args.front,
-                    gateway={"affinity_load_factor": args.ray_load_factor} if args.ray_load_factor else {},
+                    gateway={
+                        **floor,
+                        **({"affinity_load_factor": args.ray_load_factor} if args.ray_load_factor else {}),
+                    },
                     engine_options={"kv_cache_gib": 2},
                 )
                 deploy(spec, port=ray_port, timeout_s=900)
@@ -306,6 +318,7 @@ def main() -> None:
             "ray_data_plane": spec.data_plane,
             "ray_front": spec.front,
             "ray_affinity_load_factor": spec.gateway.get("affinity_load_factor", "default"),
+            "affinity_min_inflight": spec.gateway.get("affinity_min_inflight", "default"),
             "adapters_per_home_replica": per_replica(homes, 2),
             "vllm_cores": {"gateway": cores, "ray": ray_cores},
         },
@@ -393,6 +406,11 @@ def render(r: dict) -> str:
     rows = [
         f"### Ray Serve vs the single gateway, 2 real vLLM replicas each: {s['adapters']} adapters, "
         + ("strict homes" if s.get("ray_affinity_load_factor", "default") != "default" else "the same load bound")
+        + (
+            f" with a floor of {s['affinity_min_inflight']} in flight"
+            if s.get("affinity_min_inflight", "default") != "default"
+            else ""
+        )
         + f", data plane `{s.get('ray_data_plane', 'handle')}`"
         + (", each vLLM on its own core" if "vllm_cores" in s else ", every vLLM on core 0")
         + f" ({m['cores']} cores {m['cpu']}, vLLM {m['vllm']}, {m['date']})",
@@ -408,10 +426,16 @@ def render(r: dict) -> str:
             if s.get("ray_affinity_load_factor", "default") != "default"
             else ""
         )
+        + (
+            f"; both setups' `affinity_min_inflight` {s['affinity_min_inflight']} (a replica keeps its adapters' "
+            f"requests while it has fewer than {s['affinity_min_inflight']} in flight, whatever the other holds)"
+            if s.get("affinity_min_inflight", "default") != "default"
+            else ""
+        )
         + f"; adapters per home replica {homes}. Ray deploy: {r['deploy_s']} s. "
         + (
-            f"vLLM's compute threads on cores {s['vllm_cores']['gateway']} (the gateway's two) and "
-            f"{s['vllm_cores']['ray']} (Ray's engine replicas, each choosing by its rank on the node)."
+            f"vLLM's compute threads on cores {' and '.join(s['vllm_cores']['gateway'])} (the gateway's two) and "
+            f"{' and '.join(s['vllm_cores']['ray'])} (Ray's engine replicas, each choosing by its rank on the node)."
             if "vllm_cores" in s
             else "vLLM's default core binding (`auto`): **every vLLM's compute threads on core 0** (the other core "
             "left to vLLM's front ends), all four vLLMs of both setups on one core: a vLLM could hold its requests "

@@ -8,8 +8,10 @@ of adapters is known (`set_keys`: those the replicas serve), homes are bounded t
 order, an adapter whose home already has ceil(K / n) adapters goes on clockwise, so a few adapters
 cannot all land on one replica by chance. The load bound (Mirrokni, Thorup and Zadimoghaddam, "Consistent Hashing with Bounded
 Loads") keeps a popular adapter from swamping its home: a replica takes a request only while its
-requests in flight stay within `load_factor` x the mean (`ceil(c * (total + 1) / n)`); past that,
-the request spills to the least loaded replica. Requests with no adapter (the base model) go to
+requests in flight stay within `load_factor` x the mean (`ceil(c * (total + 1) / n)`), or below
+`min_inflight` whatever the others hold (an engine that batches is not overloaded by a few requests
+more than its neighbour; the bound alone spills at 3 against 0); past that, the request spills to
+the least loaded replica. Requests with no adapter (the base model) go to
 the least loaded replica. Pure: no I/O, replicas are names, loads are numbers.
 """
 
@@ -27,13 +29,16 @@ def _point(text: str) -> int:
 
 
 class AffinityRing:
-    def __init__(self, replicas: Sequence[str], vnodes: int = 64, load_factor: float = 1.25):
+    def __init__(self, replicas: Sequence[str], vnodes: int = 64, load_factor: float = 1.25, min_inflight: int = 0):
         if not replicas:
             raise ValueError("at least one replica is needed")
         if load_factor < 1:
             raise ValueError(f"load_factor must be >= 1, got {load_factor}")
+        if min_inflight < 0:
+            raise ValueError(f"min_inflight must be >= 0, got {min_inflight}")
         self.replicas = list(replicas)
         self.load_factor = load_factor
+        self.min_inflight = min_inflight
         ring = sorted((_point(f"{r}#{i}"), r) for r in self.replicas for i in range(vnodes))
         self._points = [p for p, _ in ring]
         self._owners = [r for _, r in ring]
@@ -70,7 +75,7 @@ class AffinityRing:
         if not loads:
             raise ValueError("no replica to choose from")
         if key is not None:
-            cap = math.ceil(self.load_factor * (sum(loads.values()) + 1) / len(loads))
+            cap = max(self.min_inflight, math.ceil(self.load_factor * (sum(loads.values()) + 1) / len(loads)))
             preferred = self._homes.get(key)
             home = preferred if preferred in loads else next((r for r in self.order(key) if r in loads), None)
             if home is not None and loads[home] + 1 <= cap:

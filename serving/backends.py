@@ -66,7 +66,7 @@ class BackendPool:
     def __init__(
         self,
         urls: list[str],
-        settings: GatewaySettings,  # request_timeout_s, connect_retry_s, replica_policy, affinity_load_factor
+        settings: GatewaySettings,  # request_timeout_s, connect_retry_s, replica_policy, affinity_*
         *,
         api_key: str | None = None,  # sent as a bearer token (vLLM --api-key / VLLM_API_KEY)
         transport: httpx.AsyncBaseTransport | None = None,  # tests inject a fake vLLM here
@@ -102,7 +102,11 @@ class BackendPool:
         if policy not in ("least-loaded", "affinity"):
             raise ValueError(f"unknown replica policy {policy!r} (least-loaded, affinity)")
         self._ring = (
-            AffinityRing([b.url for b in self.backends], load_factor=settings.affinity_load_factor)
+            AffinityRing(
+                [b.url for b in self.backends],
+                load_factor=settings.affinity_load_factor,
+                min_inflight=settings.affinity_min_inflight,
+            )
             if policy == "affinity"
             else None
         )

@@ -86,6 +86,7 @@ class GatewaySettings(BaseSettings):
     expose_routing_headers: bool = False
     replica_policy: str = "affinity"
     affinity_load_factor: float = 1.25  # a replica takes at most this multiple of the mean load in flight
+    affinity_min_inflight: int = 0  # ... or, whatever the others hold, up to this many (serving/affinity.py)
     # Routing
     embed_device: str = "cpu"
     # "auto": MiniLM on ONNX Runtime int8 when `fedrouter models prepare` exported it (same vector

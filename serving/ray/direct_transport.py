@@ -9,8 +9,8 @@ gateway reaches vLLM) straight to an engine replica's door.
 Which replica: the adapter's home on the same ring Serve's request router uses (ring_router.py
 `SeededRing`: the replicas' ids, balanced over the published release's adapters), so a request
 lands where it would have through the handle; past the ring's load bound (the gateway's
-`affinity_load_factor`, 1.25 x the mean of this ingress's requests in flight by default, as the
-single gateway's) it spills to the next replica, where Serve's router spills only at a replica's
+`affinity_load_factor`, 1.25 x the mean of this ingress's requests in flight by default, and
+`affinity_min_inflight`, as the single gateway's) it spills to the next replica, where Serve's router spills only at a replica's
 `max_ongoing_requests`; the base model
 goes to the least loaded, in turn among equals.
 
@@ -75,8 +75,14 @@ class DirectTransport(HandleTransport):
 
     @classmethod
     def for_gateway(cls, engine: Any, base_model: str, keys: list[str], settings: Any) -> HandleTransport:
-        read_timeout_s, load_factor = settings.request_timeout_s, settings.affinity_load_factor
-        return cls(engine, base_model, keys, read_timeout_s=read_timeout_s, load_factor=load_factor)
+        return cls(
+            engine,
+            base_model,
+            keys,
+            read_timeout_s=settings.request_timeout_s,
+            load_factor=settings.affinity_load_factor,
+            min_inflight=settings.affinity_min_inflight,
+        )
 
     def __init__(
         self,
@@ -85,6 +91,7 @@ class DirectTransport(HandleTransport):
         keys: list[str],
         read_timeout_s: float = 600.0,
         load_factor: float = 1.25,  # the gateway's affinity_load_factor
+        min_inflight: int = 0,  # the gateway's affinity_min_inflight
         refresh_s: float = 1.0,  # 0: only when `refresh` is called (tests)
         listed: Callable[[], dict[str, str]] = door.listed,  # replica id -> door URL (blocking)
         secret: Callable[[], str] = door.cluster_secret,
@@ -93,7 +100,7 @@ class DirectTransport(HandleTransport):
         """`keys`: the starting release's content names (the ring's balanced homes; a publish
         reseeds them, ring_router.reseed)."""
         super().__init__(engine, base_model)
-        self._homes = SeededRing(keys, load_factor=load_factor)
+        self._homes = SeededRing(keys, load_factor=load_factor, min_inflight=min_inflight)
         self._doors: dict[str, _Door] = {}
         self._listed, self._secret_of, self._forget = listed, secret, forget
         self._secret: str | None = None

@@ -45,8 +45,10 @@ class SeededRing:
     below and the ingress's door chooser (serving/ray/direct_transport.py) both place with it, so
     they agree on every adapter's home."""
 
-    def __init__(self, keys: list[str] | tuple[str, ...] = (), vnodes: int = 64, load_factor: float = 1.25):
-        self._vnodes, self._load_factor = vnodes, load_factor
+    def __init__(
+        self, keys: list[str] | tuple[str, ...] = (), vnodes: int = 64, load_factor: float = 1.25, min_inflight: int = 0
+    ):
+        self._vnodes, self._load_factor, self._min_inflight = vnodes, load_factor, min_inflight
         self._ring: AffinityRing | None = None
         # Balanced: without it a few adapters can all hash to one replica and leave the others idle
         # (seen: 3 adapters, 2 engines, one engine did all the adapter work).
@@ -58,7 +60,9 @@ class SeededRing:
         """The ring over `ids` (sorted replica ids)."""
         seed = self.seed
         if self._ring is None or self._ring.replicas != ids:
-            self._ring = AffinityRing(ids, vnodes=self._vnodes, load_factor=self._load_factor)
+            self._ring = AffinityRing(
+                ids, vnodes=self._vnodes, load_factor=self._load_factor, min_inflight=self._min_inflight
+            )
             self._applied = None
         if self._applied is not seed:
             self._ring.set_keys(seed)

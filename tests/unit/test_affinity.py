@@ -53,6 +53,17 @@ def test_home_while_within_the_load_bound_else_the_least_loaded():
     assert AffinityRing([A, B], load_factor=2.0).choose(key, {A: 0, B: 2}) == (B, True)
 
 
+def test_a_replica_below_the_floor_keeps_its_adapters_whatever_the_others_hold():
+    key = "adapter0@v1"  # home B
+    floor = AffinityRing([A, B], load_factor=1.25, min_inflight=4)
+    assert floor.choose(key, {A: 0, B: 2}) == (B, True)  # the bound alone spills this one (above)
+    assert floor.choose(key, {A: 0, B: 3}) == (B, True)  # B takes its 4th
+    assert floor.choose(key, {A: 0, B: 4}) == (A, False)  # not a 5th: floor 4, bound ceil(1.25 * 5 / 2) = 4
+    # past the floor the bound decides again: ceil(1.25 * (2 + 4 + 1) / 2) = 5, then ceil(1.25 * 8 / 2) = 5
+    assert floor.choose(key, {A: 2, B: 4}) == (B, True)
+    assert floor.choose(key, {A: 2, B: 5}) == (A, False)
+
+
 def test_home_down_goes_to_the_next_replica_on_the_ring():
     ring = AffinityRing([A, B, C])
     assert ring.order("adapter0@v1")[0] == C
@@ -69,6 +80,8 @@ def test_no_adapter_goes_to_the_least_loaded_in_replica_order():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="load_factor"):
         AffinityRing([A], load_factor=0.5)
+    with pytest.raises(ValueError, match="min_inflight"):
+        AffinityRing([A], min_inflight=-1)
     with pytest.raises(ValueError, match="at least one"):
         AffinityRing([])
     with pytest.raises(ValueError, match="no replica"):
