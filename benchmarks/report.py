@@ -205,6 +205,7 @@ SECTIONS = [
     ("ray_overhead_grpc", _module("ray_overhead")),
     ("ray_throughput", _module("ray_throughput")),
     ("ray_throughput_8", _module("ray_throughput")),
+    ("ray_throughput_8_floor", _module("ray_throughput")),
     ("ray_throughput_8_strict", _module("ray_throughput")),
     ("ray_throughput_strict", _module("ray_throughput")),
     ("ray_throughput_handle", _module("ray_throughput")),
