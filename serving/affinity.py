@@ -10,9 +10,9 @@ cannot all land on one replica by chance. The load bound (Mirrokni, Thorup and Z
 Loads") keeps a popular adapter from swamping its home: a replica takes a request only while its
 requests in flight stay within `load_factor` x the mean (`ceil(c * (total + 1) / n)`), or below
 `min_inflight` whatever the others hold (an engine that batches is not overloaded by a few requests
-more than its neighbour; the bound alone spills at 3 against 0); past that, the request spills to
-the least loaded replica. Requests with no adapter (the base model) go to
-the least loaded replica. Pure: no I/O, replicas are names, loads are numbers.
+more than its neighbour: the bound alone spills a home's third request while the other replica has
+none); past that, the request spills to the least loaded replica. Requests with no adapter (the
+base model) go to the least loaded replica. Pure: no I/O, replicas are names, loads are numbers.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ Which replica: the adapter's home on the same ring Serve's request router uses (
 `SeededRing`: the replicas' ids, balanced over the published release's adapters), so a request
 lands where it would have through the handle; past the ring's load bound (the gateway's
 `affinity_load_factor`, 1.25 x the mean of this ingress's requests in flight by default, and
-`affinity_min_inflight`, as the single gateway's) it spills to the next replica, where Serve's router spills only at a replica's
-`max_ongoing_requests`; the base model
-goes to the least loaded, in turn among equals.
+`affinity_min_inflight`, as the single gateway's) it spills to the next replica, where Serve's
+router spills only at a replica's `max_ongoing_requests`; the base model goes to the least
+loaded, in turn among equals.
 
 Where the doors are: the cluster's key-value store, read every `refresh_s` in a thread. A door that
 refuses a connection is dropped (nothing was delivered: the next replica takes the request) and
