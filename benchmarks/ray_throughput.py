@@ -5,7 +5,9 @@ adapter's request on the adapter's home replica.
 Both setups serve one release of the tiny model from tests/tiny.py (starts fast) with its LoRA
 adapters, and run at once: the gateway attaches to 2 standalone vLLMs (as benchmarks/replicas.py
 starts them), Ray runs on a local cluster (`ray.init(num_cpus=2)`) with the engine replicas at
-fractional CPUs. At each concurrency level, `--rounds` rounds of one closed-loop window per setup
+fractional CPUs. Each vLLM computes on a core of its own: Ray's engine replicas choose theirs by rank
+on the node (serving/ray/engine.py `cpu_binding`) and the gateway's two are bound the same way (vLLM's
+default would put all four on core 0). `--min-inflight N` sets both setups' affinity_min_inflight. At each concurrency level, `--rounds` rounds of one closed-loop window per setup
 (order alternated per round: A B, B A), streamed chat completions of `--max-tokens` tokens
 (`ignore_eos`), each naming an adapter in turn. Throughput is counted inside each window
 (benchmarks/serving.py `load`); the result is the median over rounds of the same round's Ray /
