@@ -347,7 +347,7 @@ def test_an_engine_counts_the_requests_it_answered_per_adapter(tmp_path):
                 pass
         return await engine.served()
 
-    assert asyncio.run(go()) == {"replica": "local", "counts": {"a@1": 2, "b@2": 1}}
+    assert asyncio.run(go()) == {"replica": "local", "counts": {"a@1": 2, "b@2": 1}, "cores": ""}
 
 
 class _Ref:
