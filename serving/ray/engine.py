@@ -377,7 +377,7 @@ def cpu_binding() -> dict[str, str]:
     """Where this replica runs vLLM on CPUs, its own cores: as many as Serve gave the replica
     (`engine_num_cpus`, at least 1), picked by the replica's rank on its node. vLLM's default
     (`auto`) binds every vLLM process of a NUMA node to the same cores: two engine replicas on one
-    node both computed on core 0 while the other core idled, and one stalled for seconds while the
+    node both computed on core 0 (the other core left to vLLM's front ends), and one stalled for seconds while the
     other answered (seen on this project's 2-core machine). Empty, vLLM's own choice standing,
     where the replica has a GPU, where the user set VLLM_CPU_OMP_THREADS_BIND, and outside a Serve
     replica (local testing mode)."""
