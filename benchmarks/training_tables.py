@@ -175,8 +175,8 @@ def headline_line(records: list[dict], regime: str) -> list[str]:
         verdict = f"the half-width meets ≤ {HEADLINE_HALF_WIDTH}: FedAvg is ahead by {-hi:.3f} to {-lo:.3f}"
     else:
         verdict = (
-            f"the half-width meets ≤ {HEADLINE_HALF_WIDTH} and the CI covers 0: no difference is shown; one "
-            f"larger than {max(-lo, hi):.3f} either way is ruled out"
+            f"the half-width meets ≤ {HEADLINE_HALF_WIDTH} and the CI covers 0: no difference is shown; "
+            f"FedRouter ahead by more than {hi:.3f}, or FedAvg by more than {-lo:.3f}, is ruled out"
         )
     return [
         f"- Headline FedRouter − FedAvg: {mean:+.3f} ± {half:.3f} (95% CI over {len(d['seeds'])} seeds, "

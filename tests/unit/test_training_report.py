@@ -421,7 +421,10 @@ def test_headline_says_what_a_narrow_ci_shows():
         return headline_line(rs, "dual")[0]
 
     # paired differences 0.01, 0.00, -0.01, 0.005: CI covers 0 and is narrow
-    assert "covers 0: no difference is shown" in line([0.51, 0.60, 0.69, 0.805], [0.50, 0.60, 0.70, 0.80])
+    covers = line([0.51, 0.60, 0.69, 0.805], [0.50, 0.60, 0.70, 0.80])
+    assert "covers 0: no difference is shown" in covers
+    # each side's bound of the CI (+0.001 ± 0.014), not the larger of the two for both
+    assert "FedRouter ahead by more than 0.015, or FedAvg by more than 0.012, is ruled out" in covers
     assert "FedRouter is ahead by" in line([0.56, 0.65, 0.76, 0.855], [0.50, 0.60, 0.70, 0.80])
     assert "FedAvg is ahead by" in line([0.44, 0.55, 0.64, 0.745], [0.50, 0.60, 0.70, 0.80])
     assert "falls short of ≤ 0.03" in line([0.6, 0.5, 0.8], [0.5, 0.6, 0.7])
