@@ -33,6 +33,7 @@ gateway's), `local` (among the client's clusters), `oracle` (best adapter per ta
     python -m benchmarks.training_bench --regimes interference --strategies fedrouter,fedavg \
         --lr-sweep 1e-3,3e-3,1e-2,3e-2 --seeds 0,1,2  # the committed interference sweep (~2 h)
     python -m benchmarks.training_bench --profile long     # 16 rounds at the lrs full's sweep chose (~1.5 h)
+    python -m benchmarks.training_bench --profile longer   # 32 rounds, FedRouter and FedAvg in dual (~30 min a seed)
 """
 
 from __future__ import annotations
@@ -321,8 +322,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the quick profile (<= 15 min); the same as --profile quick")
     ap.add_argument(
-        "--profile", choices=sorted(PROFILES), help="full (the default), quick, or long (16 rounds at the lrs "
-        "`full`'s recorded sweep chose per regime and strategy: a pair it has not swept stops the bench)",
+        "--profile", choices=sorted(PROFILES), help="full (the default), quick, long (16 rounds at the lrs "
+        "`full`'s recorded sweep chose per regime and strategy: a pair it has not swept stops the bench), "
+        "longer (32 rounds, the same lrs, FedRouter and FedAvg in dual), or reference (a GPU's)",
     )  # fmt: skip
     ap.add_argument("--regimes", help="comma-separated: dual, interference (default: the profile's)")
     ap.add_argument("--strategies", help=f"comma-separated, of {','.join(STRATEGIES)} (default: the profile's)")

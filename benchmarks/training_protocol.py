@@ -116,6 +116,20 @@ PROFILES = {  # sized from the measured cost on 2 cores (benchmarks/README.md, t
         "curve_every": 4,
         "lrs_from": "full",
     },
+    # `long`'s budget question for `dual`: FedAvg's curve still rose between rounds 12 and 16 there
+    # (Δ +0.032, standard error 0.019, 5 seeds). Twice the rounds again (32 x 8 steps, 1024 samples
+    # per client), the headline pair only, at the lrs `full`'s sweep chose, the curve every 8 rounds
+    # (~30 min a seed here): is FedAvg flat by round 32, and where does the difference settle?
+    "longer": {
+        **_SHARED,
+        "seeds": [0],
+        "strategies": "fedrouter,fedavg",
+        "rounds": 32,
+        "local_steps": 8,
+        "test_per_task": 16,
+        "curve_every": 8,
+        "lrs_from": "full",
+    },
     # The FedRouter reference's scale (25 rounds x 10 steps x batch 16: 4000 samples per client,
     # ~21 passes over its 192), rank 8 (`dual`), for a CUDA GPU (scripts/device_reference.sh; a run
     # here would take hours). The three one-lr-swept strategies at the lrs `full`'s sweep chose
@@ -146,6 +160,7 @@ PROFILE_GAPS = {
     "lent GPU machine, seed-major, the runs that fit its time.",
     ("reference", "interference"): "Not run: the device time lent (15 min a session) holds a few `dual` "
     "runs of this profile at most.",
+    ("longer", "interference"): "Not run: `interference`'s FedAvg is flat at 16 rounds (profile `long`).",
     ("long", "interference"): "Not run: the time budget (a run of 16 rounds with its 8 clients takes about "
     "20 min here). `python -m benchmarks.training_bench --profile long --regimes interference --strategies "
     "fedrouter,fedavg,fedavg-matched` runs it at the lrs `full`'s `interference` sweep chose.",
