@@ -475,7 +475,12 @@ def render(r: dict) -> str:
         "Ray's processes and the client share the machine's cores, so the paired rounds are the measure and short "
         "windows are noisy. Home share, Ray: requests each engine replica counted per adapter, over those the ring "
         "router ranks first; the gateway: its own count of adapter requests placed on their home replica (its "
-        "/metrics `fedrouter_backend_requests`, placement home over home + spilled), with the same load bound.",
+        "/metrics `fedrouter_backend_requests`, placement home over home + spilled), "
+        + (
+            "under its own load bound (1.25x the mean in flight) where Ray's homes are strict."
+            if s.get("ray_affinity_load_factor", "default") != "default"
+            else "under the same load bound as Ray's."
+        ),
     ]
     if 0 not in homes and len(set(homes)) > 1 and s.get("ray_affinity_load_factor", "default") == "default":
         top = max(homes) / sum(homes)
