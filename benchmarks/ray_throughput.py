@@ -405,14 +405,12 @@ def render(r: dict) -> str:
     s, m = r["settings"], r["machine"]
     homes = s["adapters_per_home_replica"]
     homes = homes + [0] * (s["replicas"] - len(homes))  # results written before per_replica listed idle ones
+    strict = s.get("ray_affinity_load_factor", "default") != "default"  # Ray's homes kept past the gateway's bound
+    floor = s.get("affinity_min_inflight", "default") != "default"
     rows = [
         f"### Ray Serve vs the single gateway, 2 real vLLM replicas each: {s['adapters']} adapters, "
-        + ("strict homes" if s.get("ray_affinity_load_factor", "default") != "default" else "the same load bound")
-        + (
-            f" with a floor of {s['affinity_min_inflight']} in flight"
-            if s.get("affinity_min_inflight", "default") != "default"
-            else ""
-        )
+        + ("strict homes" if strict else "the same load bound")
+        + (f" with a floor of {s['affinity_min_inflight']} in flight" if floor else "")
         + f", data plane `{s.get('ray_data_plane', 'handle')}`"
         + (", each vLLM on its own core" if "vllm_cores" in s else ", every vLLM on core 0")
         + f" ({m['cores']} cores {m['cpu']}, vLLM {m['vllm']}, {m['date']})",
@@ -425,13 +423,13 @@ def render(r: dict) -> str:
         + (
             f", the ingress's affinity load factor {s['ray_affinity_load_factor']} (a request spills off its home "
             "past that multiple of the mean load in flight; the gateway's: 1.25)"
-            if s.get("ray_affinity_load_factor", "default") != "default"
+            if strict
             else ""
         )
         + (
             f"; both setups' `affinity_min_inflight` {s['affinity_min_inflight']} (a replica keeps its adapters' "
             f"requests while it has fewer than {s['affinity_min_inflight']} in flight, whatever the other holds)"
-            if s.get("affinity_min_inflight", "default") != "default"
+            if floor
             else ""
         )
         + f"; adapters per home replica {homes}. Ray deploy: {r['deploy_s']} s. "
@@ -478,11 +476,11 @@ def render(r: dict) -> str:
         "/metrics `fedrouter_backend_requests`, placement home over home + spilled), "
         + (
             "under its own load bound (1.25x the mean in flight) where Ray's homes are strict."
-            if s.get("ray_affinity_load_factor", "default") != "default"
+            if strict
             else "under the same load bound as Ray's."
         ),
     ]
-    if 0 not in homes and len(set(homes)) > 1 and s.get("ray_affinity_load_factor", "default") == "default":
+    if 0 not in homes and len(set(homes)) > 1 and not strict:
         top = max(homes) / sum(homes)
         rows += [
             "",
