@@ -34,8 +34,9 @@ RAY_COLD_START = "Timed out waiting for file"  # Ray's head waits a fixed 30 s f
 def start_ray(init_args: dict, say, attempts: int = 2) -> None:
     """Start Ray's head node before Flower does, trying once more if it misses Ray's fixed 30 s limit.
 
-    The first start after an install can miss that limit (the GCS server never writes its port file);
-    the next one starts in ~1 s. Flower reuses a running Ray and shuts it down at the end."""
+    The GCS server can die before it starts (the gRPC fork crash that `fedrouter.cli` sets
+    GRPC_ENABLE_FORK_SUPPORT=0 against); Ray then waits 30 s for its port file and gives up. The next
+    start takes ~1 s. Flower reuses a running Ray and shuts it down at the end."""
     import sys
 
     import ray

@@ -24,6 +24,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at ru
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own progress display, not a bar per load
+# Ray starts its head's processes with fork() (a preexec_fn): with gRPC busy in this process, gRPC's
+# fork handler restarts its threads in the child, which can crash before exec (~2% of such forks,
+# measured); Ray then waits 30 s for a GCS server that never started. gRPC reads this before its
+# first use, so it must be set before Flower or Ray import it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 from fedrouter.cli import models, release, serve, train  # noqa: E402 (after the environment defaults)
 

@@ -31,6 +31,9 @@ def test_flwr_run_on_the_local_simulation_connection(tmp_path):
         "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
         # the app's [project].dependencies must not be installed into a fresh environment
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        # Flower's simulation process talks gRPC while Ray forks its head's processes: gRPC's fork
+        # handler can crash the child before it execs the GCS server (CI saw it twice in a row)
+        "GRPC_ENABLE_FORK_SUPPORT": "0",
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
     }
     out = tmp_path / "run"
@@ -59,8 +62,8 @@ def test_flwr_run_on_the_local_simulation_connection(tmp_path):
                 timeout=600,
                 cwd=tmp_path,
             )
-            # Ray's head waits a fixed 30 s for its GCS server; the first start after an install can
-            # miss it (seen in CI). Flower starts Ray inside its own process here, so run once more.
+            # Ray's head waits a fixed 30 s for its GCS server; if the server never starts (the gRPC
+            # fork crash above, or anything else), Flower gives up: run once more.
             if RAY_COLD_START not in run.stdout + run.stderr or attempt == 2:
                 break
         log = home / "local-superlink" / "superlink.log"
