@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# gRPC busy in a process that starts Ray can crash the children Ray forks (see fedrouter/cli/__init__.py)
+export GRPC_ENABLE_FORK_SUPPORT := 0
 
 .PHONY: setup models data lint format test test-unit test-all demo bench bench-train clean
 

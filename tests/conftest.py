@@ -7,6 +7,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")  # see fedrouter/cli/__init__.py
 
 
 def fake_adapter(folder: Path, r: int = 8, seed: int = 0, hidden: int = 16) -> Path:
