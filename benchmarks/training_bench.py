@@ -34,7 +34,7 @@ gateway's), `local` (among the client's clusters), `oracle` (best adapter per ta
         --lr-sweep 1e-3,3e-3,1e-2,3e-2 --seeds 0,1,2  # the committed interference sweep (~2 h)
     python -m benchmarks.training_bench --profile long     # 16 rounds at the lrs full's sweep chose (~1.5 h)
     python -m benchmarks.training_bench --profile longer   # 32 rounds, FedRouter and FedAvg in dual (~30 min a seed)
-    python -m benchmarks.training_bench --profile longest  # 48 rounds, the same pair (~43 min a seed)
+    python -m benchmarks.training_bench --profile longest  # 48 rounds, the same pair (~46 min a seed)
 """
 
 from __future__ import annotations

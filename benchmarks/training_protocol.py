@@ -133,7 +133,7 @@ PROFILES = {  # sized from the measured cost on 2 cores (benchmarks/README.md, t
     # `longer`'s budget question: with five seeds FedAvg's curve still rose between rounds 24 and 32
     # (Δ +0.025, standard error 0.019), so by the rule 32 rounds are not enough. Half as many rounds
     # again (48 x 8 steps, 1536 samples per client: eight passes over a client's 192), the same pair
-    # at the same lrs, the curve every 8 rounds (~43 min a seed here): is FedAvg flat between rounds
+    # at the same lrs, the curve every 8 rounds (~46 min a seed here): is FedAvg flat between rounds
     # 40 and 48, and where does the difference settle there?
     "longest": {
         **_SHARED,
