@@ -65,3 +65,20 @@ def test_embedder_accuracy_is_per_route_and_pooled_by_held_out_prompts():
     per_route = accuracy(HashEmbedder(256).embed, routes)
     assert per_route == {"math": 1.0, "geo": pytest.approx(1 / 3)}
     assert _mean(per_route, routes, ["math", "geo"]) == 0.6  # 3 of 5 held-out prompts, not the mean of 1 and 1/3
+
+
+def test_system_prompt_tokens_counts_only_a_default_system_prompt(tmp_path):
+    """training_ops: the tokens a template's default system prompt adds, over an empty system message."""
+    from transformers import AutoTokenizer
+
+    from benchmarks.training_ops import system_prompt_tokens
+    from tests.tiny import CHAT_TEMPLATE, make_tokenizer
+
+    make_tokenizer(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert system_prompt_tokens(tok) == 0  # no default system prompt
+    default = "the a of and system"
+    tok.chat_template = (
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\n" + default + "<|im_end|>\n{% endif %}"
+    ) + CHAT_TEMPLATE
+    assert system_prompt_tokens(tok) == len(tok(default, add_special_tokens=False)["input_ids"]) > 0
