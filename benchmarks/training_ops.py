@@ -19,15 +19,12 @@ prompt) shrinks the matrix products too, roughly in proportion. Result: results/
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import random
 import statistics
 import time
 from pathlib import Path
 
-from benchmarks.stack import RESULTS, machine
+from benchmarks.stack import RESULTS
 
 MATMUL = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"}
 COPIES = {"aten::copy_", "aten::_to_copy", "aten::to", "aten::clone"}
@@ -135,20 +132,9 @@ def measure(regime: str, batches: int, seed: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--regime", default="dual", help="dual or interference")
-    ap.add_argument("--batches", type=int, default=4, help="batches per client")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(RESULTS / "training_ops.json"))
-    args = ap.parse_args()
-    from benchmarks.training_bench import source_commit
+    from benchmarks.training_step import step_cli
 
-    load = [round(os.getloadavg()[0], 2)]
-    result = measure(args.regime, args.batches, args.seed)
-    load.append(round(os.getloadavg()[0], 2))
-    result.update({"commit": source_commit(), "load_avg_1m": load, "machine": machine()})
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    step_cli(__doc__, measure, "dual", 4, RESULTS / "training_ops.json")
 
 
 def render(r: dict) -> str:

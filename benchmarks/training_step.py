@@ -130,12 +130,14 @@ def measure(regime: str, batches: int, seed: int) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--regime", default="interference", help="dual or interference")
-    ap.add_argument("--batches", type=int, default=6, help="batches per client")
+def step_cli(doc: str, measure, regime: str, batches: int, out: Path) -> None:
+    """The command line of a per-client step benchmark (this one, training_ops): `measure(regime,
+    batches, seed)`'s result with the commit, the machine and its load average, written to `out`."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--regime", default=regime, help="dual or interference")
+    ap.add_argument("--batches", type=int, default=batches, help="batches per client")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(RESULTS / "training_step.json"))
+    ap.add_argument("--out", default=str(out))
     args = ap.parse_args()
     from benchmarks.training_bench import source_commit
 
@@ -145,6 +147,10 @@ def main() -> None:
     result.update({"commit": source_commit(), "load_avg_1m": load, "machine": machine()})
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
+
+
+def main() -> None:
+    step_cli(__doc__, measure, "interference", 6, RESULTS / "training_step.json")
 
 
 def render(r: dict) -> str:
