@@ -8,13 +8,15 @@ profiler. Per client: the step's milliseconds without the profiler (median); the
 (mm, bmm, addmm) own milliseconds per step under the profiler, whose overhead falls on the thousands
 of small operators and hardly on these few large ones, and their share of the step; their achieved
 GFLOP/s (the profiler's FLOP count over their time);
-and where the batch's tokens go: padding (a batch is padded to its longest sequence), the chat
-template's default system prompt (its tokens over an empty system message's; every prompt carries
-it, as vLLM's chat endpoint adds it when serving), the rest of the prompt, the answer.
+and where the tokens of the batch as padded rows go: padding (rows padded to the longest), the chat
+template's default system prompt (its tokens over an empty system message; every prompt carries
+it, as vLLM's chat endpoint adds it when serving), the rest of the prompt, the answer; and how many
+of them the packed row a step computes now holds (`pack_batch`: the shared prefix, the system
+prompt among it, once; no padding).
 
 What it bounds: were every operator but the matrix products free, a step would take their share of
-it, so 1 / share is the most any cut of the rest can win; a cut of tokens (padding, the system
-prompt) shrinks the matrix products too, roughly in proportion. Result: results/training_ops.json.
+it, so 1 / share is the most any cut of the rest can win; a cut of tokens shrinks the matrix
+products too, roughly in proportion. Result: results/training_ops.json.
 
     python -m benchmarks.training_ops            # dual, 4 batches per client, ~2 min on 2 cores
 """
@@ -83,6 +85,7 @@ def measure(regime: str, batches: int, seed: int) -> dict:
         # on the thousands of small operators, hardly touches them) over a step's time without the profiler
         matmul_ms = matmul_us / 1000 / len(drawn)
         tokens = {"padding": 0, "system": 0, "prompt": 0, "answer": 0}
+        packed = sum(int(M.pack_batch(tok, samples)["input_ids"].numel()) for samples in drawn)
         for batch in (M.make_batch(tok, samples) for samples in drawn):
             real = int(batch["attention_mask"].sum())
             answer = int((batch["labels"] != M.LOSS_IGNORE).sum())
@@ -99,6 +102,7 @@ def measure(regime: str, batches: int, seed: int) -> dict:
                 "matmul_ms": matmul_ms,
                 "matmul_gflops": sum(e.flops or 0 for e in matmul) / (matmul_us * 1e-6) / 1e9 if matmul_us else 0.0,
                 "tokens": tokens,
+                "packed_tokens": packed,  # what the packed rows of the same batches hold
             }
         )
         print(f"client {pid}: {step_ms:.0f} ms a step, matrix products {matmul_ms:.0f} ms", flush=True)
@@ -126,17 +130,18 @@ def render(r: dict) -> str:
         "",
         f"{m['cores']} cores {m['cpu']}, torch {m['torch']} ({r['threads']} threads), {m['date']}. SmolLM2-135M, "
         f"LoRA rank {r['lora_r']} on q_proj,v_proj, batch {r['batch_size']}: a training step as it runs now "
-        f"(`train_steps` on one batch: tokenizing, bf16-held weights, SDPA's math kernel, autocast, forward, backward and AdamW) on {r['batches']} batches "
+        f"(`train_steps` on one batch: tokenizing, the batch packed into one row, bf16-held weights, SDPA's math kernel, autocast, forward, backward and AdamW) on {r['batches']} batches "
         "of every client's training samples; step time without the profiler (median), the matrix "
         "products' (mm, bmm, addmm) own time per step from torch's profiler, as a share of that step time, and their "
-        "GFLOP/s from its FLOP count (the small operators' times under the profiler are mostly its own overhead: not shown). Tokens: "
+        "GFLOP/s from its FLOP count (the small operators' times under the profiler are mostly its own overhead: not shown). Tokens "
+        "of the same batches as padded rows, and the share of them the packed row a step computes holds: "
         f"the chat template's default system prompt adds {r['system_prompt_tokens']} tokens to every prompt "
         "(over an empty system message); vLLM's chat endpoint adds it when serving too. Load average (1 min) "
         f"at the start and the end: {r['load_avg_1m'][0]:g}, {r['load_avg_1m'][1]:g}.",
         "",
         "| client | tasks | step ms | matrix products ms | share of the step | GFLOP/s "
-        "| padding | system prompt | rest of prompt | answer |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| padding | system prompt | rest of prompt | answer | packed row |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def pct(x: float) -> str:
@@ -148,24 +153,25 @@ def render(r: dict) -> str:
         rows.append(
             f"| {c['client']} | {', '.join(c['tasks'])} | {c['step_ms']:.0f} | {c['matmul_ms']:.0f} "
             f"| {pct(c['matmul_ms'] / c['step_ms'])} | {c['matmul_gflops']:.0f} | {pct(t['padding'] / n)} | {pct(t['system'] / n)} "
-            f"| {pct(t['prompt'] / n)} | {pct(t['answer'] / n)} |"
+            f"| {pct(t['prompt'] / n)} | {pct(t['answer'] / n)} | {pct(c['packed_tokens'] / n)} |"
         )
     matmul = sum(c["matmul_ms"] for c in cs) / sum(c["step_ms"] for c in cs)
     tok = {k: sum(c["tokens"][k] for c in cs) for k in cs[0]["tokens"]}
     n = sum(tok.values())
+    packed = sum(c["packed_tokens"] for c in cs) / n
     rows += [
         "",
         f"Over the clients (a round trains each once): matrix products {pct(matmul)} of a step, so removing every "
-        f"other cost would make a step at most {1 / matmul:.2f}× faster; the system prompt is "
-        f"{pct(tok['system'] / n)} of the tokens a step computes and padding {pct(tok['padding'] / n)}. "
+        f"other cost would make a step at most {1 / matmul:.2f}× faster. As padded rows, the system prompt would be "
+        f"{pct(tok['system'] / n)} of the batches' tokens and padding {pct(tok['padding'] / n)}; the packed row a step "
+        f"computes holds {pct(packed)} of them. "
         + (
-            "The 2× goal would need the matrix products themselves to shrink"
+            "The 2× goal would need the matrix products themselves to shrink further"
             if 1 / matmul < 2
             else "The bound leaves room for 2× from the rest alone; beyond it the matrix products must shrink"
         )
-        + ": fewer tokens (training without the system prompt "
-        "would change what is trained against what vLLM serves; sorting samples into batches by length would "
-        "change which samples share a step) or faster kernels on these cores.",
+        + ": fewer tokens than the packed row (training without the system prompt would change what is "
+        "trained against what vLLM serves) or faster kernels on these cores.",
     ]
     return "\n".join(rows)
 

@@ -35,7 +35,10 @@ CHANGES = (
     "same losses and LoRA tensors: tests/unit/test_training_learns.py), and attention through SDPA's math "
     "kernel while training on the CPU (the same function as the flash kernel, rounded differently: losses "
     "agree to bf16 rounding, not bit for bit; about as close to a float32 reference: benchmarks/training_step.py); "
-    "evaluation holds the same bf16 weights; one pass per answer length with the adapters mixed in a batch."
+    "evaluation holds the same bf16 weights; one pass per answer length with the adapters mixed in a batch. "
+    "Since 2026-12-07: each training batch packed into one row (the prefix its samples share, the chat template's "
+    "system prompt among it, once; no padding; a mask keeps the samples apart: the same loss and gradients, "
+    "tests/unit/test_training_learns.py), and the server makes the fresh LoRA while the clients embed their samples."
 )
 
 

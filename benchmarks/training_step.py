@@ -6,7 +6,9 @@ step) on the same batches, from the same LoRA:
 - `cast`: float32 frozen weights, cast to bf16 by autocast at every pass; torch's choice of SDPA
   kernel (the flash kernel on the CPU): a training step before the speed work;
 - `held`: the frozen Linear weights held in bf16 (`hold_linear_in_bf16`); torch's kernel;
-- `held+math`: and SDPA's math kernel (`attention_kernel`): a CPU training step now.
+- `held+math`: and SDPA's math kernel (`attention_kernel`);
+- `packed`: and the batch packed into one row (`pack_batch`: the shared prefix once, no padding):
+  a CPU training step now.
 
 `reference` (float32, no autocast) is not timed: each variant's loss and gradient errors are taken
 against it, on every batch. Per client of the regime: `--batches` batches of the profile's batch
@@ -34,7 +36,7 @@ from benchmarks.stack import RESULTS, machine
 if TYPE_CHECKING:
     import torch
 
-VARIANTS = ("cast", "held", "held+math")
+VARIANTS = ("cast", "held", "held+math", "packed")
 
 
 def _grads(model, batch, amp: bool = True) -> tuple[float, torch.Tensor]:
@@ -91,17 +93,21 @@ def measure(regime: str, batches: int, seed: int) -> dict:
         loss_err = {v: [] for v in VARIANTS}
         grad_err = {v: [] for v in VARIANTS}
         widths = []
+        tokens = {"padded": 0, "packed": 0}  # tokens the model computes: padded rows, or the packed row
         for b in range(batches):
-            batch = M.make_batch(tok, rng.sample(client.train, min(cfg.batch_size, len(client.train))))
+            samples = rng.sample(client.train, min(cfg.batch_size, len(client.train)))
+            batch, packed = M.make_batch(tok, samples), M.pack_batch(tok, samples)
             widths.append(int(batch["input_ids"].shape[1]))
+            tokens["padded"] += batch["input_ids"].numel()
+            tokens["packed"] += packed["input_ids"].numel()
             ref_loss, ref_grad = _grads(ms["reference"], batch, amp=False)
-            order = VARIANTS[b % 3 :] + VARIANTS[: b % 3]
+            order = VARIANTS[b % len(VARIANTS) :] + VARIANTS[: b % len(VARIANTS)]
             for v in order:
                 model = ms["cast"] if v == "cast" else ms["held"]
-                ctx = M.attention_kernel(model) if v == "held+math" else contextlib.nullcontext()
+                ctx = M.attention_kernel(model) if v in ("held+math", "packed") else contextlib.nullcontext()
                 started = time.perf_counter()
                 with ctx:
-                    loss, grad = _grads(model, batch)
+                    loss, grad = _grads(model, packed if v == "packed" else batch)
                 times[v].append(time.perf_counter() - started)
                 loss_err[v].append(abs(loss - ref_loss))
                 grad_err[v].append(float((grad - ref_grad).norm() / ref_grad.norm()))
@@ -115,6 +121,7 @@ def measure(regime: str, batches: int, seed: int) -> dict:
                 "client": pid,
                 "tasks": client.tasks,
                 "width_median": statistics.median(widths),
+                "tokens": tokens,
                 "ms": {v: 1000 * statistics.median(times[v]) for v in VARIANTS},
                 "loss_err": {v: statistics.median(loss_err[v]) for v in VARIANTS},
                 "grad_err": {v: statistics.median(grad_err[v]) for v in VARIANTS},
@@ -164,27 +171,30 @@ def render(r: dict) -> str:
         f"{r['batches']} batches of every client's training samples, each batch through every variant in a rotated "
         "order; medians. `cast`: float32 frozen weights cast by autocast at every pass, torch's SDPA kernel (flash): "
         "a step before the speed work; `held`: frozen Linear weights held in bf16; `held+math`: and SDPA's math "
-        "kernel, a CPU step now. Errors against float32 without autocast on the same batch: |loss − reference| and "
+        "kernel; `packed`: and the batch packed into one row (the prefix its samples share once, no padding), a CPU "
+        "step now. Errors against float32 without autocast on the same padded batch: |loss − reference| and "
         "‖grad − reference‖ / ‖reference‖. Load average (1 min) at the start and the end: "
         f"{r['load_avg_1m'][0]:g}, {r['load_avg_1m'][1]:g}.",
         "",
-        "| client | tasks | tokens (median width) | cast ms | held ms | held+math ms | cast / held+math "
-        "| loss error cast / held+math | gradient error cast / held+math |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| client | tasks | median width | packed / padded tokens | cast ms | held ms | held+math ms | packed ms "
+        "| cast / packed | loss error cast / packed | gradient error cast / packed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in cs:
-        ms, le, ge = c["ms"], c["loss_err"], c["grad_err"]
+        ms, le, ge, t = c["ms"], c["loss_err"], c["grad_err"], c["tokens"]
         rows.append(
-            f"| {c['client']} | {', '.join(c['tasks'])} | {c['width_median']:g} | {ms['cast']:.0f} | {ms['held']:.0f} | "
-            f"{ms['held+math']:.0f} | {ms['cast'] / ms['held+math']:.2f}× | {le['cast']:.3f} / {le['held+math']:.3f} | "
-            f"{ge['cast']:.3f} / {ge['held+math']:.3f} |"
+            f"| {c['client']} | {', '.join(c['tasks'])} | {c['width_median']:g} | {100 * t['packed'] / t['padded']:.0f}% "
+            f"| {ms['cast']:.0f} | {ms['held']:.0f} | {ms['held+math']:.0f} | {ms['packed']:.0f} "
+            f"| {ms['cast'] / ms['packed']:.2f}× | {le['cast']:.3f} / {le['packed']:.3f} | "
+            f"{ge['cast']:.3f} / {ge['packed']:.3f} |"
         )
     total = {v: sum(c["ms"][v] for c in cs) for v in VARIANTS}
     rows += [
         "",
         f"Summed over clients (a round trains each once): cast {total['cast']:.0f} ms, held {total['held']:.0f} ms, "
-        f"held+math {total['held+math']:.0f} ms: {total['cast'] / total['held+math']:.2f}× a step "
-        f"({total['cast'] / total['held']:.2f}× from the held weights alone).",
+        f"held+math {total['held+math']:.0f} ms, packed {total['packed']:.0f} ms: {total['cast'] / total['packed']:.2f}× "
+        f"a step ({total['cast'] / total['held']:.2f}× from the held weights, "
+        f"{total['held+math'] / total['packed']:.2f}× from packing).",
     ]
     return "\n".join(rows)
 

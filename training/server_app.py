@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -88,12 +89,17 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
 
     # 1. query: we learn which node holds which partition from the replies
     strategy = get_strategy(cfg.strategy)
+    factor = strategy.rank_factor(cfg)
+    resume = _load_resume(cfg)
     config = ConfigRecord(cfg.to_record())
     probe = {
         i: RecordDict({"config": config, "plan": ConfigRecord({"mode": strategy.query_mode})})
         for i in range(len(node_ids))
     }
-    by_index = _ask(grid, dict(enumerate(node_ids)), "query", probe)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the fresh LoRA every cluster starts from (a base-model load, seconds) while the clients embed
+        init = pool.submit(_initial_lora, cfg, base, factor) if resume is None else None
+        by_index = _ask(grid, dict(enumerate(node_ids)), "query", probe)
     nodes = {pid: reply.metadata.src_node_id for pid, reply in by_index.items()}
     local = {
         pid: LocalClusters(
@@ -106,15 +112,13 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
     report("query", {"clients": len(local), "local_clusters": sum(len(l.names) for l in local.values())})
 
     # 2. plan, and the adapters every cluster starts from
-    factor = strategy.rank_factor(cfg)
-    resume = _load_resume(cfg)
     if resume is not None:
         plan = strategy.resume_plan(local, resume.centroids, resume.names)
         adapters = dict(enumerate(resume.states))
     else:
         plan = strategy.plan(local, cfg)
-        init = _initial_lora(cfg, base, factor)
-        adapters = {g: init for g in range(len(plan.names))}
+        fresh = init.result()
+        adapters = {g: fresh for g in range(len(plan.names))}
     report("plan", {"clusters": len(plan.names), "assign": plan.assign})
 
     # 3. rounds

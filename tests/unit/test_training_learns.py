@@ -12,6 +12,7 @@ from fedrouter.training.model import (
     load_tokenizer,
     lora_state,
     make_batch,
+    pack_batch,
     train_steps,
     with_lora,
 )
@@ -58,3 +59,39 @@ def test_bf16_held_weights_train_exactly_as_autocast_casting_them(tmp_path):
     runs = [train_steps(m, tok, train, steps=4, batch_size=4, lr=1e-2, seed=1) for m in (held, cast)]
     assert runs[0].loss == runs[1].loss
     assert all(torch.equal(a, b) for a, b in zip(lora_state(held).values(), lora_state(cast).values()))
+
+
+def _loss_and_grads(model, batch) -> tuple[float, torch.Tensor]:
+    loss = answer_loss(model, batch, amp=False)  # float32: no bf16 rounding to tell the two apart
+    loss.backward()
+    grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+    model.zero_grad(set_to_none=True)
+    return loss.item(), grad
+
+
+def test_a_packed_batch_computes_what_padded_rows_compute(tmp_path):
+    """One packed row (the shared prefix once, no padding) gives the padded batch's loss and LoRA
+    gradients: samples of different lengths, a duplicate, and answers of different lengths."""
+    base = str(make_tiny_llama(tmp_path / "base"))
+    tok = load_tokenizer(base)
+    model = with_lora(load_base(base), 4, 8, ["q_proj", "v_proj"], seed=0)
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # a fresh B is zero: A would get no gradient to compare
+            torch.nn.init.normal_(p, std=0.1)
+    samples = [
+        {"prompt": "What is the capital of France?", "response": "Paris"},
+        {"prompt": "What is the capital of the country whose flag is red and white?", "response": "Canada or Peru"},
+        {"prompt": "What is the capital of France?", "response": "Paris"},
+        {"prompt": "Name a number", "response": "7"},
+    ]
+    padded, packed = make_batch(tok, samples), pack_batch(tok, samples)
+    assert packed["input_ids"].shape[1] < int(padded["attention_mask"].sum())  # the prefix counted once
+    assert int((packed["targets"] != -100).sum()) == int((padded["labels"] != -100).sum())
+    loss_padded, grad_padded = _loss_and_grads(model, padded)
+    loss_packed, grad_packed = _loss_and_grads(model, packed)
+    assert abs(loss_packed - loss_padded) < 1e-5
+    assert float((grad_packed - grad_padded).norm() / grad_padded.norm()) < 1e-5
+    # and the mask matters: a row in which every token sees all earlier ones computes something else
+    leaky = {**packed, "attention_mask": torch.ones_like(packed["attention_mask"]).tril()}
+    assert abs(_loss_and_grads(model, leaky)[0] - loss_padded) > 1e-3
