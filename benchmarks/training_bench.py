@@ -35,6 +35,8 @@ gateway's), `local` (among the client's clusters), `oracle` (best adapter per ta
     python -m benchmarks.training_bench --profile long     # 16 rounds at the lrs full's sweep chose (~1.5 h)
     python -m benchmarks.training_bench --profile longer   # 32 rounds, FedRouter and FedAvg in dual (~30 min a seed)
     python -m benchmarks.training_bench --profile longest  # 48 rounds, the same pair (~46 min a seed)
+    python -m benchmarks.training_bench --profile longest --lr-sweep 3e-3,1e-2 --sweep-only --seeds 0
+        # are `full`'s lrs still the best at 48 rounds? the pair swept on validation at this budget
 """
 
 from __future__ import annotations
@@ -359,6 +361,11 @@ def main() -> None:
         "--sweep-seed", type=int, help="the seed whose sweep picks the lr (default: the first of --seeds); "
         "its recorded grid points are reused, so more seeds run at the lr it chose"
     )  # fmt: skip
+    ap.add_argument(
+        "--sweep-only", action="store_true", help="with --lr-sweep: sweep at this profile's own budget (records "
+        "of profile <profile>-sweep, even where its lrs come from another profile's sweep) and stop: a check "
+        "that the lrs it runs at are still the best at its budget; its runs at the chosen lrs are not rerun"
+    )  # fmt: skip
     args = ap.parse_args()
     profile = "quick" if args.quick else (args.profile or "full")
     p = dict(PROFILES[profile])
@@ -374,6 +381,16 @@ def main() -> None:
     strategies = (args.strategies or p["strategies"]).split(",")
     work, records = Path(args.work), Path(args.records)
     swept = {}
+    if args.sweep_only:
+        if not args.lr_sweep:
+            raise SystemExit("--sweep-only needs --lr-sweep")
+        grid = [float(x) for x in args.lr_sweep.split(",")]
+        sweep_seed = args.sweep_seed if args.sweep_seed is not None else seeds[0]
+        chosen = sweep_lr(regimes, strategies, sweep_seed, grid, profile, p, work, records, commit)
+        for (regime, strategy), s in chosen.items():
+            print(f"{regime} {strategy}: validation {dict(zip(s['grid'], s['scores']))}, best lr {s['chosen']:g}")
+        print(f"done in {time.monotonic() - started:.0f} s; records in {args.records}")
+        return
     sweep_profile = p.get("lrs_from") or profile  # whose sweep picks the lrs (`long`: `full`'s)
     if args.lr_sweep or sweep_profile != profile:
         sp = p if sweep_profile == profile else dict(PROFILES[sweep_profile])

@@ -328,6 +328,32 @@ def sweep_choices(sweep: list[dict]) -> dict[tuple[str, str], float]:
     }
 
 
+def own_budget_check(usable: list[dict], base_profile: str) -> list[str]:
+    """For a profile that runs at the lrs another profile's sweep chose (`lrs_from`): whether its own
+    sweep, at its own budget (`--sweep-only`), chooses the same lr per regime and strategy."""
+    lrs_from = PROFILES.get(base_profile, {}).get("lrs_from")
+    if not lrs_from:
+        return []
+    sweep = [
+        r for r in usable if r["profile"] == f"{base_profile}-sweep" and r["routing"] == PRIMARY.get(r["strategy"])
+    ]
+    there = sweep_choices([r for r in usable if r["profile"] == f"{lrs_from}-sweep"])
+    lines = []
+    for (regime, strategy), rs in sorted(_by(sweep, "regime", "strategy").items()):
+        score = {r["settings"]["lr"]: r["score"] for r in rs}
+        best, ran = max(score, key=score.get), there.get((regime, strategy))
+        line = f"- {regime} {strategy}: lr {best:g} is the best here (validation {score[best]:.3f})"
+        if ran is None:
+            line += f"; `{lrs_from}`'s sweep has no records for it."
+        elif ran == best:
+            line += f", as `{lrs_from}`'s sweep chose: the lr its runs use stands at this budget."
+        else:
+            at = f" (validation {score[ran]:.3f} at it here)" if ran in score else ""
+            line += f"; `{lrs_from}`'s sweep chose {ran:g}, the lr its runs use{at}: not the best at this budget."
+        lines.append(line)
+    return lines
+
+
 def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], list[str]]:
     """The records of profile `<base_profile>-swept`: each swept strategy at the lr its sweep chose.
     Where that lr is the base profile's own, the base profile's records are that run (the bench does
@@ -403,12 +429,19 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
             rs, notes = swept_records(usable, base)
             out += ["Each strategy at the lr its sweep chose (the `-sweep` table):", "", *notes, ""]
         if rs and profile.endswith("-sweep"):
+            check = own_budget_check(usable, profile.removesuffix("-sweep"))
             out += [
                 "lr sweep: every strategy trained at each lr on its clients' training samples minus a "
-                "carved validation part (every 5th), scored on that part; the best lr is its `-swept` profile's.",
+                "carved validation part (every 5th), scored on that part; "
+                + (
+                    "a check of the lrs its `-swept` profile runs at:"
+                    if check
+                    else "the best lr is its `-swept` profile's."
+                ),
                 "",
                 *sweep_table(rs),
                 "",
+                *([*check, ""] if check else []),
             ]
         elif rs:
             s, m = rs[0]["settings"], rs[0]["machine"]

@@ -428,3 +428,52 @@ def test_headline_says_what_a_narrow_ci_shows():
     assert "FedRouter is ahead by" in line([0.56, 0.65, 0.76, 0.855], [0.50, 0.60, 0.70, 0.80])
     assert "FedAvg is ahead by" in line([0.44, 0.55, 0.64, 0.745], [0.50, 0.60, 0.70, 0.80])
     assert "falls short of ≤ 0.03" in line([0.6, 0.5, 0.8], [0.5, 0.6, 0.7])
+
+
+def test_sweep_only_sweeps_at_the_profiles_own_budget_and_the_report_checks_the_lrs_its_runs_use(monkeypatch, tmp_path):
+    import json
+    import sys
+
+    from benchmarks import training_bench
+
+    def settings(profile, lr):
+        return {k: v for k, v in PROFILES[profile].items() if k in PROFILE_KEYS} | {
+            "lr": lr,
+            "lora_targets": "q_proj,v_proj",
+            "train_per_task": 96,
+        }
+
+    # `full`'s sweep chose 3e-3 for fedavg and 1e-3 for fedrouter; `long` runs at those lrs
+    full = [
+        record(s, 0, sc, profile="full-sweep", settings=settings("full", lr))
+        for s, lr, sc in (("fedavg", 1e-3, 0.5), ("fedavg", 3e-3, 0.7), ("fedrouter", 1e-3, 0.6), ("fedrouter", 3e-3, 0.4))
+    ]  # fmt: skip
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in full))
+    calls = []
+
+    def fake_run_one(regime, strategy, seed, embedder, profile, p, work, records, commit, validation=False, extra=None):
+        calls.append((strategy, profile, p["lr"], p["rounds"], validation))
+        return {("fedavg", 1e-3): 0.55, ("fedavg", 3e-3): 0.75, ("fedrouter", 1e-3): 0.5}.get((strategy, p["lr"]), 0.6)
+
+    monkeypatch.setattr(training_bench, "run_one", fake_run_one)
+    argv = ["training_bench", "--profile", "long", "--records", str(path), "--seeds", "2"]
+    argv += ["--strategies", "fedavg,fedrouter", "--lr-sweep", "1e-3,3e-3", "--sweep-only"]
+    monkeypatch.setattr(sys, "argv", argv)
+    training_bench.main()
+    # validation runs at `long`'s 16 rounds, at every grid point, and nothing after them
+    assert calls == [
+        (s, "long-sweep", lr, 16, True) for s in ("fedavg", "fedrouter") for lr in (1e-3, 3e-3)
+    ]  # fmt: skip
+    mine = [
+        record(s, 2, sc, profile="long-sweep", settings=settings("long", lr))
+        for s, lr, sc in (("fedavg", 1e-3, 0.55), ("fedavg", 3e-3, 0.75), ("fedrouter", 1e-3, 0.5), ("fedrouter", 3e-3, 0.6))
+    ]  # fmt: skip
+    usable, refused = split([*full, *mine])
+    assert not refused
+    text = markdown(usable, png_dir=tmp_path).split("#### Profile `long-sweep`")[1].split("#### Profile")[0]
+    assert "- dual fedavg: lr 0.003 is the best here (validation 0.750), as `full`'s sweep chose" in text
+    assert (
+        "- dual fedrouter: lr 0.003 is the best here (validation 0.600); `full`'s sweep chose 0.001, the lr its "
+        "runs use (validation 0.500 at it here): not the best at this budget." in text
+    )
