@@ -31,6 +31,15 @@ def record(strategy, seed, score, steps=6.0, samples=24.0, routing=None, **extra
     return r
 
 
+def settings(profile, lr):
+    """A record's settings at `profile`, but for the lr."""
+    return {k: v for k, v in PROFILES[profile].items() if k in PROFILE_KEYS} | {
+        "lr": lr,
+        "lora_targets": "q_proj,v_proj",
+        "train_per_task": 96,
+    }
+
+
 def test_records_without_counts_or_with_other_settings_are_refused():
     ok = record("fedavg", 0, 0.5)
     old = {k: v for k, v in record("fedavg", 1, 0.5).items() if k != "counted"}
@@ -224,13 +233,6 @@ def test_the_long_profile_runs_at_the_lrs_fulls_sweep_chose_and_renders_them(mon
     import sys
 
     from benchmarks import training_bench
-
-    def settings(profile, lr):
-        return {k: v for k, v in PROFILES[profile].items() if k in PROFILE_KEYS} | {
-            "lr": lr,
-            "lora_targets": "q_proj,v_proj",
-            "train_per_task": 96,
-        }
 
     sweep = []
     for strategy, scores in (("fedavg", (0.2, 0.5, 0.7)), ("fedrouter", (0.3, 0.6, 0.5))):
@@ -435,13 +437,6 @@ def test_sweep_only_sweeps_at_the_profiles_own_budget_and_the_report_checks_the_
     import sys
 
     from benchmarks import training_bench
-
-    def settings(profile, lr):
-        return {k: v for k, v in PROFILES[profile].items() if k in PROFILE_KEYS} | {
-            "lr": lr,
-            "lora_targets": "q_proj,v_proj",
-            "train_per_task": 96,
-        }
 
     # `full`'s sweep chose 3e-3 for fedavg and 1e-3 for fedrouter; `long` runs at those lrs
     full = [
