@@ -97,7 +97,8 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
         for i in range(len(node_ids))
     }
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # the fresh LoRA every cluster starts from (a base-model load, seconds) while the clients embed
+        # the fresh LoRA every cluster starts from (a base-model load, seconds) while the clients embed;
+        # it seeds torch's global RNG, which nothing else in this process draws from meanwhile
         init = pool.submit(_initial_lora, cfg, base, factor) if resume is None else None
         by_index = _ask(grid, dict(enumerate(node_ids)), "query", probe)
     nodes = {pid: reply.metadata.src_node_id for pid, reply in by_index.items()}
