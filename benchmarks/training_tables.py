@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -340,18 +341,38 @@ def own_budget_check(usable: list[dict], base_profile: str) -> list[str]:
     there = sweep_choices([r for r in usable if r["profile"] == f"{lrs_from}-sweep"])
     lines = []
     for (regime, strategy), rs in sorted(_by(sweep, "regime", "strategy").items()):
-        score = {r["settings"]["lr"]: r["score"] for r in rs}
-        best, ran = max(score, key=score.get), there.get((regime, strategy))
-        line = f"- {regime} {strategy}: lr {best:g} is the best here (validation {score[best]:.3f})"
+        by_lr = {r["settings"]["lr"]: r for r in rs}
+        best, ran = max(by_lr, key=lambda lr: by_lr[lr]["score"]), there.get((regime, strategy))
+        line = f"- {regime} {strategy}: lr {best:g} is the best here (validation {by_lr[best]['score']:.3f})"
         if ran is None:
             line += f"; `{lrs_from}`'s sweep has no records for it."
         elif ran == best:
             line += f", as `{lrs_from}`'s sweep chose: the lr its runs use stands at this budget."
+        elif ran not in by_lr:
+            line += f"; `{lrs_from}`'s sweep chose {ran:g}, the lr its runs use, not tried here."
         else:
-            at = f" (validation {score[ran]:.3f} at it here)" if ran in score else ""
-            line += f"; `{lrs_from}`'s sweep chose {ran:g}, the lr its runs use{at}: not the best at this budget."
+            gap = by_lr[best]["score"] - by_lr[ran]["score"]
+            se = math.hypot(_score_se(by_lr[best]), _score_se(by_lr[ran]))
+            if not math.isfinite(se):
+                verdict = "with no prompt count to weigh it against: not the best at this budget."
+            elif gap <= 2 * se:
+                verdict = (
+                    f"within the noise of one seed's validation scores (standard error of the difference ≈ {se:.3f}), "
+                    "so it stands at this budget."
+                )
+            else:
+                verdict = (
+                    f"more than twice the standard error of the difference (≈ {se:.3f}): not the best at this budget."
+                )
+            line += f"; `{lrs_from}`'s sweep chose {ran:g}, the lr its runs use: {gap:.3f} behind here, {verdict}"
         lines.append(line)
     return lines
+
+
+def _score_se(record: dict) -> float:
+    """A score's standard error from test sampling alone, as if each of its `n` prompts scored 0 or 1."""
+    s = min(max(record["score"], 0.0), 1.0)
+    return math.sqrt(s * (1 - s) / record["n"]) if record.get("n") else float("nan")
 
 
 def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], list[str]]:
