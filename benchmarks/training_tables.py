@@ -312,10 +312,13 @@ def _strategies_line(records: list[dict]) -> list[str]:
 
 def sweep_table(records: list[dict]) -> list[str]:
     """The lr sweep: each strategy's validation score at each lr of the grid (its first mode)."""
-    rows = ["| regime | strategy | lr | validation score | seed |", "|---" * 5 + "|"]
+    rows = ["| regime | strategy | lr | validation score | seed | train s |", "|---" * 6 + "|"]
     firsts = [r for r in records if r["routing"] == PRIMARY.get(r["strategy"])]
     for r in sorted(firsts, key=lambda r: (r["regime"], r["strategy"], r["settings"]["lr"])):
-        rows.append(f"| {r['regime']} | {r['strategy']} | {r['settings']['lr']:g} | {r['score']:.3f} | {r['seed']} |")
+        rows.append(
+            f"| {r['regime']} | {r['strategy']} | {r['settings']['lr']:g} | {r['score']:.3f} | {r['seed']} "
+            f"| {r['train_s']:.0f} |"
+        )
     return rows
 
 
