@@ -360,12 +360,14 @@ def own_budget_check(usable: list[dict], base_profile: str) -> list[str]:
                 verdict = "with no prompt count to weigh it against: not the best at this budget."
             elif gap <= 2 * se:
                 verdict = (
-                    f"within the noise of one seed's validation scores (standard error of the difference ≈ {se:.3f}), "
+                    f"within the noise of one seed's validation scores (the difference's standard error, unpaired: "
+                    f"at most ≈ {se:.3f}), "
                     "so it stands at this budget."
                 )
             else:
                 verdict = (
-                    f"more than twice the standard error of the difference (≈ {se:.3f}): not the best at this budget."
+                    f"more than twice the difference's standard error (unpaired: at most ≈ {se:.3f}): not the best "
+                    "at this budget."
                 )
             line += f"; `{lrs_from}`'s sweep chose {ran:g}, the lr its runs use: {gap:.3f} behind here, {verdict}"
         lines.append(line)
@@ -373,7 +375,8 @@ def own_budget_check(usable: list[dict], base_profile: str) -> list[str]:
 
 
 def _score_se(record: dict) -> float:
-    """A score's standard error from test sampling alone, as if each of its `n` prompts scored 0 or 1."""
+    """A score's standard error from test sampling alone, as if each of its `n` prompts scored 0 or 1:
+    the most it can be for per-prompt scores in [0, 1] (ROUGE's included)."""
     s = min(max(record["score"], 0.0), 1.0)
     return math.sqrt(s * (1 - s) / record["n"]) if record.get("n") else float("nan")
 

@@ -474,8 +474,8 @@ def test_sweep_only_sweeps_at_the_profiles_own_budget_and_the_report_checks_the_
     assert "- dual fedavg: lr 0.003 is the best here (validation 0.750), as `full`'s sweep chose" in text
     assert (  # 0.2 behind, the difference's standard error sqrt(0.7*0.3/150 + 0.5*0.5/150) = 0.055
         "- dual fedrouter: lr 0.003 is the best here (validation 0.700); `full`'s sweep chose 0.001, the lr its "
-        "runs use: 0.200 behind here, more than twice the standard error of the difference (≈ 0.055): not the "
-        "best at this budget." in text
+        "runs use: 0.200 behind here, more than twice the difference's standard error (unpaired: at most ≈ 0.055): "
+        "not the best at this budget." in text
     )
     # a gap within the noise of one seed's validation scores does not overturn the lr the runs use
     close = [r if r["score"] != 0.5 else {**r, "score": 0.66} for r in usable]
