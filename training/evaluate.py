@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fedrouter.router.release import Release, load_release
-from fedrouter.training.data.scenarios import Scenario, all_tasks
+from fedrouter.training.data.scenarios import Scenario, tasks_named
 
 HELD_OUT = -1  # "client" id of the held-out tasks
 MODES = ("global", "local", "oracle", "client", "base")
@@ -138,7 +138,7 @@ def evaluate_release(
     samples = [s for _, s in items] + val  # indices past len(items): validation, never scored
     prompts = [s["prompt"] for s in samples]
     tasks = [s["task"] for s in samples]
-    known = all_tasks()
+    known = tasks_named(tasks)
     metric = {t: known[t].metric if t in known else "exact" for t in set(tasks)}
     lengths = [known[t].max_new_tokens if t in known else 32 for t in tasks]
     answers = Answers(release, prompts, lengths, dtype=dtype)

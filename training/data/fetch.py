@@ -70,7 +70,7 @@ def fetch_sword(force: bool = False) -> Path | None:
 
 def fetch_all(force: bool = False) -> None:
     fetch_sword(force)
-    from fedrouter.training.data.corpora import corpus_tasks
+    from fedrouter.training.data.corpora import clear_cache, corpus_tasks
 
-    corpus_tasks.cache_clear()
+    clear_cache()
     print(f"real-text tasks available: {', '.join(sorted(corpus_tasks())) or 'none'}")

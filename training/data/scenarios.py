@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,11 +35,17 @@ def all_tasks() -> dict[str, Task]:
     return {**SYNTHETIC, **corpus_tasks()}
 
 
+def tasks_named(names: Iterable[str]) -> dict[str, Task]:
+    """The known tasks among `names` (reading only the sources they come from)."""
+    names = set(names)
+    return {n: t for n, t in {**SYNTHETIC, **corpus_tasks(names)}.items() if n in names}
+
+
 def get_tasks(names: list[str]) -> list[Task]:
-    known = all_tasks()
+    known = tasks_named(names)
     missing = [n for n in names if n not in known]
     if missing:
-        raise ValueError(f"unknown tasks {missing}; known: {', '.join(sorted(known))}")
+        raise ValueError(f"unknown tasks {missing}; known: {', '.join(sorted(all_tasks()))}")
     return [known[n] for n in names]
 
 
@@ -57,8 +64,8 @@ class Scenario:
 
     def metric_of(self) -> dict[str, str]:
         """task -> "exact" | "rouge1"."""
-        known = all_tasks()
         tasks = {s["task"] for c in self.clients for s in c.train + c.test} | {s["task"] for s in self.held_out}
+        known = tasks_named(tasks)
         return {t: known[t].metric if t in known else "exact" for t in tasks}
 
 
