@@ -215,6 +215,7 @@ SECTIONS = [
     ("training_speed", _module("training_speed")),
     ("training_step", _module("training_step")),
     ("training_ops", _module("training_ops")),
+    ("training_threads", _module("training_threads")),
 ]
 
 HEADER = """# Benchmarks
@@ -242,6 +243,7 @@ half-width ≤ 0.03), whichever its sign.
 | `benchmarks/ray_throughput.py` | 2 real (tiny) vLLM replicas: single gateway vs Ray Serve throughput at c = 4..32, home-hit share of both, CPU per request by part |
 | `benchmarks/training_speed.py` | seconds per training sample and evaluation time, the tree before the speed work (before) vs this one (after), paired runs |
 | `benchmarks/training_step.py` | a training step's milliseconds and its loss and gradient errors against float32, per client of a regime: weights cast by autocast and the flash kernel (before) vs held in bf16, SDPA's math kernel, and the batch packed into one row (now) |
+| `benchmarks/training_threads.py` | filling a CPU's cores with training steps: one client on every core's thread vs a client per core on one thread each, at once (how `fedrouter train` runs Flower's clients on a CPU) |
 | `benchmarks/training_ops.py` | where a CPU training step's time goes (matrix products, the rest) and where its tokens go (padding, the chat template's system prompt, prompt, answer; the packed row's share): the most any cut can win |
 | `benchmarks/schedule_alignment.py` | FedRouter vs oracle: which tasks both clients train in the same rounds under round-robin, beside the per-task scores |
 | `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle, base model; dual, interference, generalization; seeds; routing modes; counted steps and samples per client and round |

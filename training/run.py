@@ -55,15 +55,16 @@ def start_ray(init_args: dict, say, attempts: int = 2) -> None:
 
 
 def ray_backend(num_clients: int, cores: int | None = None, gpu: bool | None = None) -> dict:
-    """Flower's Ray backend settings. On the CPU: one client at a time on all cores (a step uses
-    them all). On a CUDA GPU: up to 8 clients at once sharing it (a client of a small model fills
-    a fraction of it), the cores split between them; each client's training is seeded on its own,
-    so what it computes does not depend on which others run beside it."""
+    """Flower's Ray backend settings: up to 8 clients at once, the cores split between them (on a
+    CPU a client's torch threads are its share of the cores; on a CUDA GPU they share the GPU too).
+    On the CPU, a client per core on one thread each trains faster than one client on every core
+    (benchmarks/training_threads.py: a small model's operators split poorly across threads). Each client's training is seeded on its own, so what it computes does not depend on
+    which others run beside it."""
     from fedrouter.training.model import device
 
     cores = cores or os.cpu_count() or 2
     gpu = device().type == "cuda" if gpu is None else gpu
-    at_once = max(1, min(num_clients, 8, cores)) if gpu else 1
+    at_once = max(1, min(num_clients, 8, cores))
     return {
         "client_resources": {"num_cpus": cores / at_once, "num_gpus": 1.0 / at_once if gpu else 0.0},
         "init_args": {

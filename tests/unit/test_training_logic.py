@@ -324,11 +324,40 @@ def test_the_dialogue_task_replies_in_conversations_it_never_trained_on():
     assert all(p.startswith("Reply in this chat.\nA: ") and p.endswith("\nA:") and r for p, r in train + test)
 
 
-def test_ray_backend_runs_one_client_at_a_time_on_a_cpu_and_shares_a_gpu():
+def test_a_corpus_source_is_read_only_for_the_tasks_asked_for(monkeypatch, capsys):
+    from fedrouter.training.data import corpora
+    from fedrouter.training.data.tasks import Task
+
+    read = []
+
+    def source(names, missing=False):
+        def make():
+            read.append(names[0])
+            if missing:
+                raise FileNotFoundError(f"this task needs the package {names[0]}-pkg")
+            return {n: Task(n, "exact", pool=((f"{n}?", "yes"),)) for n in names}
+
+        return names, make
+
+    monkeypatch.setattr(corpora, "SOURCES", (source(("a1", "a2")), source(("b1",)), source(("c1",), missing=True)))
+    corpora.clear_cache()
+    try:
+        assert sorted(corpora.corpus_tasks(["a2", "add"])) == ["a1", "a2"] and read == ["a1"]
+        assert sorted(corpora.corpus_tasks(["a1"])) == ["a1", "a2"] and read == ["a1"]  # once per process
+        assert sorted(corpora.corpus_tasks()) == ["a1", "a2", "b1"] and read == ["a1", "b1", "c1"]
+        assert "skipping the tasks c1: this task needs the package c1-pkg" in capsys.readouterr().err
+    finally:
+        corpora.clear_cache()
+
+
+def test_ray_backend_runs_a_client_per_core_on_a_cpu_and_shares_a_gpu():
     from fedrouter.training.run import ray_backend
 
     cpu = ray_backend(4, cores=2, gpu=False)
-    assert cpu["client_resources"] == {"num_cpus": 2.0, "num_gpus": 0.0} and "num_gpus" not in cpu["init_args"]
+    assert cpu["client_resources"] == {"num_cpus": 1.0, "num_gpus": 0.0} and "num_gpus" not in cpu["init_args"]
+    assert cpu["init_args"]["num_cpus"] == 2  # two clients at once, one core (one torch thread) each
+    assert ray_backend(2, cores=16, gpu=False)["client_resources"]["num_cpus"] == 8.0  # the cores split
+    assert ray_backend(1, cores=2, gpu=False)["client_resources"]["num_cpus"] == 2.0  # one client: every core
     gpu = ray_backend(4, cores=16, gpu=True)
     assert gpu["client_resources"] == {"num_cpus": 4.0, "num_gpus": 0.25}  # the 4 clients at once
     assert gpu["init_args"]["num_gpus"] == 1
