@@ -213,6 +213,7 @@ SECTIONS = [
     ("routing", routing),
     ("routing_embedders", _module("embedders")),
     ("training_speed", _module("training_speed")),
+    ("training_speed_full", _module("training_speed")),
     ("training_step", _module("training_step")),
     ("training_ops", _module("training_ops")),
     ("training_threads", _module("training_threads")),
