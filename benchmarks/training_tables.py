@@ -215,7 +215,7 @@ def convergence_line(records: list[dict], regime: str) -> list[str]:
         return []
     n = sum(r["n"] for r in records if r["regime"] == regime and r["strategy"] == "fedavg" and r.get("curve"))
     last, before = float(np.mean([c[-1] for c in curves])), float(np.mean([c[-2] for c in curves]))
-    se = float(np.sqrt(max(last * (1 - last), 1e-9) / max(n, 1)))
+    se = binomial_se(last, n)
     verdict = "converged" if abs(last - before) < se else "not converged: a larger budget is needed"
     at = next((r.get("curve_rounds") for r in records if r.get("curve_rounds")), None)
     where = f"after rounds {at[-2]} and {at[-1]}" if at and len(at) >= 2 else "in its last two evaluations"
@@ -355,7 +355,7 @@ def own_budget_check(usable: list[dict], base_profile: str) -> list[str]:
             line += f"; `{lrs_from}`'s sweep chose {ran:g}, the lr its runs use, not tried here."
         else:
             gap = by_lr[best]["score"] - by_lr[ran]["score"]
-            se = math.hypot(_score_se(by_lr[best]), _score_se(by_lr[ran]))
+            se = math.hypot(*(binomial_se(by_lr[lr]["score"], by_lr[lr].get("n")) for lr in (best, ran)))
             if not math.isfinite(se):
                 verdict = "with no prompt count to weigh it against: not the best at this budget."
             elif gap <= 2 * se:
@@ -374,11 +374,13 @@ def own_budget_check(usable: list[dict], base_profile: str) -> list[str]:
     return lines
 
 
-def _score_se(record: dict) -> float:
+def binomial_se(score: float, n: int | None) -> float:
     """A score's standard error from test sampling alone, as if each of its `n` prompts scored 0 or 1:
-    the most it can be for per-prompt scores in [0, 1] (ROUGE's included)."""
-    s = min(max(record["score"], 0.0), 1.0)
-    return math.sqrt(s * (1 - s) / record["n"]) if record.get("n") else float("nan")
+    the most it can be for per-prompt scores in [0, 1] (ROUGE's included); NaN without a count."""
+    if not n:
+        return float("nan")
+    s = min(max(score, 0.0), 1.0)
+    return math.sqrt(max(s * (1 - s), 1e-9) / n)
 
 
 def swept_records(usable: list[dict], base_profile: str) -> tuple[list[dict], list[str]]:
