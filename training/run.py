@@ -54,17 +54,47 @@ def start_ray(init_args: dict, say, attempts: int = 2) -> None:
             say(f"Ray's head node did not start within Ray's 30 s limit (attempt {attempt}); starting it again")
 
 
-def ray_backend(num_clients: int, cores: int | None = None, gpu: bool | None = None) -> dict:
+def client_memory_bytes(base_model: str) -> int | None:
+    """What one client training `base_model` on the CPU may hold, counted high: four times its weight
+    files (loaded in float32 from bf16 files, activations, gradients) and 1 GiB for the libraries
+    (torch, transformers, the embedder). None where the folder has no weight files to count."""
+    files = [f for f in Path(base_model).glob("*") if f.suffix in (".safetensors", ".bin")]
+    return 4 * sum(f.stat().st_size for f in files) + 2**30 if files else None
+
+
+def available_memory_bytes() -> int | None:
+    """The memory this machine can give without swapping (Linux's MemAvailable), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def ray_backend(
+    num_clients: int,
+    cores: int | None = None,
+    gpu: bool | None = None,
+    client_bytes: int | None = None,
+    available_bytes: int | None = None,
+) -> dict:
     """Flower's Ray backend settings: up to 8 clients at once, the cores split between them (on a
     CPU a client's torch threads are its share of the cores; on a CUDA GPU they share the GPU too).
+
     On the CPU, a client per core on one thread each trains faster than one client on every core
-    (benchmarks/training_threads.py: a small model's operators split poorly across threads). Each client's training is seeded on its own, so what it computes does not depend on
-    which others run beside it."""
+    (benchmarks/training_threads.py: a small model's operators split poorly across threads); each
+    holds its own copy of the model, so no more run at once than half the available memory holds
+    (`client_bytes` each, `available_bytes` in all, where both are known). Each client's training is
+    seeded on its own, so what it computes does not depend on which others run beside it."""
     from fedrouter.training.model import device
 
     cores = cores or os.cpu_count() or 2
     gpu = device().type == "cuda" if gpu is None else gpu
     at_once = max(1, min(num_clients, 8, cores))
+    if not gpu and client_bytes and available_bytes:
+        at_once = max(1, min(at_once, available_bytes // 2 // client_bytes))
     return {
         "client_resources": {"num_cpus": cores / at_once, "num_gpus": 1.0 / at_once if gpu else 0.0},
         "init_args": {
@@ -120,7 +150,9 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
             progress.update(task, advance=1, description=f"{cfg.strategy}: release {data['id']}")
             result["path"] = data["path"]
 
-    backend = ray_backend(cfg.num_clients)
+    backend = ray_backend(
+        cfg.num_clients, client_bytes=client_memory_bytes(cfg.base_model), available_bytes=available_memory_bytes()
+    )
     logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")

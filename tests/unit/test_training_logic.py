@@ -350,6 +350,16 @@ def test_a_corpus_source_is_read_only_for_the_tasks_asked_for(monkeypatch, capsy
         corpora.clear_cache()
 
 
+def test_a_client_is_counted_by_its_base_models_weight_files(tmp_path):
+    from fedrouter.training.run import available_memory_bytes, client_memory_bytes
+
+    assert client_memory_bytes(str(tmp_path)) is None  # nothing to count
+    (tmp_path / "model.safetensors").write_bytes(b"0" * 1000)
+    (tmp_path / "tokenizer.json").write_bytes(b"0" * 10**6)
+    assert client_memory_bytes(str(tmp_path)) == 4000 + 2**30
+    assert available_memory_bytes() is None or available_memory_bytes() > 0
+
+
 def test_ray_backend_runs_a_client_per_core_on_a_cpu_and_shares_a_gpu():
     from fedrouter.training.run import ray_backend
 
@@ -358,6 +368,19 @@ def test_ray_backend_runs_a_client_per_core_on_a_cpu_and_shares_a_gpu():
     assert cpu["init_args"]["num_cpus"] == 2  # two clients at once, one core (one torch thread) each
     assert ray_backend(2, cores=16, gpu=False)["client_resources"]["num_cpus"] == 8.0  # the cores split
     assert ray_backend(1, cores=2, gpu=False)["client_resources"]["num_cpus"] == 2.0  # one client: every core
+    gib = 2**30  # no more clients at once than half the available memory holds, one model copy each
+    assert (
+        ray_backend(8, cores=8, gpu=False, client_bytes=3 * gib, available_bytes=13 * gib)["client_resources"][
+            "num_cpus"
+        ]
+        == 4.0
+    )
+    assert (
+        ray_backend(8, cores=8, gpu=False, client_bytes=30 * gib, available_bytes=13 * gib)["client_resources"][
+            "num_cpus"
+        ]
+        == 8.0
+    )  # too little for two: one, on every core
     gpu = ray_backend(4, cores=16, gpu=True)
     assert gpu["client_resources"] == {"num_cpus": 4.0, "num_gpus": 0.25}  # the 4 clients at once
     assert gpu["init_args"]["num_gpus"] == 1
