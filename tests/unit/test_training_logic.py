@@ -369,18 +369,10 @@ def test_ray_backend_runs_a_client_per_core_on_a_cpu_and_shares_a_gpu():
     assert ray_backend(2, cores=16, gpu=False)["client_resources"]["num_cpus"] == 8.0  # the cores split
     assert ray_backend(1, cores=2, gpu=False)["client_resources"]["num_cpus"] == 2.0  # one client: every core
     gib = 2**30  # no more clients at once than half the available memory holds, one model copy each
-    assert (
-        ray_backend(8, cores=8, gpu=False, client_bytes=3 * gib, available_bytes=13 * gib)["client_resources"][
-            "num_cpus"
-        ]
-        == 4.0
-    )
-    assert (
-        ray_backend(8, cores=8, gpu=False, client_bytes=30 * gib, available_bytes=13 * gib)["client_resources"][
-            "num_cpus"
-        ]
-        == 8.0
-    )  # too little for two: one, on every core
+    fits = ray_backend(8, cores=8, gpu=False, client_bytes=3 * gib, available_bytes=13 * gib)
+    assert fits["client_resources"]["num_cpus"] == 4.0  # two of 3 GiB in 6.5 GiB
+    tight = ray_backend(8, cores=8, gpu=False, client_bytes=30 * gib, available_bytes=13 * gib)
+    assert tight["client_resources"]["num_cpus"] == 8.0  # too little for two: one, on every core
     gpu = ray_backend(4, cores=16, gpu=True)
     assert gpu["client_resources"] == {"num_cpus": 4.0, "num_gpus": 0.25}  # the 4 clients at once
     assert gpu["init_args"]["num_gpus"] == 1
