@@ -26,7 +26,6 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from pathlib import Path
 
 from benchmarks.stack import RESULTS
 
@@ -49,17 +48,11 @@ def measure(regime: str, batches: int, seed: int) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.training_bench import run_config
-    from benchmarks.training_protocol import PROFILES
+    from benchmarks.training_step import step_model, step_setup
     from fedrouter.training import model as M
-    from fedrouter.training.data.scenarios import scenario_from_config
 
-    cfg = run_config(regime, "fedavg", seed, "static", PROFILES["full"], Path("runs/bench/training_ops"))
-    scenario = scenario_from_config(cfg)
-    tok = M.load_tokenizer(cfg.base_model)
-    model = M.hold_linear_in_bf16(
-        M.with_lora(M.load_base(cfg.base_model), cfg.lora_r, cfg.lora_alpha, ["q_proj", "v_proj"])
-    )
+    cfg, scenario, tok = step_setup(regime, seed, "training_ops")
+    model = step_model(cfg, seed)
     system = system_prompt_tokens(tok)
     rng = random.Random(seed)
     clients = []

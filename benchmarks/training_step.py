@@ -75,16 +75,31 @@ def models(base: str, r: int, seed: int) -> dict:
     return out
 
 
-def measure(regime: str, batches: int, seed: int) -> dict:
+def step_setup(regime: str, seed: int, name: str):
+    """What a per-client step benchmark (this one, training_ops, training_threads) runs on: profile
+    `full`'s FedAvg settings in `regime`, the regime's scenario, and the base model's tokenizer."""
     from benchmarks.training_bench import run_config
     from benchmarks.training_protocol import PROFILES
     from fedrouter.training import model as M
     from fedrouter.training.data.scenarios import scenario_from_config
 
-    p = PROFILES["full"]
-    cfg = run_config(regime, "fedavg", seed, "static", p, Path("runs/bench/training_step"))
-    scenario = scenario_from_config(cfg)
-    tok = M.load_tokenizer(cfg.base_model)
+    cfg = run_config(regime, "fedavg", seed, "static", PROFILES["full"], Path(f"runs/bench/{name}"))
+    return cfg, scenario_from_config(cfg), M.load_tokenizer(cfg.base_model)
+
+
+def step_model(cfg, seed: int):
+    """The model a CPU training step runs on now: a fresh LoRA on q_proj and v_proj, the frozen
+    Linear weights held in bf16."""
+    from fedrouter.training import model as M
+
+    lora = M.with_lora(M.load_base(cfg.base_model), cfg.lora_r, cfg.lora_alpha, ["q_proj", "v_proj"], seed=seed)
+    return M.hold_linear_in_bf16(lora)
+
+
+def measure(regime: str, batches: int, seed: int) -> dict:
+    from fedrouter.training import model as M
+
+    cfg, scenario, tok = step_setup(regime, seed, "training_step")
     ms = models(cfg.base_model, cfg.lora_r, seed)
     rng = random.Random(seed)
     clients = []

@@ -39,17 +39,11 @@ def worker(regime: str, batches: int, seed: int, part: int, parts: int, threads:
     import torch
 
     torch.set_num_threads(threads)
-    from benchmarks.training_bench import run_config
-    from benchmarks.training_protocol import PROFILES
+    from benchmarks.training_step import step_model, step_setup
     from fedrouter.training import model as M
-    from fedrouter.training.data.scenarios import scenario_from_config
 
-    cfg = run_config(regime, "fedavg", seed, "static", PROFILES["full"], Path("runs/bench/training_threads"))
-    scenario = scenario_from_config(cfg)
-    tok = M.load_tokenizer(cfg.base_model)
-    model = M.hold_linear_in_bf16(
-        M.with_lora(M.load_base(cfg.base_model), cfg.lora_r, cfg.lora_alpha, ["q_proj", "v_proj"], seed=seed)
-    )
+    cfg, scenario, tok = step_setup(regime, seed, "training_threads")
+    model = step_model(cfg, seed)
     fresh = M.lora_state(model)
     rng = random.Random(seed)
     drawn = [rng.sample(c.train, min(cfg.batch_size, len(c.train))) for c in scenario.clients for _ in range(batches)]
