@@ -43,7 +43,9 @@ CHANGES = (
     "tests/unit/test_training_learns.py), and the server makes the fresh LoRA while the clients embed their samples. "
     "Since 2026-12-07 too: on a CPU, a client per core, one torch thread each, at once (was one client on every core: "
     "the same steps, their sums split between threads otherwise, so rounded otherwise: "
-    "benchmarks/training_threads.py), and a task's corpus read only when the run has one of its tasks."
+    "benchmarks/training_threads.py), and a task's corpus read only when the run has one of its tasks. "
+    "Last, 2026-12-07: the LM head, tied to the embeddings, held as a bf16 copy of its own (the values autocast cast it to "
+    "at every pass: bit for bit the same, tests/unit/test_training_learns.py)."
 )
 
 

@@ -45,14 +45,16 @@ def test_lora_steps_lower_the_loss_and_raise_a_trivial_tasks_score(tmp_path):
 
 def test_bf16_held_weights_train_exactly_as_autocast_casting_them(tmp_path):
     """Frozen Linear weights held in bf16 (what autocast casts them to at every forward pass, as the
-    clients hold them) give the same losses and LoRA tensors, bit for bit, as float32 weights cast by
+    clients hold them; the LM head, tied to the embeddings, as a copy of its own) give the same losses and LoRA tensors, bit for bit, as float32 weights cast by
     autocast; the LoRA itself stays float32."""
     base = str(make_tiny_llama(tmp_path / "base"))
     tok = load_tokenizer(base)
     held = hold_linear_in_bf16(with_lora(load_base(base), 4, 8, ["q_proj", "v_proj"], seed=0))
     cast = with_lora(load_base(base), 4, 8, ["q_proj", "v_proj"], seed=0)  # float32, cast at every pass
     frozen = [m.weight for n, m in held.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in n]
-    assert {w.dtype for w in frozen[:-1]} == {torch.bfloat16} and frozen[-1].dtype == torch.float32  # lm_head kept
+    assert {w.dtype for w in frozen} == {torch.bfloat16}  # the LM head too: a copy of its own
+    assert held.get_input_embeddings().weight.dtype == torch.float32  # the tied table keeps its values
+    assert torch.equal(held.get_input_embeddings().weight, cast.get_input_embeddings().weight)
     assert all(p.dtype == torch.float32 for p in held.parameters() if p.requires_grad)
     assert all(torch.equal(a, b) for a, b in zip(lora_state(held).values(), lora_state(cast).values()))
     train = [{"prompt": f"What is the capital of {c}?", "response": c} for c in COUNTRIES]
