@@ -246,6 +246,7 @@ half-width ≤ 0.03), whichever its sign.
 | `benchmarks/training_step.py` | a training step's milliseconds and its loss and gradient errors against float32, per client of a regime: weights cast by autocast and the flash kernel (before) vs held in bf16, SDPA's math kernel, and the batch packed into one row (now) |
 | `benchmarks/training_threads.py` | filling a CPU's cores with training steps: one client on every core's thread vs a client per core on one thread each, at once (how `fedrouter train` runs Flower's clients on a CPU) |
 | `benchmarks/training_ops.py` | where a CPU training step's time goes (matrix products, the rest) and where its tokens go (padding, the chat template's system prompt, prompt, answer; the packed row's share): the most any cut can win |
+| `benchmarks/training_repro.py` | the committed training records run again on this tree (by default `full`'s FedRouter and FedAvg, seeds 0-2): each score beside the committed one, and the headline difference of each |
 | `benchmarks/schedule_alignment.py` | FedRouter vs oracle: which tasks both clients train in the same rounds under round-robin, beside the per-task scores |
 | `benchmarks/training_bench.py` | `make bench-train`: FedRouter vs FedAvg (rank r and K·r), clustered FL, FLoRAL, local, oracle, base model; dual, interference, generalization; seeds; routing modes; counted steps and samples per client and round |
 | `scripts/device_reference.sh` | the `reference` profile (the FedRouter reference's 25 rounds × 10 steps × batch 16) on a lent GPU that reaches no registry: `scripts/device_payload.sh` stages wheels, data and models in parts of one call each; a smoke run on a tiny model, then the runs that fit a deadline |
@@ -282,6 +283,11 @@ def main() -> None:
     from benchmarks.training_tables import markdown as training_markdown
 
     parts.append(training_markdown())  # rendered from results/training_runs.jsonl
+    from benchmarks.training_repro import markdown as repro_markdown
+
+    repro = repro_markdown()  # results/training_repro.jsonl beside the committed records
+    if repro:
+        parts.append(repro)
     alignment = _load("schedule_alignment")
     if alignment:
         parts.append(_module("schedule_alignment")(alignment))
