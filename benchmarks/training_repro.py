@@ -41,7 +41,7 @@ def _short(commit: dict | None) -> str:
 
 def compared(rerun: list[dict], committed: list[dict]) -> list[dict]:
     """Each usable rerun record in its strategy's compared routing, with the committed record of the
-    same key (None where there is none), and the settings keys on which the two differ."""
+    same key (None where there is none), the settings both record and differ on, and those only one records."""
     from benchmarks.training_protocol import PRIMARY, split
 
     theirs = {_key(r): r for r in split(committed)[0]}
@@ -50,14 +50,17 @@ def compared(rerun: list[dict], committed: list[dict]) -> list[dict]:
         if r["routing"] != PRIMARY.get(r["strategy"]):
             continue
         c = theirs.get(_key(r))
-        keys = set(r["settings"]) | set(c["settings"]) if c else set()
-        differ = sorted(k for k in keys if r["settings"].get(k) != c["settings"].get(k))
-        out.append({"rerun": r, "committed": c, "differ": differ})
+        # a key only one side has was added or renamed in between (it is listed in the text, not compared)
+        keys = set(r["settings"]) & set(c["settings"]) if c else set()
+        differ = sorted(k for k in keys if r["settings"][k] != c["settings"][k])
+        one_side = sorted(set(r["settings"]) ^ set(c["settings"])) if c else []
+        out.append({"rerun": r, "committed": c, "differ": differ, "one_side": one_side})
     return out
 
 
 def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
     """The section of benchmarks/README.md; "" when nothing was rerun."""
+    from benchmarks.training_protocol import BASE
     from benchmarks.training_tables import _fmt, binomial_se, load, paired
 
     rerun = load(repro)
@@ -71,6 +74,7 @@ def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
     profiles = sorted({x["rerun"]["profile"] for x in rows})
     then = sorted({_short(x["committed"]["commit"]) for x in rows if x["committed"]})
     now = sorted({_short(x["rerun"]["commit"]) for x in rows})
+    one_side = sorted({k for x in rows for k in x["one_side"]})
     out = [
         "### Reproducing the committed training records on this tree (`benchmarks/training_repro.py`)",
         "",
@@ -80,7 +84,12 @@ def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
         "speed work changed how a training step is rounded, not what it computes (the training speed sections above); "
         "scores are exact match (ROUGE-1 for free text) on the same test prompts. `score SE`: one score's standard error "
         "from its test prompts alone (binomial, over its n prompts), the scale a difference between two runs of the "
-        "same seed is read against.",
+        "same seed is read against; the base model's rows (no training) check that evaluation alone is unchanged."
+        + (
+            f" Settings that only one side records (added or renamed in between; not compared): {', '.join(one_side)}."
+            if one_side
+            else ""
+        ),
         "",
         "| test set | strategy (routing) | seed | committed | rerun | rerun − committed | score SE |",
         "|---|---|---|---|---|---|---|",
@@ -98,7 +107,8 @@ def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
             )
         else:
             d = r["score"] - c["score"]
-            deltas.setdefault(r["regime"], []).append(d)
+            if r["strategy"] != BASE:  # the base model's rows check the evaluation alone
+                deltas.setdefault(r["regime"], []).append(d)
             line = (
                 f"| {r['regime']} | {r['strategy']} ({r['routing']}) | {r['seed']} | {c['score']:.3f} | {r['score']:.3f} "
                 f"| {d:+.3f} | {se:.3f} |"
@@ -114,7 +124,7 @@ def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
         was = [x["committed"] for x in rows if x["rerun"]["regime"] == regime and x["committed"] and not x["differ"]]
         then_d = paired(was, regime).get(("fedavg", "none"))
         line = (
-            f"- {regime}: rerun − committed over {len(ds)} records: mean {statistics.mean(ds):+.3f}, "
+            f"- {regime}: rerun − committed over {len(ds)} trained records: mean {statistics.mean(ds):+.3f}, "
             f"largest |Δ| {max(abs(d) for d in ds):.3f}."
         )
         if now_d and then_d and "diff" in now_d and "diff" in then_d:

@@ -498,16 +498,21 @@ def test_a_rerun_is_set_beside_the_committed_record_of_the_same_run_and_settings
     now = [record("fedrouter", 0, 0.65, n=100), record("fedrouter", 1, 0.7, n=100)]
     now += [record("fedrouter", 0, 0.1, n=100, routing="local")]  # not its compared routing: not shown
     now += [record("fedavg", 0, 0.5, n=100), record("fedavg", 1, 0.45, n=100), record("fedavg", 2, 0.4, n=100)]
+    then.append(record("base", 0, 0.1, n=100, steps=0.0, samples=0.0))
+    now.append(record("base", 0, 0.3, n=100, steps=0.0, samples=0.0))  # shown, not in the trained records' mean
     other = record("fedavg", 3, 0.5, n=100)
     other["settings"]["train_per_task"] = 48  # not a profile key: usable, yet not the committed run
     now.append(other)
+    now[0]["settings"]["new_knob"] = 1  # recorded on one side only: named, not compared
     text = repro_markdown(write("repro.jsonl", now), write("runs.jsonl", then))
     assert "| dual | fedrouter (global) | 0 | 0.600 | 0.650 | +0.050 | 0.048 |" in text
     assert "| dual | fedavg (none) | 1 | 0.500 | 0.450 | -0.050 |" in text
     assert "| dual | fedavg (none) | 2 | none | 0.400 | – |" in text
     assert "| dual | fedavg (none) | 3 | 0.500 | 0.500 | settings differ: train_per_task |" in text
     assert "(local)" not in text
+    assert "Settings that only one side records (added or renamed in between; not compared): new_knob." in text
     # the four matched records: +0.05, 0, 0, -0.05; headline over seeds 0 and 1: (0.1, 0.2) then, (0.15, 0.25) now
-    assert "dual: rerun − committed over 4 records: mean +0.000, largest |Δ| 0.050." in text
+    assert "| dual | base (none) | 0 | 0.100 | 0.300 | +0.200 |" in text
+    assert "dual: rerun − committed over 4 trained records: mean +0.000, largest |Δ| 0.050." in text
     assert "committed +0.150 ± 0.635, rerun +0.200 ± 0.635; the rerun's mean lies inside the committed CI." in text
     assert repro_markdown(tmp_path / "none.jsonl", tmp_path / "runs.jsonl") == ""
