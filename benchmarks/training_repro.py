@@ -131,7 +131,7 @@ def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
             (a, ha), (b, hb) = then_d["diff"], now_d["diff"]
             inside = abs(b - a) <= ha if ha == ha else None  # NaN: one seed, no CI
             line += (
-                f" Headline FedRouter − FedAvg over seeds {', '.join(map(str, seeds))}: committed {_fmt(a, ha, '+')}, "
+                f" Headline FedRouter − FedAvg over seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: committed {_fmt(a, ha, '+')}, "
                 f"rerun {_fmt(b, hb, '+')}"
                 + (
                     ""

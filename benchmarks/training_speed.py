@@ -178,6 +178,8 @@ def main() -> None:
 
 def render(r: dict) -> str:
     s, m = r["summary"], r["machine"]
+    rev = (r.get("commit") or {}).get("rev")
+    after = f"`{rev[:7]}`" if rev else "this tree"  # the tree `after` ran on: the record's commit
     profile = r.get("profile", "quick")
     run = r.get("settings", {"clients": 4, "rounds": 2, "local_steps": 6, "batch_size": 4})
     rows = [
@@ -187,7 +189,7 @@ def render(r: dict) -> str:
         f"{m['cores']} cores {m['cpu']}, torch {m['torch']}, {m['date']}. Profile `{profile}`'s FedAvg run in `dual` "
         f"({run['clients']} clients, {run['rounds']} rounds × {run['local_steps']} steps × batch {run['batch_size']}) "
         "trained by `fedrouter train` from the tree before the speed-ups "
-        f"(`{s['before']['checkout']}`) and from this one, {len(r['runs']) // 2} times each, alternating; medians. "
+        f"(`{s['before']['checkout']}`) and from {after}, {len(r['runs']) // 2} times each, alternating; medians. "
         f"Load average (1 min) at the start and the end: {r['load_avg_1m'][0]:g}, {r['load_avg_1m'][1]:g} "
         "(above ~1: other work shared the 2 cores, alike for before and after). "
         "`whole run`: the command from start to release (Python's and Ray's start, the clients' query, the rounds, "
@@ -198,7 +200,7 @@ def render(r: dict) -> str:
     ]
     for name, v in s.items():
         rows.append(
-            f"| {name} | {v['checkout']} | {v['s_per_sample']:.3f} | {v['rounds_s_per_sample']:.3f} | "
+            f"| {name} | {after if name == 'after' else v['checkout']} | {v['s_per_sample']:.3f} | {v['rounds_s_per_sample']:.3f} | "
             f"{', '.join(f'{x:.4f}' for x in v['loss'])} | "
             + ("not run | not run |" if v["eval_s"] is None else f"{v['eval_s']:.0f} | ")
             + ("" if v["eval_s"] is None else f"{', '.join(f'{k} {x:.3f}' for k, x in v['scores'].items())} |")
