@@ -12,7 +12,7 @@ and settings: the two scores and their difference, the headline difference (FedR
 paired per seed, mean ± 95% CI) of each, and, for scale, one score's standard error from its test
 prompts alone.
 
-    python -m benchmarks.training_repro                 # full, 6 runs: ~40 min on 2 cores
+    python -m benchmarks.training_repro                 # full, 6 runs: ~25 min on 2 cores
     python -m benchmarks.training_repro --seeds 0       # one seed of the pair
 """
 
