@@ -30,26 +30,18 @@ from benchmarks.training_bench import RECORDS
 REPRO = RESULTS / "training_repro.jsonl"
 
 
-def _key(r: dict) -> tuple:
-    return (r["profile"], r["regime"], r["strategy"], r["seed"], r["routing"], r["embedder"])
-
-
-def _short(commit: dict | None) -> str:
-    rev = (commit or {}).get("rev") or "unknown"
-    return rev[:10] + (" (dirty)" if (commit or {}).get("dirty") else "")
-
-
 def compared(rerun: list[dict], committed: list[dict]) -> list[dict]:
     """Each usable rerun record in its strategy's compared routing, with the committed record of the
     same key (None where there is none), the settings both record and differ on, and those only one records."""
     from benchmarks.training_protocol import PRIMARY, split
+    from benchmarks.training_tables import run_key
 
-    theirs = {_key(r): r for r in split(committed)[0]}
+    theirs = {run_key(r): r for r in split(committed)[0]}
     out = []
     for r in sorted(split(rerun)[0], key=lambda r: (r["regime"], r["strategy"], r["seed"])):
         if r["routing"] != PRIMARY.get(r["strategy"]):
             continue
-        c = theirs.get(_key(r))
+        c = theirs.get(run_key(r))
         # a key only one side has was added or renamed in between (it is listed in the text, not compared)
         keys = set(r["settings"]) & set(c["settings"]) if c else set()
         differ = sorted(k for k in keys if r["settings"][k] != c["settings"][k])
@@ -61,7 +53,7 @@ def compared(rerun: list[dict], committed: list[dict]) -> list[dict]:
 def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
     """The section of benchmarks/README.md; "" when nothing was rerun."""
     from benchmarks.training_protocol import BASE
-    from benchmarks.training_tables import _fmt, binomial_se, load, paired
+    from benchmarks.training_tables import _fmt, binomial_se, commit_label, load, paired
 
     rerun = load(repro)
     if not rerun:
@@ -72,8 +64,8 @@ def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
     first = rows[0]["rerun"]
     m = first["machine"]
     profiles = sorted({x["rerun"]["profile"] for x in rows})
-    then = sorted({_short(x["committed"]["commit"]) for x in rows if x["committed"]})
-    now = sorted({_short(x["rerun"]["commit"]) for x in rows})
+    then = sorted({commit_label(x["committed"]["commit"]) for x in rows if x["committed"]})
+    now = sorted({commit_label(x["rerun"]["commit"]) for x in rows})
     one_side = sorted({k for x in rows for k in x["one_side"]})
     out = [
         "### Reproducing the committed training records on this tree (`benchmarks/training_repro.py`)",
@@ -97,23 +89,19 @@ def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
     deltas: dict[str, list[float]] = {}
     for x in rows:
         r, c = x["rerun"], x["committed"]
-        se = binomial_se(r["score"], r.get("n"))
         if c is None:
-            line = f"| {r['regime']} | {r['strategy']} ({r['routing']}) | {r['seed']} | none | {r['score']:.3f} | – | {se:.3f} |"
+            was, delta = "none", "–"
         elif x["differ"]:
-            line = (
-                f"| {r['regime']} | {r['strategy']} ({r['routing']}) | {r['seed']} | {c['score']:.3f} | {r['score']:.3f} "
-                f"| settings differ: {', '.join(x['differ'])} | {se:.3f} |"
-            )
+            was, delta = f"{c['score']:.3f}", f"settings differ: {', '.join(x['differ'])}"
         else:
             d = r["score"] - c["score"]
             if r["strategy"] != BASE:  # the base model's rows check the evaluation alone
                 deltas.setdefault(r["regime"], []).append(d)
-            line = (
-                f"| {r['regime']} | {r['strategy']} ({r['routing']}) | {r['seed']} | {c['score']:.3f} | {r['score']:.3f} "
-                f"| {d:+.3f} | {se:.3f} |"
-            )
-        out.append(line)
+            was, delta = f"{c['score']:.3f}", f"{d:+.3f}"
+        out.append(
+            f"| {r['regime']} | {r['strategy']} ({r['routing']}) | {r['seed']} | {was} | {r['score']:.3f} | {delta} "
+            f"| {binomial_se(r['score'], r.get('n')):.3f} |"
+        )
     out.append("")
     for regime in sorted(deltas):
         ds = deltas[regime]

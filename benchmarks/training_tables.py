@@ -44,6 +44,16 @@ PAPER = {"interference": 0.061, "generalization": 1.36}  # relative gains the pa
 TRAINED_IN = {t: g for g, spec in REGIMES.items() for t in spec["evaluate"]}  # test set -> training regime
 
 
+def run_key(r: dict) -> tuple:
+    """What names a record's run and score: (profile, regime, strategy, seed, routing, embedder)."""
+    return (r["profile"], r["regime"], r["strategy"], r["seed"], r["routing"], r["embedder"])
+
+
+def commit_label(commit: dict) -> str:
+    """A record's commit as the tables name it: 10 hex digits, "(dirty)" where the tree differed."""
+    return f"{(commit.get('rev') or 'unknown')[:10]}{' (dirty)' if commit.get('dirty') else ''}"
+
+
 def load(path: Path = RECORDS) -> list[dict]:
     """Records, the latest one kept where a (profile, regime, strategy, seed, routing, embedder, lr)
     repeats (the lr: a sweep's grid points are records of one profile)."""
@@ -53,8 +63,7 @@ def load(path: Path = RECORDS) -> list[dict]:
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            key = (r["profile"], r["regime"], r["strategy"], r["seed"], r["routing"], r["embedder"])
-            latest[(*key, r.get("settings", {}).get("lr"))] = r
+            latest[(*run_key(r), r.get("settings", {}).get("lr"))] = r
     return list(latest.values())
 
 
@@ -485,7 +494,7 @@ def markdown(records: list[dict] | None = None, png_dir: Path = RECORDS.parent) 
                 if profile.endswith("-swept")
                 else f"lr {s['lr']:g}"
             )
-            commits = sorted({f"{r['commit']['rev'][:10]}{' (dirty)' if r['commit']['dirty'] else ''}" for r in rs})
+            commits = sorted({commit_label(r["commit"]) for r in rs})
             png = f"training_{profile}.png"
             plot(rs, png_dir / png)
             out += [
