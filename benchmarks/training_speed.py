@@ -178,8 +178,9 @@ def main() -> None:
 
 def render(r: dict) -> str:
     s, m = r["summary"], r["machine"]
-    rev = (r.get("commit") or {}).get("rev")
-    after = f"`{rev[:7]}`" if rev else "this tree"  # the tree `after` ran on: the record's commit
+    from benchmarks.training_tables import commit_label
+
+    after = f"`{commit_label(r['commit'])}`" if r.get("commit") else "this tree"  # the tree `after` ran on
     profile = r.get("profile", "quick")
     run = r.get("settings", {"clients": 4, "rounds": 2, "local_steps": 6, "batch_size": 4})
     rows = [
