@@ -25,18 +25,26 @@ echo = grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)
 server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("svc", {"echo": echo}),))
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
-call = grpc.insecure_channel(f"127.0.0.1:{port}").unary_unary("/svc/echo")
+channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+call = channel.unary_unary("/svc/echo")
 stop = threading.Event()
 
 def busy():
     while not stop.is_set():
         call(b"x" * 100)
 
-for _ in range(2):
-    threading.Thread(target=busy, daemon=True).start()
+threads = [threading.Thread(target=busy, daemon=True) for _ in range(2)]
+for t in threads:
+    t.start()
 died = sum(subprocess.Popen(["true"], preexec_fn=lambda: None).wait() != 0 for _ in range(int(sys.argv[2])))
+print(died, flush=True)
+# shut gRPC down before the interpreter does: with calls still in flight at exit, its server thread
+# raised during teardown and the process hung there once (after printing its count)
 stop.set()
-print(died)
+for t in threads:
+    t.join()
+channel.close()
+server.stop(None).wait()
 """
 
 
