@@ -106,15 +106,25 @@ def ray_backend(
     }
 
 
+def _apps_ready(cfg: TrainConfig):
+    """The ClientApp and the ServerApp factory, their modules imported and the ServerApp's first
+    adapters and release embedder made (`server_app.prepare`)."""
+    from fedrouter.training.client_app import app as client_app
+    from fedrouter.training.server_app import prepare, server_app_for
+
+    prepare(cfg)
+    return client_app, server_app_for
+
+
 def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     """Run the federation in-process (Flower simulation, Ray) and return the written release."""
-    from flwr.simulation import run_simulation
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flwr.simulation import run_simulation  # imports Ray: here, before the thread below imports anything
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fedrouter.training.base_model import prepare_base_model
-    from fedrouter.training.client_app import app as client_app
-    from fedrouter.training.server_app import server_app_for
 
     if not cfg.base_model:
         cfg.base_model = str(prepare_base_model())
@@ -160,8 +170,18 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     log = Path(cfg.out) / "train.log"
     console.print(f"[dim]Flower and Ray logs: {log}[/]")
     started = time.monotonic()
-    with progress, stderr_to(log):
-        start_ray(backend["init_args"], progress.console.print)
+    with progress, stderr_to(log), ThreadPoolExecutor(max_workers=1) as pool:
+        # Ray's head takes seconds to start, mostly waiting for its own processes: the apps' modules,
+        # the first adapters and the release's embedder are made meanwhile, not after it.
+        ready = pool.submit(_apps_ready, cfg)
+        try:
+            start_ray(backend["init_args"], progress.console.print)
+            client_app, server_app_for = ready.result()
+        except BaseException:
+            import ray
+
+            ray.shutdown()  # Flower shuts Ray down at the end of a run; none ran
+            raise
         run_simulation(
             server_app=server_app_for(cfg, report),
             client_app=client_app,

@@ -70,6 +70,16 @@ def _fresh_lora(base: str, r: int, alpha: int, targets: str, seed: int) -> dict[
     return lora_state(with_lora(load_base(base), r, alpha, targets.split(","), seed))
 
 
+def prepare(cfg: TrainConfig) -> None:
+    """Make ahead, for this process, what `run_federation` would make after the clients' query: the
+    fresh LoRA every cluster starts from (a base-model load) and the embedder the release is written
+    with. Both are cached, so the federation then finds them ready; `fedrouter train` calls this
+    while Ray's head starts, when a core is mostly idle, instead of while the clients embed."""
+    if not cfg.resume:
+        _initial_lora(cfg, cfg.base_model, get_strategy(cfg.strategy).rank_factor(cfg))
+    _release_embedder(cfg.embedder_kind, cfg.embedder)
+
+
 @lru_cache(maxsize=1)
 def _release_embedder(kind: str, name: str):
     """The embedder that writes a release's centroids, loaded once per process, not once per release."""
@@ -97,8 +107,9 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
         for i in range(len(node_ids))
     }
     with ThreadPoolExecutor(max_workers=1) as pool:
-        # the fresh LoRA every cluster starts from (a base-model load, seconds) while the clients embed;
-        # it seeds torch's global RNG, which nothing else in this process draws from meanwhile
+        # the fresh LoRA every cluster starts from (a base-model load, seconds) while the clients embed
+        # (`fedrouter train` made it already, while Ray started: `prepare`, cached); it seeds torch's
+        # global RNG, which nothing else in this process draws from meanwhile
         init = pool.submit(_initial_lora, cfg, base, factor) if resume is None else None
         by_index = _ask(grid, dict(enumerate(node_ids)), "query", probe)
     nodes = {pid: reply.metadata.src_node_id for pid, reply in by_index.items()}

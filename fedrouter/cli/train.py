@@ -32,7 +32,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "sentence-transformers (MiniLM itself, see README 'Which embedder'), or base-llm",
     )
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="any other setting of training/config.py")
-    train.set_defaults(fn=cmd_train)
+    train.set_defaults(fn=cmd_train, exit_at_once=True)
 
     ev = sub.add_parser("eval", help="evaluate a release on a scenario, routing as the gateway does")
     ev.add_argument("--release", required=True)
@@ -43,7 +43,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--clients", dest="num_clients", type=int)
     ev.add_argument("--seed", type=int)
     ev.add_argument("--out", help="folder for eval JSON/markdown/PNG (default: <run>/eval)")
-    ev.set_defaults(fn=cmd_eval)
+    ev.set_defaults(fn=cmd_eval, exit_at_once=True)
 
     data = sub.add_parser("data", help="training data: export, fetch").add_subparsers(dest="action", required=True)
     export = data.add_parser("export", help="write DIR/client<i>/train.jsonl and test.jsonl for a scenario")

@@ -47,21 +47,29 @@ def read_ztext(module_dir: Path, part: str = "nt") -> list[str]:
     return out
 
 
+_NOTE = re.compile(r"<note[^>]*>.*?</note>", re.S)
+_TAG = re.compile(r"<[^>]+>")
+_WORD = re.compile(r"[a-z]+")
+
+
 def plain(osis: str) -> str:
-    """Verse text without notes and markup."""
-    text = re.sub(r"<note[^>]*>.*?</note>", "", osis, flags=re.S)
-    text = re.sub(r"<[^>]+>", " ", text)
-    text = re.sub(r"\s+", " ", text).strip()
-    text = re.sub(r"([‘“])\s+", r"\1", text)
-    return re.sub(r"\s+([,.;:!?’”])", r"\1", text)
+    """Verse text without notes and markup, single-spaced, no space after an opening quote or
+    before punctuation (str methods where a regex would do the same, for speed: ~16k verses)."""
+    text = " ".join(_TAG.sub(" ", _NOTE.sub("", osis) if "<note" in osis else osis).split())
+    for quote in "‘“":
+        text = text.replace(quote + " ", quote)
+    for mark in ",.;:!?’”":
+        text = text.replace(" " + mark, mark)
+    return text
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", text.lower()))
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
 
 
 def align(kjv: list[str], web: list[str], window: int = 3, min_overlap: float = 0.2) -> list[tuple[int, str, str]]:
     """(KJV position, KJV verse, WEB verse) for every KJV verse with a WEB partner in the window."""
+    web_words = [_words(w) for w in web]  # once per verse: each is compared with up to 2 * window + 1 KJV verses
     pairs, drift = [], 0
     for i, k in enumerate(kjv):
         if len(k.split()) < 4:  # empty entries and headings
@@ -69,7 +77,7 @@ def align(kjv: list[str], web: list[str], window: int = 3, min_overlap: float = 
         kw = _words(k)
         best, best_j = 0.0, -1
         for j in range(max(0, i + drift - window), min(len(web), i + drift + window + 1)):
-            ww = _words(web[j])
+            ww = web_words[j]
             overlap = len(kw & ww) / max(1, len(kw | ww))
             if overlap > best:
                 best, best_j = overlap, j
