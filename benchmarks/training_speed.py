@@ -48,7 +48,7 @@ CHANGES = (
     "at every pass: bit for bit the same, tests/unit/test_training_learns.py). "
     "Last, 2026-12-08: `fedrouter train` imports the apps' modules and makes the fresh LoRA and the release's "
     "embedder while Ray's head starts (was: after it, the LoRA while the clients embed, every core busy); "
-    "`fedrouter train` and `eval` end without Python's teardown of the modules they imported (~2 s); the Bible "
+    "`fedrouter train` and `eval` end without Python's teardown of the modules they imported; the Bible "
     "verses cleaned with str methods and each verse's words found once (the same pairs: tests/unit/test_bible.py)."
 )
 
@@ -213,8 +213,10 @@ def render(r: dict) -> str:
     rows += [
         "",
         "Where a whole run's seconds go (medians): `start + stop`: Python, Ray and Flower starting and "
-        "stopping, outside the ServerApp; `query + first adapters`: inside it, before the first round (the "
-        "clients embed and cluster their samples; the server makes the fresh LoRA every cluster starts from).",
+        "stopping, outside the ServerApp (since 2026-12-08 also the fresh LoRA every cluster starts from and "
+        "the release's embedder, made while Ray's head starts); `query + first adapters`: inside it, before "
+        "the first round (the clients embed and cluster their samples; before 2026-12-08 the server made the "
+        "fresh LoRA meanwhile).",
         "",
         "| | whole run s | start + stop s | query + first adapters s | rounds s |",
         "|---|---|---|---|---|",
