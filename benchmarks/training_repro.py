@@ -105,12 +105,10 @@ def markdown(repro: Path = REPRO, records: Path = RECORDS) -> str:
     out.append("")
     for regime in sorted(deltas):
         ds = deltas[regime]
-        seeds = sorted(
-            {x["rerun"]["seed"] for x in rows if x["rerun"]["regime"] == regime and x["committed"] and not x["differ"]}
-        )
+        matched = [x for x in rows if x["rerun"]["regime"] == regime and x["committed"] and not x["differ"]]
+        seeds = sorted({x["rerun"]["seed"] for x in matched})
         now_d = paired([x["rerun"] for x in rows if x["rerun"]["regime"] == regime], regime).get(("fedavg", "none"))
-        was = [x["committed"] for x in rows if x["rerun"]["regime"] == regime and x["committed"] and not x["differ"]]
-        then_d = paired(was, regime).get(("fedavg", "none"))
+        then_d = paired([x["committed"] for x in matched], regime).get(("fedavg", "none"))
         line = (
             f"- {regime}: rerun − committed over {len(ds)} trained records: mean {statistics.mean(ds):+.3f}, "
             f"largest |Δ| {max(abs(d) for d in ds):.3f}."
