@@ -49,7 +49,11 @@ CHANGES = (
     "Last, 2026-12-08: `fedrouter train` imports the apps' modules and makes the fresh LoRA and the release's "
     "embedder while Ray's head starts (was: after it, the LoRA while the clients embed, every core busy); "
     "`fedrouter train` and `eval` end without Python's teardown of the modules they imported; the Bible "
-    "verses cleaned with str methods and each verse's words found once (the same pairs: tests/unit/test_bible.py)."
+    "verses cleaned with str methods and each verse's words found once (the same pairs: tests/unit/test_bible.py). "
+    "Then, 2026-12-08: where no CUDA GPU can be, torch imported while Ray's head starts (was: before it); Flower's "
+    "clients on the workers Ray starts with its head (PYTHONPATH in the environment, not a runtime environment, "
+    "for which Ray started new ones); the server names the clients' embedder without loading it; it polls for its "
+    "clients after 0.05 s (was: 1 s)."
 )
 
 
@@ -213,8 +217,9 @@ def render(r: dict) -> str:
     rows += [
         "",
         "Where a whole run's seconds go (medians): `start + stop`: Python, Ray and Flower starting and "
-        "stopping, outside the ServerApp (since 2026-12-08 also the fresh LoRA every cluster starts from and "
-        "the release's embedder, made while Ray's head starts); `query + first adapters`: inside it, before "
+        "stopping, outside the ServerApp (since 2026-12-08 also the fresh LoRA every cluster starts from, made "
+        "while Ray's head starts, and until the server stopped loading it, the release's embedder); "
+        "`query + first adapters`: inside it, before "
         "the first round (the clients embed and cluster their samples; before 2026-12-08 the server made the "
         "fresh LoRA meanwhile).",
         "",

@@ -138,21 +138,44 @@ class HashEmbedder:
         return l2_normalize(out)
 
 
-def make_embedder(kind: str = DEFAULT_KIND, name: str | None = None, device: str = "cpu") -> Embedder:
-    """Build an embedder from a kind and an optional model name or folder."""
-    if kind == "sentence-transformers":
-        return SentenceTransformerEmbedder(name or DEFAULT_EMBEDDER, device=device)
+def _hash_dim(name: str | None) -> int:
+    return int(re.sub(r"\D", "", name or "") or 64)
+
+
+def embedder_name(kind: str, name: str | None) -> str:
+    """The name `make_embedder(kind, name)` records in its embedder's `info`: the default model
+    where none is given. Raises ValueError for an unknown kind, or a base-llm embedder without one."""
+    if kind in ("sentence-transformers", "static"):
+        return name or DEFAULT_EMBEDDER
     if kind == "base-llm":
         if not name:
             raise ValueError("the base-llm embedder needs a model name or folder")
-        return BaseLLMEmbedder(name, device=device)
+        return name
     if kind == "hash":
-        return HashEmbedder(int(re.sub(r"\D", "", name or "") or 64))
-    if kind == "static":  # distilled from a sentence-transformers model: another vector space
-        from fedrouter.router.static_embed import StaticEmbedder
-
-        return StaticEmbedder(name or DEFAULT_EMBEDDER)
+        return f"hash-{_hash_dim(name)}"
     raise ValueError(f"unknown embedder kind {kind!r} ({', '.join(KINDS)})")
+
+
+def make_embedder(kind: str = DEFAULT_KIND, name: str | None = None, device: str = "cpu") -> Embedder:
+    """Build an embedder from a kind and an optional model name or folder."""
+    resolved = embedder_name(kind, name)
+    if kind == "sentence-transformers":
+        return SentenceTransformerEmbedder(resolved, device=device)
+    if kind == "base-llm":
+        return BaseLLMEmbedder(resolved, device=device)
+    if kind == "hash":
+        return HashEmbedder(_hash_dim(name))
+    # static: distilled from a sentence-transformers model, another vector space
+    from fedrouter.router.static_embed import StaticEmbedder
+
+    return StaticEmbedder(resolved)
+
+
+def embedder_info(kind: str, name: str | None, dim: int) -> EmbedderInfo:
+    """`make_embedder(kind, name).info` for an embedder known to give `dim`-d vectors, without
+    building it (a model load, or for `static` a distillation): what a release records of the
+    embedder its centroids were computed with, where the centroids give the dimension."""
+    return EmbedderInfo(kind=kind, name=embedder_name(kind, name), dim=int(dim))
 
 
 def load_embedder(info: EmbedderInfo, device: str = "cpu", backend: str = "torch", threads: int = 0) -> Embedder:

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from fedrouter.router.embed import Embedder
 from fedrouter.router.release import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     ADAPTERS_DIR,
     BaseModelInfo,
     Cluster,
+    EmbedderInfo,
     Manifest,
     Release,
     RoutingInfo,
@@ -47,8 +47,9 @@ def save_adapter(
     return folder
 
 
-def export_release(cfg: TrainConfig, embedder: Embedder, base_path: str, parts: Export, training: dict) -> Release:
-    """Write the next release of the run `cfg.out` from a strategy's `Export`."""
+def export_release(cfg: TrainConfig, embedder: EmbedderInfo, base_path: str, parts: Export, training: dict) -> Release:
+    """Write the next release of the run `cfg.out` from a strategy's `Export`; `embedder`: what the
+    clients embedded their samples with (router.embed.embedder_info)."""
     out = next_release_dir(Path(cfg.out) / "releases")
     with tempfile.TemporaryDirectory(prefix="fedrouter-export-") as tmp:
         dirs = {}
@@ -61,7 +62,7 @@ def export_release(cfg: TrainConfig, embedder: Embedder, base_path: str, parts: 
         manifest = Manifest(
             release_id=out.name,
             base_model=BaseModelInfo(name=cfg.base_name or Path(base_path).name, path=base_path),
-            embedder=embedder.info,
+            embedder=embedder,
             clusters=[
                 Cluster(id=i, adapter=a, path=f"{ADAPTERS_DIR}/{a}", size=int(s))
                 for i, (a, s) in enumerate(zip(parts.cluster_adapters, parts.sizes))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,21 +38,42 @@ def start_ray(init_args: dict, say, attempts: int = 2) -> None:
     The GCS server can die before it starts (the gRPC fork crash that `fedrouter.cli` sets
     GRPC_ENABLE_FORK_SUPPORT=0 against); Ray then waits 30 s for its port file and gives up. The next
     start takes ~1 s. Flower reuses a running Ray and shuts it down at the end."""
-    import sys
-
     import ray
 
     # as Flower does: Ray's workers must import what this process imports
     pythonpath = os.pathsep.join([*sys.path, *filter(None, [os.environ.get("PYTHONPATH")])])
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+            with _pythonpath_for_ray(pythonpath) as runtime_env:
+                ray.init(runtime_env=runtime_env, **init_args)
             return
         except RuntimeError as e:
             if RAY_COLD_START not in str(e) or attempt == attempts:
                 raise
             ray.shutdown()
             say(f"Ray's head node did not start within Ray's 30 s limit (attempt {attempt}); starting it again")
+
+
+@contextlib.contextmanager
+def _pythonpath_for_ray(pythonpath: str) -> Iterator[dict | None]:
+    """How Ray's workers get `pythonpath`. A head this process starts inherits its environment, and
+    so do the workers that head starts ahead of any task (one per CPU): PYTHONPATH is set in the
+    environment while Ray starts (then restored), so Flower's actors take those workers, already
+    started, instead of new ones (a second each, measured on 2 cores). A runtime environment
+    (`env_vars`) would make Ray start workers of their own for it. An existing cluster (RAY_ADDRESS)
+    does not inherit this environment: there the runtime environment carries it (yielded)."""
+    if os.environ.get("RAY_ADDRESS"):
+        yield {"env_vars": {"PYTHONPATH": pythonpath}}
+        return
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = pythonpath
+    try:
+        yield None
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 def client_memory_bytes(base_model: str) -> int | None:
@@ -88,10 +110,11 @@ def ray_backend(
     holds its own copy of the model, so no more run at once than half the available memory holds
     (`client_bytes` each, `available_bytes` in all, where both are known). Each client's training is
     seeded on its own, so what it computes does not depend on which others run beside it."""
-    from fedrouter.training.model import device
-
     cores = cores or os.cpu_count() or 2
-    gpu = device().type == "cuda" if gpu is None else gpu
+    if gpu is None:
+        from fedrouter.training.model import device  # imports torch
+
+        gpu = device().type == "cuda"
     at_once = max(1, min(num_clients, 8, cores))
     if not gpu and client_bytes and available_bytes:
         at_once = max(1, min(at_once, available_bytes // 2 // client_bytes))
@@ -106,9 +129,25 @@ def ray_backend(
     }
 
 
+def no_cuda_device() -> bool:
+    """True where torch cannot be using a CUDA GPU, known without importing torch (a second and a
+    half): FEDROUTER_DEVICE names another device, or this is a Mac, or a Linux machine with no GPU
+    device file (NVIDIA's /dev/nvidia*, ROCm's /dev/kfd, WSL's /dev/dxg). False where it cannot
+    tell: torch then decides (training/model.py `device`)."""
+    name = os.environ.get("FEDROUTER_DEVICE")
+    if name:
+        return not name.startswith("cuda")
+    if sys.platform == "darwin":
+        return True
+    if sys.platform.startswith("linux"):
+        dev = Path("/dev")
+        return not any(dev.glob("nvidia*")) and not (dev / "kfd").exists() and not (dev / "dxg").exists()
+    return False
+
+
 def _apps_ready(cfg: TrainConfig):
     """The ClientApp and the ServerApp factory, their modules imported and the ServerApp's first
-    adapters and release embedder made (`server_app.prepare`)."""
+    adapters made (`server_app.prepare`)."""
     from fedrouter.training.client_app import app as client_app
     from fedrouter.training.server_app import prepare, server_app_for
 
@@ -120,7 +159,8 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     """Run the federation in-process (Flower simulation, Ray) and return the written release."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from flwr.simulation import run_simulation  # imports Ray: here, before the thread below imports anything
+    # Ray and Flower imported on this thread before the thread below imports the apps' modules
+    from flwr.simulation import run_simulation
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -160,8 +200,11 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
             progress.update(task, advance=1, description=f"{cfg.strategy}: release {data['id']}")
             result["path"] = data["path"]
 
-    backend = ray_backend(
-        cfg.num_clients, client_bytes=client_memory_bytes(cfg.base_model), available_bytes=available_memory_bytes()
+    backend = ray_backend(  # where no CUDA GPU can be, torch is imported by the apps' thread below, not here
+        cfg.num_clients,
+        gpu=False if no_cuda_device() else None,
+        client_bytes=client_memory_bytes(cfg.base_model),
+        available_bytes=available_memory_bytes(),
     )
     logging.getLogger("flwr").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -171,8 +214,8 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     console.print(f"[dim]Flower and Ray logs: {log}[/]")
     started = time.monotonic()
     with progress, stderr_to(log), ThreadPoolExecutor(max_workers=1) as pool:
-        # Ray's head takes seconds to start, mostly waiting for its own processes: the apps' modules,
-        # the first adapters and the release's embedder are made meanwhile, not after it.
+        # Ray's head takes seconds to start, mostly waiting for its own processes: the apps' modules
+        # (torch among them) are imported and the first adapters made meanwhile, not after it.
         ready = pool.submit(_apps_ready, cfg)
         try:
             start_ray(backend["init_args"], progress.console.print)

@@ -46,14 +46,20 @@ def _ask(grid: Grid, nodes: dict[int, int], kind: str, contents: dict[int, Recor
 
 
 def _wait_for_nodes(grid: Grid, n: int, timeout_s: float = 300.0) -> list[int]:
+    """The clients' node ids once `n` have connected. Polled after 0.05 s, then doubling up to 1 s:
+    under the simulation engine they are there well within a second of the ServerApp's start (a
+    first wait of a whole second cost a run up to a second); under the deployment engine they may
+    take minutes."""
     deadline = time.monotonic() + timeout_s
+    poll_s = 0.05
     while True:
         nodes = sorted(grid.get_node_ids())
         if len(nodes) >= n:
             return nodes
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(nodes)} of {n} clients connected after {timeout_s:.0f} s")
-        time.sleep(1.0)
+        time.sleep(poll_s)
+        poll_s = min(2 * poll_s, 1.0)
 
 
 def _initial_lora(cfg: TrainConfig, base: str, rank_factor: int) -> dict[str, torch.Tensor]:
@@ -72,20 +78,11 @@ def _fresh_lora(base: str, r: int, alpha: int, targets: str, seed: int) -> dict[
 
 def prepare(cfg: TrainConfig) -> None:
     """Make ahead, for this process, what `run_federation` would make after the clients' query: the
-    fresh LoRA every cluster starts from (a base-model load) and the embedder the release is written
-    with. Both are cached, so the federation then finds them ready; `fedrouter train` calls this
-    while Ray's head starts, when a core is mostly idle, instead of while the clients embed."""
+    fresh LoRA every cluster starts from (a base-model load). It is cached, so the federation then
+    finds it ready; `fedrouter train` calls this while Ray's head starts, when a core is mostly idle,
+    instead of while the clients embed."""
     if not cfg.resume:
         _initial_lora(cfg, cfg.base_model, get_strategy(cfg.strategy).rank_factor(cfg))
-    _release_embedder(cfg.embedder_kind, cfg.embedder)
-
-
-@lru_cache(maxsize=1)
-def _release_embedder(kind: str, name: str):
-    """The embedder that writes a release's centroids, loaded once per process, not once per release."""
-    from fedrouter.router.embed import make_embedder
-
-    return make_embedder(kind, name)
 
 
 def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: None):
@@ -189,6 +186,7 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
 
 
 def _write(cfg: TrainConfig, strategy: Strategy, plan, local, adapters, updates, base, history, seconds):
+    from fedrouter.router.embed import embedder_info
     from fedrouter.training.export import export_release
 
     parts = strategy.export(plan, local, adapters, updates, cfg)
@@ -207,7 +205,8 @@ def _write(cfg: TrainConfig, strategy: Strategy, plan, local, adapters, updates,
         "config": cfg.to_record(),
         **parts.training,
     }
-    embedder = _release_embedder(cfg.embedder_kind, cfg.embedder)
+    # the embedder the clients embedded with, named as it records itself; the server never loads it
+    embedder = embedder_info(cfg.embedder_kind, cfg.embedder, parts.centroids.shape[1])
     return export_release(cfg, embedder, base, parts, training)
 
 

@@ -47,7 +47,7 @@ def test_export_release_records_client_clusters(tmp_path):
     c = np.eye(2, 64, dtype=np.float32)
     parts = Export({"a": state, "b": state}, {"a": 2, "b": 2}, c, ["a", "b"], [3, 4], {"0": {0: 3}, "1": {0: 1, 1: 4}})
     cfg = TrainConfig(out=str(tmp_path), lora_r=2, lora_alpha=4, lora_targets="q_proj")
-    rel = export_release(cfg, make_embedder("hash", ""), "tiny", parts, {"strategy": "test"})
+    rel = export_release(cfg, make_embedder("hash", "").info, "tiny", parts, {"strategy": "test"})
     again = load_release(tmp_path / "releases" / "latest")
     assert rel.id == "v1" and again.manifest.client_clusters == {"0": {0: 3}, "1": {0: 1, 1: 4}}
     assert [x.size for x in again.manifest.clusters] == [3, 4]

@@ -92,3 +92,31 @@ def test_static_is_the_default_routing_space_of_training_and_release_build(cache
         argv += ["--adapter", f"{name}={path}", "--examples", f"{name}={examples[name]}"]
     main(argv)
     assert load_release(tmp_path / "v1").manifest.embedder.kind == "static"
+
+
+@pytest.mark.parametrize(
+    "kind,name",
+    [
+        ("static", None),
+        ("static", DEFAULT_EMBEDDER),
+        ("hash", ""),
+        ("hash", "hash-256"),
+        ("sentence-transformers", None),
+    ],
+)
+def test_embedder_info_is_what_the_built_embedder_records(cache, kind, name):
+    """A release's writer names the clients' embedder without building it (training/server_app.py)."""
+    from fedrouter.router.embed import embedder_info
+
+    built = make_embedder(kind, name).info
+    assert embedder_info(kind, name, built.dim) == built
+
+
+def test_embedder_info_refuses_what_make_embedder_refuses():
+    from fedrouter.router.embed import embedder_info
+
+    for kind, name in (("base-llm", None), ("word2vec", "x")):
+        with pytest.raises(ValueError):
+            embedder_info(kind, name, 8)
+        with pytest.raises(ValueError):
+            make_embedder(kind, name)
