@@ -145,14 +145,18 @@ def no_cuda_device() -> bool:
     return False
 
 
-def _apps_ready(cfg: TrainConfig):
-    """The ClientApp and the ServerApp factory, their modules imported and the ServerApp's first
-    adapters made (`server_app.prepare`)."""
+def _apps():
+    """The ClientApp and the ServerApp's factory, their modules imported."""
     from fedrouter.training.client_app import app as client_app
-    from fedrouter.training.server_app import prepare, server_app_for
+    from fedrouter.training.server_app import server_app_for
+
+    return client_app, server_app_for
+
+
+def _prepare(cfg: TrainConfig) -> None:
+    from fedrouter.training.server_app import prepare
 
     prepare(cfg)
-    return client_app, server_app_for
 
 
 def train(cfg: TrainConfig, quiet: bool = False) -> Release:
@@ -214,9 +218,12 @@ def train(cfg: TrainConfig, quiet: bool = False) -> Release:
     console.print(f"[dim]Flower and Ray logs: {log}[/]")
     started = time.monotonic()
     with progress, stderr_to(log), ThreadPoolExecutor(max_workers=1) as pool:
-        # Ray's head takes seconds to start, mostly waiting for its own processes: the apps' modules
-        # (torch among them) are imported and the first adapters made meanwhile, not after it.
-        ready = pool.submit(_apps_ready, cfg)
+        # Ray's head takes seconds to start, mostly waiting for its own processes: meanwhile, the apps'
+        # modules are imported (torch among them), then the fresh LoRA every cluster starts from is
+        # made. The federation starts once Ray and the modules are ready; the ServerApp waits for the
+        # LoRA only after the clients' query, and meets any failure of it again there.
+        ready = pool.submit(_apps)
+        pool.submit(_prepare, cfg)  # after `_apps`, on the same thread
         try:
             start_ray(backend["init_args"], progress.console.print)
             client_app, server_app_for = ready.result()

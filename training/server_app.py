@@ -14,6 +14,7 @@ them directly (`server_app_for`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,9 +63,13 @@ def _wait_for_nodes(grid: Grid, n: int, timeout_s: float = 300.0) -> list[int]:
         poll_s = min(2 * poll_s, 1.0)
 
 
+_fresh_lock = threading.Lock()  # one caller makes a fresh LoRA at a time; the next finds it cached
+
+
 def _initial_lora(cfg: TrainConfig, base: str, rank_factor: int) -> dict[str, torch.Tensor]:
     r = cfg.lora_r * rank_factor
-    return _fresh_lora(base, r, cfg.lora_alpha * rank_factor, cfg.lora_targets, cfg.seed)
+    with _fresh_lock:
+        return _fresh_lora(base, r, cfg.lora_alpha * rank_factor, cfg.lora_targets, cfg.seed)
 
 
 @lru_cache(maxsize=4)
@@ -79,8 +84,9 @@ def _fresh_lora(base: str, r: int, alpha: int, targets: str, seed: int) -> dict[
 def prepare(cfg: TrainConfig) -> None:
     """Make ahead, for this process, what `run_federation` would make after the clients' query: the
     fresh LoRA every cluster starts from (a base-model load). It is cached, so the federation then
-    finds it ready; `fedrouter train` calls this while Ray's head starts, when a core is mostly idle,
-    instead of while the clients embed."""
+    finds it ready, or waits for it if it is still being made (a failure here is met again there,
+    and raised by the federation); `fedrouter train` calls this in a thread as soon as Ray's head
+    has started, while the clients start, instead of while they embed."""
     if not cfg.resume:
         _initial_lora(cfg, cfg.base_model, get_strategy(cfg.strategy).rank_factor(cfg))
 
@@ -105,8 +111,8 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
     }
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the fresh LoRA every cluster starts from (a base-model load, seconds) while the clients embed
-        # (`fedrouter train` made it already, while Ray started: `prepare`, cached); it seeds torch's
-        # global RNG, which nothing else in this process draws from meanwhile
+        # (under `fedrouter train`, `prepare` started it as the clients started: found cached, or
+        # waited for); it seeds torch's global RNG, which nothing else in this process draws from
         init = pool.submit(_initial_lora, cfg, base, factor) if resume is None else None
         by_index = _ask(grid, dict(enumerate(node_ids)), "query", probe)
     nodes = {pid: reply.metadata.src_node_id for pid, reply in by_index.items()}

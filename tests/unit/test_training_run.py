@@ -8,20 +8,34 @@ import pytest
 
 
 def test_a_failure_while_ray_starts_shuts_ray_down_and_is_raised(tmp_path, monkeypatch):
-    """The apps are made ready in a thread while Ray's head starts: their failure must not leave
-    Ray running behind the error."""
+    """The apps' modules are imported in a thread while Ray's head starts: their failure must not
+    leave Ray running behind the error."""
     import ray
 
-    from fedrouter.training import server_app
+    from fedrouter.training import run
+    from fedrouter.training.config import TrainConfig
+
+    def broken():
+        raise ImportError("no module named 'peft'")
+
+    monkeypatch.setattr(run, "_apps", broken)
+    cfg = TrainConfig(out=str(tmp_path / "run"), base_model=str(tmp_path), tasks="add,capital", num_clients=2)
+    with pytest.raises(ImportError, match="peft"):
+        run.train(cfg, quiet=True)
+    assert not ray.is_initialized()
+
+
+def test_a_fresh_lora_that_cannot_be_made_fails_the_run_with_its_error(tmp_path):
+    """The fresh LoRA is made in a thread while the clients start; where it cannot be (no weights),
+    the ServerApp meets the same failure when it needs the LoRA, and the run ends with that error."""
+    import ray
+
     from fedrouter.training.config import TrainConfig
     from fedrouter.training.run import train
 
-    def broken(cfg):
-        raise FileNotFoundError(f"no model weights in {cfg.base_model}")
-
-    monkeypatch.setattr(server_app, "prepare", broken)
+    (tmp_path / "config.json").write_text("{}")  # a model folder without weights
     cfg = TrainConfig(out=str(tmp_path / "run"), base_model=str(tmp_path), tasks="add,capital", num_clients=2)
-    with pytest.raises(FileNotFoundError, match="no model weights"):
+    with pytest.raises(ValueError, match="Unrecognized model"):  # transformers' word for it
         train(cfg, quiet=True)
     assert not ray.is_initialized()
 
