@@ -26,8 +26,9 @@ def test_a_failure_while_ray_starts_shuts_ray_down_and_is_raised(tmp_path, monke
 
 
 def test_a_fresh_lora_that_cannot_be_made_fails_the_run_with_its_error(tmp_path):
-    """The fresh LoRA is made in a thread while the clients start; where it cannot be (no weights),
-    the ServerApp meets the same failure when it needs the LoRA, and the run ends with that error."""
+    """The fresh LoRA is made in a thread the federation does not wait for; where it cannot be (no
+    weights), the ServerApp meets the same failure when it needs the LoRA, and the run ends with
+    that error, Ray stopped."""
     import ray
 
     from fedrouter.training.config import TrainConfig
