@@ -85,8 +85,8 @@ def prepare(cfg: TrainConfig) -> None:
     """Make ahead, for this process, what `run_federation` would make after the clients' query: the
     fresh LoRA every cluster starts from (a base-model load). It is cached, so the federation then
     finds it ready, or waits for it if it is still being made (a failure here is met again there,
-    and raised by the federation); `fedrouter train` calls this in a thread as soon as Ray's head
-    has started, while the clients start, instead of while they embed."""
+    and raised by the federation); `fedrouter train` calls this in a thread right after importing
+    the apps' modules, while Ray's head starts, instead of while the clients embed."""
     if not cfg.resume:
         _initial_lora(cfg, cfg.base_model, get_strategy(cfg.strategy).rank_factor(cfg))
 
@@ -111,7 +111,7 @@ def run_federation(grid: Grid, cfg: TrainConfig, report: Report = lambda e, d: N
     }
     with ThreadPoolExecutor(max_workers=1) as pool:
         # the fresh LoRA every cluster starts from (a base-model load, seconds) while the clients embed
-        # (under `fedrouter train`, `prepare` started it as the clients started: found cached, or
+        # (under `fedrouter train`, `prepare` started it while Ray's head started: found cached, or
         # waited for); it seeds torch's global RNG, which nothing else in this process draws from
         init = pool.submit(_initial_lora, cfg, base, factor) if resume is None else None
         by_index = _ask(grid, dict(enumerate(node_ids)), "query", probe)
